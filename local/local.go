@@ -1,0 +1,227 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxEntries bounds the store when neither MaxEntries nor MaxCost
+	// is set.
+	DefaultMaxEntries = 100_000
+	// Stripes is the number of generation counters.
+	Stripes = 4096
+)
+
+// ErrInvalidOptions is returned by New for options it cannot use.
+var ErrInvalidOptions = errors.New("local: invalid options")
+
+// Options configures a Store. The zero value is valid: at most
+// DefaultMaxEntries entries, each costing 1.
+type Options[V any] struct {
+	// MaxEntries bounds the number of entries (each entry costs 1). Zero means
+	// DefaultMaxEntries unless MaxCost is set. Negative is an error. Setting
+	// both MaxEntries and MaxCost is an error.
+	MaxEntries int64
+	// MaxCost bounds the sum of Cost over the entries, in the unit Cost
+	// returns (for instance bytes). Zero means unused. Requires Cost.
+	MaxCost int64
+	// Cost returns the cost of a value when MaxCost is set. It must be cheap
+	// and safe for concurrent use. Nil with MaxCost set is an error.
+	Cost func(value V) int64
+	// BufferItems is ristretto's per-Get buffer size. Zero means 64.
+	BufferItems int64
+}
+
+// item is what the store keeps under a key.
+type item[V any] struct {
+	value  V
+	absent bool
+}
+
+// Store is an L1 store on ristretto. Create it with New.
+type Store[V any] struct {
+	cache   *ristretto.Cache[string, item[V]]
+	seed    maphash.Seed
+	stripes [Stripes]atomic.Uint64
+	epoch   atomic.Uint64
+	closed  atomic.Bool
+
+	// Counters, read with Stats.
+	dropped  atomic.Uint64
+	rejected atomic.Uint64
+}
+
+// New returns a Store configured by opts.
+func New[V any](opts Options[V]) (*Store[V], error) {
+	switch {
+	case opts.MaxEntries < 0:
+		return nil, fmt.Errorf("%w: MaxEntries %d is negative", ErrInvalidOptions, opts.MaxEntries)
+	case opts.MaxCost < 0:
+		return nil, fmt.Errorf("%w: MaxCost %d is negative", ErrInvalidOptions, opts.MaxCost)
+	case opts.MaxEntries > 0 && opts.MaxCost > 0:
+		return nil, fmt.Errorf("%w: set MaxEntries or MaxCost, not both", ErrInvalidOptions)
+	case opts.MaxCost > 0 && opts.Cost == nil:
+		return nil, fmt.Errorf("%w: MaxCost needs a Cost function", ErrInvalidOptions)
+	case opts.MaxCost == 0 && opts.Cost != nil:
+		return nil, fmt.Errorf("%w: Cost is set but MaxCost is zero", ErrInvalidOptions)
+	case opts.BufferItems < 0:
+		return nil, fmt.Errorf("%w: BufferItems %d is negative", ErrInvalidOptions, opts.BufferItems)
+	}
+	maxCost, counters := opts.MaxEntries, opts.MaxEntries*10
+	cost := func(item[V]) int64 { return 1 }
+	if opts.MaxCost > 0 {
+		// Assume entries of about 64 cost units for the admission counters.
+		maxCost, counters = opts.MaxCost, max(opts.MaxCost/64, 1000)*10
+		userCost := opts.Cost
+		cost = func(it item[V]) int64 {
+			if it.absent {
+				return 1
+			}
+			return max(userCost(it.value), 1)
+		}
+	} else if maxCost == 0 {
+		maxCost, counters = DefaultMaxEntries, DefaultMaxEntries*10
+	}
+	buffer := opts.BufferItems
+	if buffer == 0 {
+		buffer = 64
+	}
+	s := &Store[V]{seed: maphash.MakeSeed()}
+	c, err := ristretto.NewCache(&ristretto.Config[string, item[V]]{
+		NumCounters:        counters,
+		MaxCost:            maxCost,
+		BufferItems:        buffer,
+		Cost:               cost,
+		IgnoreInternalCost: true,
+		Metrics:            true,
+		OnReject:           func(*ristretto.Item[item[V]]) { s.rejected.Add(1) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	s.cache = c
+	return s, nil
+}
+
+// Get returns the entry for key. ok is false on a miss; absent reports a
+// cached "not found". It does not allocate.
+func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
+	if s == nil || s.closed.Load() {
+		return value, false, false
+	}
+	it, ok := s.cache.Get(key)
+	return it.value, it.absent, ok
+}
+
+func (s *Store[V]) stripe(key string) *atomic.Uint64 {
+	return &s.stripes[maphash.String(s.seed, key)%Stripes]
+}
+
+// Generation returns key's generation: it changes with every Invalidate of
+// key (or of a key sharing its stripe) and every Flush.
+func (s *Store[V]) Generation(key string) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.stripe(key).Load() + s.epoch.Load()
+}
+
+// Fill stores the entry for ttl if key's generation still equals gen and
+// reports whether it did. A ttl <= 0 stores nothing. ristretto applies new
+// entries asynchronously and may drop or reject them under pressure; Fill
+// reports true when the entry was handed to it.
+func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool {
+	if s == nil || s.closed.Load() || ttl <= 0 || s.Generation(key) != gen {
+		return false
+	}
+	if !s.cache.SetWithTTL(key, item[V]{value: value, absent: absent}, 0, ttl) {
+		s.dropped.Add(1)
+		return false
+	}
+	// An Invalidate may have run between the check above and the set. It
+	// changed the generation before deleting, so checking again finds it;
+	// remove what we stored (at worst a newer entry, which is only a miss).
+	if s.Generation(key) != gen {
+		s.cache.Del(key)
+		return false
+	}
+	return true
+}
+
+// Invalidate changes the generation of keys, then removes them.
+func (s *Store[V]) Invalidate(keys ...string) {
+	if s == nil || s.closed.Load() {
+		return
+	}
+	for _, k := range keys {
+		s.stripe(k).Add(1)
+		s.cache.Del(k)
+	}
+}
+
+// Flush changes every generation, then removes every entry.
+func (s *Store[V]) Flush() {
+	if s == nil || s.closed.Load() {
+		return
+	}
+	s.epoch.Add(1)
+	s.cache.Clear()
+}
+
+// Wait blocks until every Fill handed to ristretto so far is applied. Tests
+// and benchmarks use it to make fills visible deterministically.
+func (s *Store[V]) Wait() {
+	if s == nil || s.closed.Load() {
+		return
+	}
+	s.cache.Wait()
+}
+
+// Close stops the store's goroutines and drops its entries. Later calls
+// behave as on an empty store. Close is idempotent.
+func (s *Store[V]) Close() {
+	if s == nil || !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	s.epoch.Add(1)
+	s.cache.Close()
+}
+
+// Stats is a snapshot of a Store's counters.
+type Stats struct {
+	Entries  uint64 // entries currently held (approximate: added - evicted)
+	Cost     uint64 // cost currently held
+	Dropped  uint64 // fills dropped because ristretto's buffers were full
+	Rejected uint64 // fills refused by the admission policy
+	Hits     uint64
+	Misses   uint64
+}
+
+// Stats returns the store's counters. It is safe to call at any time.
+func (s *Store[V]) Stats() Stats {
+	if s == nil || s.closed.Load() {
+		return Stats{}
+	}
+	m := s.cache.Metrics
+	added, evicted := m.KeysAdded(), m.KeysEvicted()
+	st := Stats{
+		Dropped:  s.dropped.Load() + m.SetsDropped(),
+		Rejected: s.rejected.Load(),
+		Hits:     m.Hits(),
+		Misses:   m.Misses(),
+	}
+	if added > evicted {
+		st.Entries = added - evicted
+	}
+	if ca, ce := m.CostAdded(), m.CostEvicted(); ca > ce {
+		st.Cost = ca - ce
+	}
+	return st
+}

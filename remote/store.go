@@ -1,0 +1,390 @@
+package remote
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of the options.
+const (
+	// DefaultMaxKeyBytes is the longest key the store accepts, in bytes,
+	// including the namespace prefix a cache adds.
+	DefaultMaxKeyBytes = 1024
+	// DefaultMaxValueBytes is the largest encoded envelope the store writes.
+	DefaultMaxValueBytes = 1 << 20
+)
+
+// Errors. Match them with errors.Is.
+var (
+	ErrEmptyKey       = errors.New("remote: empty key")
+	ErrKeyTooLong     = errors.New("remote: key too long")
+	ErrValueTooLarge  = errors.New("remote: value too large")
+	ErrInvalidOptions = errors.New("remote: invalid options")
+)
+
+// Client is the part of go-redis the store uses. *redis.Client (standalone
+// or Sentinel failover) and *redis.ClusterClient satisfy it.
+type Client interface {
+	Get(ctx context.Context, key string) *redis.StringCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	SetArgs(ctx context.Context, key string, value any, a redis.SetArgs) *redis.StatusCmd
+	Del(ctx context.Context, keys ...string) *redis.IntCmd
+	Pipeline() redis.Pipeliner
+	redis.Scripter
+}
+
+// Option configures a Store.
+type Option func(*Store) error
+
+// WithCodec sets the codec of payloads. Default: JSON. Nil is an error.
+func WithCodec(c Codec) Option {
+	return func(s *Store) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil codec", ErrInvalidOptions)
+		}
+		s.codec = c
+		return nil
+	}
+}
+
+// WithMaxKeyBytes sets the longest key accepted. Default DefaultMaxKeyBytes;
+// it must be positive.
+func WithMaxKeyBytes(n int) Option {
+	return func(s *Store) error {
+		if n <= 0 {
+			return fmt.Errorf("%w: max key bytes %d must be positive", ErrInvalidOptions, n)
+		}
+		s.maxKey = n
+		return nil
+	}
+}
+
+// WithMaxValueBytes sets the largest encoded envelope written. Default
+// DefaultMaxValueBytes; it must be larger than the 27-byte envelope header.
+func WithMaxValueBytes(n int) Option {
+	return func(s *Store) error {
+		if n <= headerSize {
+			return fmt.Errorf("%w: max value bytes %d must exceed the %d-byte header", ErrInvalidOptions, n, headerSize)
+		}
+		s.maxValue = n
+		return nil
+	}
+}
+
+// Store is an L2 store on Redis. Create it with New.
+type Store struct {
+	client   Client
+	cluster  bool
+	codec    Codec
+	maxKey   int
+	maxValue int
+
+	// acquireByScript is set once the server rejected SET NX GET (Redis
+	// older than 7.0); Acquire then uses a Lua script.
+	acquireByScript atomic.Bool
+	corrupt         atomic.Uint64
+}
+
+// New returns a Store on client.
+func New(client Client, opts ...Option) (*Store, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
+	}
+	s := &Store{client: client, codec: JSON{}, maxKey: DefaultMaxKeyBytes, maxValue: DefaultMaxValueBytes}
+	_, s.cluster = client.(*redis.ClusterClient)
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Stats is a snapshot of a Store's counters.
+type Stats struct {
+	// Corrupt counts values found under the store's keys that were not valid
+	// envelopes; each was deleted and treated as a miss.
+	Corrupt uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats { return Stats{Corrupt: s.corrupt.Load()} }
+
+// Marshal encodes v with the store's codec.
+func (s *Store) Marshal(v any) ([]byte, error) { return s.codec.Marshal(v) }
+
+// Unmarshal decodes data into v with the store's codec.
+func (s *Store) Unmarshal(data []byte, v any) error { return s.codec.Unmarshal(data, v) }
+
+func (s *Store) checkKey(key string) error {
+	switch {
+	case key == "":
+		return ErrEmptyKey
+	case len(key) > s.maxKey:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLong, len(key), s.maxKey)
+	}
+	return nil
+}
+
+func (s *Store) encode(key string, e Entry) ([]byte, error) {
+	if size := headerSize + len(e.Payload); size > s.maxValue {
+		return nil, fmt.Errorf("%w: %q encodes to %d bytes, limit %d", ErrValueTooLarge, key, size, s.maxValue)
+	}
+	return Encode(make([]byte, 0, headerSize+len(e.Payload)), e), nil
+}
+
+// ttl returns the time left until t, at least one millisecond (Redis' unit).
+func ttl(t time.Time) time.Duration { return max(time.Until(t), time.Millisecond) }
+
+// decode parses raw, read under key. A corrupt value is deleted, counted and
+// reported as a miss; only a failure to delete it is an error.
+func (s *Store) decode(ctx context.Context, key string, raw string) (Entry, error) {
+	e, err := Decode([]byte(raw))
+	if err == nil {
+		return e, nil
+	}
+	s.corrupt.Add(1)
+	if derr := s.client.Del(ctx, key).Err(); derr != nil {
+		return Entry{}, fmt.Errorf("remote: deleting corrupt value under %q: %w", key, derr)
+	}
+	return Entry{}, nil
+}
+
+// Get returns the entry under key, with Kind KindNone on a miss.
+func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
+	if err := s.checkKey(key); err != nil {
+		return Entry{}, err
+	}
+	raw, err := s.client.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, nil
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("remote: GET %q: %w", key, err)
+	}
+	return s.decode(ctx, key, raw)
+}
+
+// Set writes e under key until e.ExpiresAt, replacing whatever is there.
+func (s *Store) Set(ctx context.Context, key string, e Entry) error {
+	if err := s.checkKey(key); err != nil {
+		return err
+	}
+	b, err := s.encode(key, e)
+	if err != nil {
+		return err
+	}
+	if err := s.client.Set(ctx, key, b, ttl(e.ExpiresAt)).Err(); err != nil {
+		return fmt.Errorf("remote: SET %q: %w", key, err)
+	}
+	return nil
+}
+
+// groups splits keys into batches that one command may carry: one per hash
+// slot on a Cluster, a single batch otherwise. Each batch holds indexes into
+// keys.
+func (s *Store) groups(keys []string) [][]int {
+	if !s.cluster {
+		all := make([]int, len(keys))
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	bySlot := make(map[uint16][]int)
+	var order []uint16
+	for i, k := range keys {
+		sl := slot(k)
+		if _, ok := bySlot[sl]; !ok {
+			order = append(order, sl)
+		}
+		bySlot[sl] = append(bySlot[sl], i)
+	}
+	out := make([][]int, len(order))
+	for i, sl := range order {
+		out[i] = bySlot[sl]
+	}
+	return out
+}
+
+func pick(keys []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		out[i] = keys[j]
+	}
+	return out
+}
+
+// GetMany returns one entry per key, in order, with KindNone for misses. It
+// sends one MGET per hash slot, all in one pipeline.
+func (s *Store) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
+	for _, k := range keys {
+		if err := s.checkKey(k); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Entry, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	groups := s.groups(keys)
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(groups))
+	for i, g := range groups {
+		cmds[i] = pipe.MGet(ctx, pick(keys, g)...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("remote: MGET of %d keys: %w", len(keys), err)
+	}
+	var corrupt []string
+	for i, g := range groups {
+		for j, v := range cmds[i].Val() {
+			raw, ok := v.(string)
+			if !ok {
+				continue // nil: a miss
+			}
+			e, err := Decode([]byte(raw))
+			if err != nil {
+				s.corrupt.Add(1)
+				corrupt = append(corrupt, keys[g[j]])
+				continue
+			}
+			out[g[j]] = e
+		}
+	}
+	if len(corrupt) > 0 {
+		if err := s.Delete(ctx, corrupt...); err != nil {
+			return nil, fmt.Errorf("remote: deleting corrupt values: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Delete removes keys, one DEL per hash slot, all in one pipeline.
+func (s *Store) Delete(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		if err := s.checkKey(k); err != nil {
+			return err
+		}
+	}
+	switch len(keys) {
+	case 0:
+		return nil
+	case 1:
+		if err := s.client.Del(ctx, keys[0]).Err(); err != nil {
+			return fmt.Errorf("remote: DEL %q: %w", keys[0], err)
+		}
+		return nil
+	}
+	pipe := s.client.Pipeline()
+	for _, g := range s.groups(keys) {
+		pipe.Del(ctx, pick(keys, g)...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("remote: DEL of %d keys: %w", len(keys), err)
+	}
+	return nil
+}
+
+// acquireScript is SET NX GET for servers older than Redis 7.0.
+var acquireScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`)
+
+// holdsLease is the Lua test that KEYS[1] holds the lease whose token is
+// ARGV[1] (8 bytes, big-endian): a lease envelope of this format with that
+// token at offset 19.
+const holdsLease = `
+local v = redis.call('GET', KEYS[1])
+local held = v and string.len(v) == 27 and string.byte(v, 1) == 0xC7
+  and string.byte(v, 2) == 1 and string.byte(v, 3) == 3
+  and string.sub(v, 20, 27) == ARGV[1]
+`
+
+var fillScript = redis.NewScript(holdsLease + `
+if not held then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+var releaseScript = redis.NewScript(holdsLease + `
+if not held then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+func tokenBytes(token uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, token)
+}
+
+// Acquire takes the load lease on key if the key is empty: it writes a lease
+// envelope carrying token, expiring at expiresAt. won reports whether it did;
+// if not, current is what the key holds (KindNone if that was corrupt and has
+// been deleted: try again).
+func (s *Store) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current Entry, won bool, err error) {
+	if err := s.checkKey(key); err != nil {
+		return Entry{}, false, err
+	}
+	lease := Encode(nil, Entry{Kind: KindLease, ExpiresAt: expiresAt, Version: token})
+	var raw string
+	if !s.acquireByScript.Load() {
+		raw, err = s.client.SetArgs(ctx, key, lease, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl(expiresAt)}).Result()
+		if err != nil && isSyntaxError(err) {
+			s.acquireByScript.Store(true)
+		}
+	}
+	if s.acquireByScript.Load() {
+		raw, err = acquireScript.Run(ctx, s.client, []string{key}, lease, ttl(expiresAt).Milliseconds()).Text()
+	}
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, true, nil
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("remote: acquiring lease on %q: %w", key, err)
+	}
+	current, err = s.decode(ctx, key, raw)
+	return current, false, err
+}
+
+func isSyntaxError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(strings.ToLower(re.Error()), "syntax")
+}
+
+// Fill replaces the lease with token under key by e, only if the key still
+// holds that lease, and reports whether it did.
+func (s *Store) Fill(ctx context.Context, key string, token uint64, e Entry) (bool, error) {
+	if err := s.checkKey(key); err != nil {
+		return false, err
+	}
+	b, err := s.encode(key, e)
+	if err != nil {
+		return false, err
+	}
+	n, err := fillScript.Run(ctx, s.client, []string{key}, tokenBytes(token), b, ttl(e.ExpiresAt).Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("remote: filling %q: %w", key, err)
+	}
+	return n == 1, nil
+}
+
+// Release deletes the lease with token under key if the key still holds it.
+func (s *Store) Release(ctx context.Context, key string, token uint64) error {
+	if err := s.checkKey(key); err != nil {
+		return err
+	}
+	if err := releaseScript.Run(ctx, s.client, []string{key}, tokenBytes(token)).Err(); err != nil {
+		return fmt.Errorf("remote: releasing lease on %q: %w", key, err)
+	}
+	return nil
+}

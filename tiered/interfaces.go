@@ -1,0 +1,102 @@
+package tiered
+
+import (
+	"context"
+	"time"
+)
+
+// Local is the L1 store a Cache reads first: an in-process map of typed
+// values (an L1 hit never decodes bytes) with per-entry TTL and the
+// generation guard of the consistency protocol. Package local provides the
+// default implementation on ristretto.
+//
+// Implementations must be safe for concurrent use. Get is on the hot path: it
+// must not allocate and should not take locks beyond those of the underlying
+// map.
+type Local[V any] interface {
+	// Get returns the entry for key. ok is false on a miss. absent reports a
+	// cached "not found" (negative) entry; value is then the zero V.
+	Get(key string) (value V, absent bool, ok bool)
+	// Generation returns a snapshot of key's generation. Every Invalidate of
+	// key and every Flush changes it.
+	Generation(key string) uint64
+	// Fill stores the entry for ttl only if key's generation still equals
+	// gen, and reports whether it was stored. An Invalidate or Flush racing
+	// with Fill always wins: the entry is either not stored or removed.
+	Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool
+	// Invalidate changes the generation of keys, then removes them.
+	Invalidate(keys ...string)
+	// Flush changes every generation, then removes every entry.
+	Flush()
+	// Close releases the store. Later calls behave as on an empty store.
+	Close()
+}
+
+// Kinds of RemoteEntry. The values are part of the contract with L2 adapters,
+// which declare the same constants.
+const (
+	KindNone     uint8 = 0 // no entry under the key
+	KindValue    uint8 = 1 // a value: Payload holds the encoded V
+	KindNotFound uint8 = 2 // a cached "not found"
+	KindLease    uint8 = 3 // a load lease: another loader holds the key
+)
+
+// RemoteEntry is what an L2 store holds under a key. It is an alias of an
+// unnamed struct type so that an L2 adapter can declare the identical type
+// without importing tiered; dependency arrows point into tiered only.
+type RemoteEntry = struct {
+	// Kind is one of KindNone, KindValue, KindNotFound, KindLease.
+	Kind uint8
+	// Payload is the value encoded with the store's codec (KindValue only).
+	Payload []byte
+	// ExpiresAt is the absolute expiry of the entry.
+	ExpiresAt time.Time
+	// LoadTime is how long the load that produced the entry took.
+	LoadTime time.Duration
+	// Version identifies the write; random per write. For a lease it is the
+	// lease token.
+	Version uint64
+}
+
+// Remote is the L2 store shared by every node: package remote provides it on
+// go-redis (standalone, Sentinel and Cluster). Keys passed to it are already
+// namespaced by the cache. Implementations must be safe for concurrent use.
+type Remote interface {
+	// Get returns the entry under key; Kind is KindNone on a miss. A corrupt
+	// or foreign value under the key is a miss (the adapter deletes it and
+	// counts it).
+	Get(ctx context.Context, key string) (RemoteEntry, error)
+	// GetMany returns one entry per key, in order, with KindNone for misses.
+	GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error)
+	// Set writes e under key until e.ExpiresAt, replacing whatever is there
+	// (including a lease).
+	Set(ctx context.Context, key string, e RemoteEntry) error
+	// Delete removes keys (and with them any lease in flight).
+	Delete(ctx context.Context, keys ...string) error
+	// Acquire tries to take the load lease on key: it writes a lease entry
+	// with token until expiresAt only if the key is empty. won reports whether
+	// the lease was taken; when it was not, current is what the key holds.
+	Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current RemoteEntry, won bool, err error)
+	// Fill replaces the lease with token under key by e, only if the key still
+	// holds that lease, and reports whether it did.
+	Fill(ctx context.Context, key string, token uint64, e RemoteEntry) (bool, error)
+	// Release deletes the lease with token under key if the key still holds it.
+	Release(ctx context.Context, key string, token uint64) error
+	// Marshal encodes a value with the store's codec.
+	Marshal(v any) ([]byte, error)
+	// Unmarshal decodes data produced by Marshal into v (a pointer).
+	Unmarshal(data []byte, v any) error
+}
+
+// Bus carries invalidations between the nodes of a cluster; package
+// invalidation provides it on Redis pub/sub. One bus is shared by every cache
+// of a process, each under its own namespace.
+type Bus interface {
+	// Publish tells every other node to drop keys of namespace from its L1.
+	// It returns once Redis accepted the message.
+	Publish(ctx context.Context, namespace string, keys []string) error
+	// Subscribe registers the L1 of a cache under namespace: invalidate is
+	// called with keys other nodes changed, flush when messages may have been
+	// lost. unsubscribe stops the calls; it is safe to call more than once.
+	Subscribe(namespace string, invalidate func(keys []string), flush func()) (unsubscribe func(), err error)
+}

@@ -1,0 +1,266 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// GetOrLoadMany returns the values of keys, loading those no tier holds with
+// one call of load for the keys this node won the lease of. Keys another
+// flight on this node or another node is loading are awaited, not loaded
+// twice. Absent keys (cached not-found, or omitted by load) are missing from
+// the map and are not errors. Keys that failed are reported in a KeyErrors;
+// the map still holds every key that succeeded.
+func (c *Cache[V]) GetOrLoadMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	for _, k := range keys {
+		if k == "" {
+			return nil, ErrEmptyKey
+		}
+	}
+	if load == nil {
+		return nil, fmt.Errorf("%w: nil batch loader", ErrInvalidOption)
+	}
+	out := make(map[string]V, len(keys))
+	var pending []string
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		if v, found, err := c.lookL1(k); found {
+			if err == nil {
+				out[k] = v
+			}
+			continue
+		}
+		pending = append(pending, k)
+	}
+	if len(pending) == 0 {
+		return out, nil
+	}
+	c.stats.l1Miss.Add(uint64(len(pending)))
+	flights, mine, err := c.joinMany(pending)
+	if err != nil {
+		return nil, err
+	}
+	if len(mine) > 0 {
+		fctx, done := c.flightCtx(ctx)
+		go func() {
+			defer c.wg.Done()
+			defer done()
+			keys := make([]string, len(mine))
+			for i, j := range mine {
+				keys[i] = pending[j]
+			}
+			results := c.fetchMany(fctx, keys, load)
+			for i, j := range mine {
+				c.finish(pending[j], flights[j], results[i].value, results[i].err)
+			}
+		}()
+	}
+	errs := KeyErrors{}
+	for i, f := range flights {
+		v, err := wait(ctx, f)
+		switch {
+		case err == nil:
+			out[pending[i]] = v
+		case !errors.Is(err, ErrNotFound):
+			errs[pending[i]] = err
+		}
+	}
+	if len(errs) > 0 {
+		return out, errs
+	}
+	return out, nil
+}
+
+// joinMany joins or creates the flights of keys. mine lists the indexes of
+// the flights created: the caller leads them all in one goroutine (one
+// wg.Add for all of them).
+func (c *Cache[V]) joinMany(keys []string) (flights []*flight[V], mine []int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	flights = make([]*flight[V], len(keys))
+	for i, k := range keys {
+		if f := c.flights[k]; f != nil {
+			flights[i] = f
+			continue
+		}
+		f := &flight[V]{done: make(chan struct{})}
+		c.flights[k] = f
+		flights[i] = f
+		mine = append(mine, i)
+	}
+	if len(mine) > 0 {
+		c.wg.Add(1)
+	}
+	return flights, mine, nil
+}
+
+type result[V any] struct {
+	value V
+	err   error
+}
+
+// fetchMany is the shared work of a batch: L1 again, one L2 read for all
+// keys, leases for the misses, one loader call for the keys won, and a
+// single-key wait for keys other nodes hold the lease of.
+func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoader[V]) []result[V] {
+	results := make([]result[V], len(keys))
+	gens := make([]uint64, len(keys))
+	var remain []int
+	for i, k := range keys {
+		if v, found, err := c.lookL1(k); found {
+			results[i] = result[V]{v, err}
+			continue
+		}
+		gens[i] = c.generation(k)
+		remain = append(remain, i)
+	}
+	if len(remain) == 0 {
+		return results
+	}
+	if c.l2 == nil {
+		c.loadLocal(ctx, keys, remain, gens, results, load)
+		return results
+	}
+	full := make([]string, len(remain))
+	for i, j := range remain {
+		full[i] = c.prefix + keys[j]
+	}
+	rctx, cancel := c.remoteCtx(ctx)
+	entries, err := c.l2.GetMany(rctx, full)
+	cancel()
+	if err != nil {
+		c.report(ctx, c.remoteErr("MGET", keys[remain[0]], err))
+		c.loadLocal(ctx, keys, remain, gens, results, load)
+		return results
+	}
+	var (
+		won      []int
+		tokens   = make(map[int]uint64)
+		degraded []int
+		awaited  []int
+	)
+	for n, i := range remain {
+		e := entries[n]
+		if v, err := c.accept(ctx, keys[i], e, gens[i]); !errors.Is(err, errUnusable) {
+			results[i] = result[V]{v, err}
+			continue
+		}
+		if e.Kind == KindLease {
+			awaited = append(awaited, i)
+			continue
+		}
+		c.stats.l2Miss.Add(1)
+		token := rand.Uint64()
+		rctx, cancel := c.remoteCtx(ctx)
+		cur, ok, err := c.l2.Acquire(rctx, full[n], token, time.Now().Add(c.cfg.leaseTTL))
+		cancel()
+		switch {
+		case err != nil:
+			c.report(ctx, c.remoteErr("lease", keys[i], err))
+			degraded = append(degraded, i)
+		case ok:
+			c.stats.leaseAcquired.Add(1)
+			won = append(won, i)
+			tokens[i] = token
+		default:
+			if v, err := c.accept(ctx, keys[i], cur, gens[i]); !errors.Is(err, errUnusable) {
+				results[i] = result[V]{v, err}
+			} else {
+				awaited = append(awaited, i)
+			}
+		}
+	}
+	if len(won) > 0 {
+		start := time.Now()
+		m, err := c.callBatch(ctx, pickKeys(keys, won), load)
+		took := time.Since(start)
+		for _, i := range won {
+			v, kerr := batchResult(m, err, keys[i])
+			v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
+			results[i] = result[V]{v, kerr}
+		}
+	}
+	if len(degraded) > 0 {
+		c.loadLocal(ctx, keys, degraded, gens, results, load)
+	}
+	// Keys another node is loading: wait for each as a single-key read,
+	// which takes the lease over (loading that key alone) if it vanishes.
+	var wg sync.WaitGroup
+	for _, i := range awaited {
+		wg.Go(func() {
+			k := keys[i]
+			v, err := c.fetchRemote(ctx, k, gens[i], func(ctx context.Context) (V, error) {
+				m, err := c.callBatch(ctx, []string{k}, load)
+				return batchResult(m, err, k)
+			})
+			results[i] = result[V]{v, err}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// loadLocal loads keys[idx] with one batch call and keeps the results in L1
+// only: there is no L2, or it failed.
+func (c *Cache[V]) loadLocal(ctx context.Context, keys []string, idx []int, gens []uint64, results []result[V], load BatchLoader[V]) {
+	m, err := c.callBatch(ctx, pickKeys(keys, idx), load)
+	for _, i := range idx {
+		v, kerr := batchResult(m, err, keys[i])
+		v, kerr = c.keepLocal(keys[i], v, kerr, gens[i])
+		results[i] = result[V]{v, kerr}
+	}
+}
+
+func pickKeys(keys []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for n, i := range idx {
+		out[n] = keys[i]
+	}
+	return out
+}
+
+// batchResult is key's share of a batch load: the batch error, its value, or
+// ErrNotFound when the loader omitted it.
+func batchResult[V any](m map[string]V, err error, key string) (V, error) {
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	v, ok := m[key]
+	if !ok {
+		return v, ErrNotFound
+	}
+	return v, nil
+}
+
+// callBatch runs a batch loader, counting and timing it, and turns a panic
+// into an error carrying the stack.
+func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (m map[string]V, err error) {
+	c.stats.loads.Add(1)
+	start := time.Now()
+	defer func() {
+		c.stats.loadNanos.Add(uint64(time.Since(start)))
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %d keys in cache %q: %v\n%s", ErrLoaderPanic, len(keys), c.name, r, debug.Stack())
+		}
+		if err != nil {
+			c.stats.loadErrors.Add(1)
+		}
+	}()
+	return load(ctx, keys)
+}

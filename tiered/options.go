@@ -1,0 +1,183 @@
+package tiered
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults of the options.
+const (
+	DefaultLocalTTL      = 10 * time.Second
+	DefaultRemoteTTL     = 10 * time.Minute
+	DefaultNotFoundTTL   = 30 * time.Second
+	DefaultJitter        = 0.1
+	DefaultRemoteTimeout = 100 * time.Millisecond
+	DefaultLoadTimeout   = 10 * time.Second
+	// DefaultLeaseMargin is added to the load timeout to make the default
+	// lease TTL.
+	DefaultLeaseMargin  = 2 * time.Second
+	DefaultLeasePollMin = time.Millisecond
+	DefaultLeasePollMax = 32 * time.Millisecond
+)
+
+type config struct {
+	localTTL, remoteTTL, notFoundTTL time.Duration
+	jitter                           float64
+	remoteTimeout, loadTimeout       time.Duration
+	leaseTTL                         time.Duration // 0: loadTimeout + DefaultLeaseMargin
+	pollMin, pollMax                 time.Duration
+	onError                          func(ctx context.Context, err error)
+	bus                              Bus
+}
+
+func defaultConfig() config {
+	return config{
+		localTTL:      DefaultLocalTTL,
+		remoteTTL:     DefaultRemoteTTL,
+		notFoundTTL:   DefaultNotFoundTTL,
+		jitter:        DefaultJitter,
+		remoteTimeout: DefaultRemoteTimeout,
+		loadTimeout:   DefaultLoadTimeout,
+		pollMin:       DefaultLeasePollMin,
+		pollMax:       DefaultLeasePollMax,
+	}
+}
+
+// Option configures a Cache in New.
+type Option func(*config) error
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: %s %v must be positive", ErrInvalidOption, name, d)
+	}
+	return nil
+}
+
+// WithLocalTTL sets the ceiling of an L1 entry's life. An entry lives
+// min(LocalTTL, remaining L2 TTL). Default DefaultLocalTTL (10 s); it must be
+// positive. It bounds how long a node can serve a value changed elsewhere
+// when invalidation messages are lost.
+func WithLocalTTL(d time.Duration) Option {
+	return func(c *config) error { c.localTTL = d; return positive("local TTL", d) }
+}
+
+// WithRemoteTTL sets the TTL of values in L2, before jitter. Default
+// DefaultRemoteTTL (10 min); it must be positive.
+func WithRemoteTTL(d time.Duration) Option {
+	return func(c *config) error { c.remoteTTL = d; return positive("remote TTL", d) }
+}
+
+// WithNotFoundTTL sets how long a loader's ErrNotFound is cached in L2 (and
+// in L1, capped by LocalTTL), before jitter. Default DefaultNotFoundTTL
+// (30 s); zero turns negative caching off; negative is an error.
+func WithNotFoundTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: not-found TTL %v is negative", ErrInvalidOption, d)
+		}
+		c.notFoundTTL = d
+		return nil
+	}
+}
+
+// WithJitter sets the relative jitter of L2 TTLs: a TTL t becomes a random
+// value in [t*(1-j), t*(1+j)], so keys written together do not expire
+// together. Default DefaultJitter (0.1); zero turns jitter off; it must be in
+// [0, 1).
+func WithJitter(j float64) Option {
+	return func(c *config) error {
+		if !(j >= 0 && j < 1) {
+			return fmt.Errorf("%w: jitter %v must be in [0, 1)", ErrInvalidOption, j)
+		}
+		c.jitter = j
+		return nil
+	}
+}
+
+// WithRemoteTimeout bounds every L2 call (and every Publish) so a slow Redis
+// cannot make the cache slower than no cache. Default DefaultRemoteTimeout
+// (100 ms); it must be positive.
+func WithRemoteTimeout(d time.Duration) Option {
+	return func(c *config) error { c.remoteTimeout = d; return positive("remote timeout", d) }
+}
+
+// WithLoadTimeout bounds the shared work of one flight: lease waits and the
+// loader call, which run detached from any single caller's context. Default
+// DefaultLoadTimeout (10 s); it must be positive.
+func WithLoadTimeout(d time.Duration) Option {
+	return func(c *config) error { c.loadTimeout = d; return positive("load timeout", d) }
+}
+
+// WithLeaseTTL sets how long a load lease lives in L2. If the node holding it
+// dies, other nodes take the load over after at most this long. Default: the
+// load timeout plus DefaultLeaseMargin (2 s); it must be positive.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(c *config) error { c.leaseTTL = d; return positive("lease TTL", d) }
+}
+
+// WithLeasePoll sets how a node waiting on another node's lease polls L2:
+// first after min, doubling up to max. Default DefaultLeasePollMin (1 ms) to
+// DefaultLeasePollMax (32 ms); both must be positive and min <= max.
+func WithLeasePoll(min, max time.Duration) Option {
+	return func(c *config) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("%w: lease poll %v..%v needs 0 < min <= max", ErrInvalidOption, min, max)
+		}
+		c.pollMin, c.pollMax = min, max
+		return nil
+	}
+}
+
+// WithErrorHandler sets the function told about errors the cache handles
+// itself instead of returning them: an L2 failure during GetOrLoad (the
+// loader answered instead), a failed L2 fill, a lease release that failed.
+// It must be safe for concurrent use and should return quickly. Default: log
+// at warning level on slog.Default(). Nil is an error.
+func WithErrorHandler(h func(ctx context.Context, err error)) Option {
+	return func(c *config) error {
+		if h == nil {
+			return fmt.Errorf("%w: nil error handler", ErrInvalidOption)
+		}
+		c.onError = h
+		return nil
+	}
+}
+
+// WithLogger reports handled errors (see WithErrorHandler) on l at warning
+// level. Nil is an error.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		c.onError = logTo(l)
+		return nil
+	}
+}
+
+// logTo returns a handler logging on l, or on slog.Default() at the time of
+// each call when l is nil.
+func logTo(l *slog.Logger) func(context.Context, error) {
+	return func(ctx context.Context, err error) {
+		logger := l
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger.WarnContext(ctx, "tiercache: handled error", "error", err)
+	}
+}
+
+// WithInvalidation connects the cache to a bus: Set and Delete publish the
+// changed keys, and the cache drops keys other nodes changed. Default: none
+// (a single node, or other nodes rely on LocalTTL alone). Nil is an error.
+func WithInvalidation(b Bus) Option {
+	return func(c *config) error {
+		if b == nil {
+			return fmt.Errorf("%w: nil bus", ErrInvalidOption)
+		}
+		c.bus = b
+		return nil
+	}
+}

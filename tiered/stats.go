@@ -1,0 +1,73 @@
+package tiered
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// counters are the cache's own atomics. Hot-path ones are striped.
+type counters struct {
+	l1Hit, l1NotFound stripedCounter
+	l1Miss            atomic.Uint64
+
+	l2Hit, l2NotFound, l2Miss, l2Error atomic.Uint64
+	l2Corrupt                          atomic.Uint64
+
+	loads, loadNotFound, loadErrors atomic.Uint64
+	loadNanos                       atomic.Uint64
+
+	leaseAcquired, leaseWaits, leaseTakeovers atomic.Uint64
+	leaseWaitNanos                            atomic.Uint64
+	fillsRejected                             atomic.Uint64
+
+	handledErrors atomic.Uint64
+}
+
+// Stats is a snapshot of a cache's counters. Every counter only grows.
+type Stats struct {
+	L1Hits       uint64        // GetOrLoad/Get answered by L1 with a value
+	L1NotFound   uint64        // answered by L1 with a cached not-found
+	L1Misses     uint64        // went past L1
+	L2Hits       uint64        // answered by an L2 value
+	L2NotFound   uint64        // answered by an L2 not-found entry
+	L2Misses     uint64        // L2 had nothing usable
+	L2Errors     uint64        // L2 calls that failed
+	L2Corrupt    uint64        // L2 payloads the codec could not decode (deleted)
+	Loads        uint64        // loader calls (a batch call counts once)
+	LoadNotFound uint64        // loads that returned ErrNotFound
+	LoadErrors   uint64        // loads that failed or panicked
+	LoadTime     time.Duration // total time spent in loaders
+
+	LeasesAcquired uint64        // leases this node won
+	LeaseWaits     uint64        // times this node waited on another's lease
+	LeaseWaitTime  time.Duration // total time spent waiting
+	LeaseTakeovers uint64        // leases won after waiting on another's
+	FillsRejected  uint64        // loads not stored: the key changed meanwhile
+
+	HandledErrors uint64 // errors given to the error handler
+}
+
+// Stats returns the cache's counters. It is safe to call at any time.
+func (c *Cache[V]) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		L1Hits:         s.l1Hit.Load(),
+		L1NotFound:     s.l1NotFound.Load(),
+		L1Misses:       s.l1Miss.Load(),
+		L2Hits:         s.l2Hit.Load(),
+		L2NotFound:     s.l2NotFound.Load(),
+		L2Misses:       s.l2Miss.Load(),
+		L2Errors:       s.l2Error.Load(),
+		L2Corrupt:      s.l2Corrupt.Load(),
+		Loads:          s.loads.Load(),
+		LoadNotFound:   s.loadNotFound.Load(),
+		LoadErrors:     s.loadErrors.Load(),
+		LoadTime:       time.Duration(s.loadNanos.Load()),
+		LeasesAcquired: s.leaseAcquired.Load(),
+		LeaseWaits:     s.leaseWaits.Load(),
+		LeaseWaitTime:  time.Duration(s.leaseWaitNanos.Load()),
+		LeaseTakeovers: s.leaseTakeovers.Load(),
+		FillsRejected:  s.fillsRejected.Load(),
+		HandledErrors:  s.handledErrors.Load(),
+	}
+}
