@@ -1,0 +1,210 @@
+package invalidation
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults of the options.
+const (
+	// DefaultChannelPrefix starts the name of every channel of the bus.
+	DefaultChannelPrefix = "tiercache:inv"
+	// DefaultShardedShards is the number of channels with sharded pub/sub.
+	DefaultShardedShards = 16
+	// DefaultClassicShards is the number of channels with classic pub/sub.
+	DefaultClassicShards = 1
+	// DefaultHeartbeatInterval is the longest a channel stays without a
+	// message from each bus.
+	DefaultHeartbeatInterval = time.Second
+	// DefaultSilenceIntervals is how many heartbeat intervals of silence
+	// make a subscriber flush and resubscribe.
+	DefaultSilenceIntervals = 3
+	// DefaultPublishTimeout bounds each PUBLISH or SPUBLISH round trip.
+	DefaultPublishTimeout = 500 * time.Millisecond
+	// DefaultStartTimeout bounds how long New waits for its subscriptions.
+	DefaultStartTimeout = 5 * time.Second
+	// DefaultQueueSize is the capacity of each channel's publish queue.
+	DefaultQueueSize = 1024
+	// MaxShards is the largest number of channels.
+	MaxShards = 1024
+)
+
+// Direction tells a drop function whether a message is being sent or was
+// received.
+type Direction uint8
+
+// Directions of a message.
+const (
+	Outgoing Direction = 1 // built by this bus, about to be published
+	Incoming Direction = 2 // received and decoded, about to be applied
+)
+
+// An Option configures a Bus. Options are applied in order; New returns an
+// error wrapping ErrInvalidOption for a value out of range, and never clamps
+// one silently.
+type Option func(*config) error
+
+type config struct {
+	prefix         string
+	shards         int // 0: default for the transport
+	sharded        *bool
+	heartbeat      time.Duration
+	silence        int
+	publishTimeout time.Duration
+	startTimeout   time.Duration
+	queueSize      int
+	logger         *slog.Logger
+	drop           func(Direction, *Message) bool
+}
+
+func defaultConfig() config {
+	return config{
+		prefix:         DefaultChannelPrefix,
+		heartbeat:      DefaultHeartbeatInterval,
+		silence:        DefaultSilenceIntervals,
+		publishTimeout: DefaultPublishTimeout,
+		startTimeout:   DefaultStartTimeout,
+		queueSize:      DefaultQueueSize,
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// WithChannelPrefix sets the prefix of the bus's channel names; buses talk
+// to each other only when they share it. Default DefaultChannelPrefix
+// ("tiercache:inv"). It must be non-empty, at most 128 bytes, and free of
+// '{' and '}' (the bus adds its own hash tags).
+func WithChannelPrefix(prefix string) Option {
+	return func(c *config) error {
+		switch {
+		case prefix == "":
+			return invalid("empty channel prefix")
+		case len(prefix) > 128:
+			return invalid("channel prefix of %d bytes, limit 128", len(prefix))
+		case strings.ContainsAny(prefix, "{}"):
+			return invalid("channel prefix %q contains a brace", prefix)
+		}
+		c.prefix = prefix
+		return nil
+	}
+}
+
+// WithShards sets the number of channels, 1 to MaxShards. A key's messages
+// always travel on the same channel (chosen by a hash of namespace and key).
+// Default DefaultShardedShards (16) with sharded pub/sub, whose channels are
+// spread over the slots of a Cluster, and DefaultClassicShards (1) with
+// classic pub/sub. Every bus of a cluster must use the same number.
+func WithShards(n int) Option {
+	return func(c *config) error {
+		if n < 1 || n > MaxShards {
+			return invalid("shards %d, want 1 to %d", n, MaxShards)
+		}
+		c.shards = n
+		return nil
+	}
+}
+
+// WithShardedPubSub chooses the transport: SPUBLISH/SSUBSCRIBE (sharded
+// pub/sub, Redis 7) when true, PUBLISH/SUBSCRIBE when false. Default: true
+// for a *redis.ClusterClient, where classic PUBLISH is broadcast to every
+// node of the Cluster, and false for any other client.
+func WithShardedPubSub(sharded bool) Option {
+	return func(c *config) error {
+		c.sharded = &sharded
+		return nil
+	}
+}
+
+// WithHeartbeatInterval sets how often each channel's publisher sends a
+// heartbeat when it has sent nothing else. Default DefaultHeartbeatInterval
+// (1 s); it must be at least 1 ms. A lost last message is noticed about one
+// interval after it was sent.
+func WithHeartbeatInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Millisecond {
+			return invalid("heartbeat interval %v, want at least 1ms", d)
+		}
+		c.heartbeat = d
+		return nil
+	}
+}
+
+// WithSilenceIntervals sets after how many heartbeat intervals without any
+// message a channel is taken for dead (the bus flushes and resubscribes) and
+// a silent origin for gone (the bus flushes once and forgets it). Default
+// DefaultSilenceIntervals (3); it must be at least 2.
+func WithSilenceIntervals(n int) Option {
+	return func(c *config) error {
+		if n < 2 {
+			return invalid("silence intervals %d, want at least 2", n)
+		}
+		c.silence = n
+		return nil
+	}
+}
+
+// WithPublishTimeout bounds every PUBLISH or SPUBLISH round trip (a batch
+// sent in one pipeline counts as one). Default DefaultPublishTimeout
+// (500 ms); it must be positive.
+func WithPublishTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("publish timeout %v, want positive", d)
+		}
+		c.publishTimeout = d
+		return nil
+	}
+}
+
+// WithStartTimeout bounds how long New waits for every channel's first
+// subscription confirmation. Default DefaultStartTimeout (5 s); zero means
+// New does not wait. When it runs out, New still returns the bus, which
+// keeps subscribing in the background and flushes when it gets there.
+func WithStartTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalid("start timeout %v, want zero or positive", d)
+		}
+		c.startTimeout = d
+		return nil
+	}
+}
+
+// WithQueueSize sets the capacity of each channel's publish queue. Publish
+// blocks (until its context ends) while the queue is full. Default
+// DefaultQueueSize (1024); it must be at least 1.
+func WithQueueSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("queue size %d, want at least 1", n)
+		}
+		c.queueSize = n
+		return nil
+	}
+}
+
+// WithLogger sets a logger for subscription losses, flushes and failed
+// heartbeats. Default nil: no logging.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		c.logger = l
+		return nil
+	}
+}
+
+// WithDropFunc is for tests only: it injects message loss. drop is called
+// for every message the bus is about to publish (Outgoing: the message takes
+// its sequence number but is not sent, and Publish reports success) and for
+// every message it received (Incoming: the message is discarded before
+// anything looks at it). Returning true drops the message. drop is called
+// from the bus's goroutines, concurrently; it must not block. Default nil.
+func WithDropFunc(drop func(d Direction, m *Message) bool) Option {
+	return func(c *config) error {
+		c.drop = drop
+		return nil
+	}
+}

@@ -1,0 +1,253 @@
+package invalidation
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// maxBatchKeys bounds how many keys one round of a publisher takes from its
+// queue; they go out as one pipeline of at most a few messages.
+const maxBatchKeys = 4 * MaxKeysPerMessage
+
+// request is one Publish or PublishFlush call's share of one channel.
+type request struct {
+	kind      Kind
+	namespace string
+	keys      []string
+	msgs      []int      // indexes of the messages of its batch carrying it
+	done      chan error // buffered: the publisher never blocks on it
+}
+
+// publisher owns one channel's sending side: its queue, its sequence
+// number, its heartbeats. Only its goroutine (run) touches seq.
+type publisher struct {
+	bus     *Bus
+	index   int
+	channel string
+	queue   chan *request
+	seq     uint64
+}
+
+func newPublisher(b *Bus, index int, channel string) *publisher {
+	return &publisher{bus: b, index: index, channel: channel, queue: make(chan *request, b.cfg.queueSize)}
+}
+
+// enqueue hands r to the publisher goroutine.
+func (p *publisher) enqueue(ctx context.Context, r *request) error {
+	r.done = make(chan error, 1)
+	select {
+	case p.queue <- r:
+		return nil
+	case <-p.bus.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("invalidation: publish: %w", ctx.Err())
+	}
+}
+
+// wait returns the outcome of r.
+func (p *publisher) wait(ctx context.Context, r *request) error {
+	select {
+	case err := <-r.done:
+		return err
+	case <-p.bus.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("invalidation: publish: %w", ctx.Err())
+	}
+}
+
+// run is the publisher goroutine. It sends what is queued as soon as it is
+// free: a lone write goes out at once, and writes queued while a round trip
+// is in flight go out together in the next one. When it has sent nothing
+// for a heartbeat interval it sends a heartbeat.
+func (p *publisher) run(ctx context.Context) {
+	defer p.bus.wg.Done()
+	interval := p.bus.cfg.heartbeat
+	hb := time.NewTimer(interval)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.stop(ctx)
+			return
+		case r := <-p.queue:
+			p.send(ctx, p.collect(r))
+		case <-hb.C:
+			p.heartbeat(ctx, false)
+		}
+		hb.Reset(interval)
+	}
+}
+
+// collect takes first and whatever else is queued, up to maxBatchKeys.
+func (p *publisher) collect(first *request) []*request {
+	batch := []*request{first}
+	n := len(first.keys)
+	for n < maxBatchKeys {
+		select {
+		case r := <-p.queue:
+			batch = append(batch, r)
+			n += len(r.keys)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// outgoing is one message of a batch.
+type outgoing struct {
+	msg     Message
+	size    int // encoded size
+	dropped bool
+	err     error
+}
+
+// pack builds the messages of a batch: the keys of each namespace packed
+// into as few messages as the limits allow, and one message per flush.
+func pack(batch []*request) []*outgoing {
+	var msgs []*outgoing
+	open := make(map[string]int) // namespace → index of its last keys message
+	for _, r := range batch {
+		r.msgs = r.msgs[:0]
+		if r.kind == KindFlush {
+			msgs = append(msgs, &outgoing{msg: Message{Kind: KindFlush, Namespace: r.namespace}})
+			r.msgs = append(r.msgs, len(msgs)-1)
+			continue
+		}
+		for _, k := range r.keys {
+			i, ok := open[r.namespace]
+			if ok {
+				m := msgs[i]
+				if len(m.msg.Keys) >= MaxKeysPerMessage || m.size+keySize(k) > MaxMessageSize {
+					ok = false
+				}
+			}
+			if !ok {
+				msgs = append(msgs, &outgoing{
+					msg:  Message{Kind: KindKeys, Namespace: r.namespace},
+					size: encodedSize(r.namespace, nil) + 2, // room for a 3-byte key count
+				})
+				i = len(msgs) - 1
+				open[r.namespace] = i
+			}
+			m := msgs[i]
+			m.msg.Keys = append(m.msg.Keys, k)
+			m.size += keySize(k)
+			if len(r.msgs) == 0 || r.msgs[len(r.msgs)-1] != i {
+				r.msgs = append(r.msgs, i)
+			}
+		}
+	}
+	return msgs
+}
+
+// send publishes one batch and tells each request how it went.
+func (p *publisher) send(ctx context.Context, batch []*request) {
+	msgs := pack(batch)
+	payloads := make([][]byte, 0, len(msgs))
+	now := time.Now().UnixNano()
+	for _, m := range msgs {
+		p.seq++
+		m.msg.Origin, m.msg.Seq, m.msg.PublishedAt = p.bus.origin, p.seq, now
+		if p.drop(&m.msg) {
+			m.dropped = true
+			continue
+		}
+		payloads = append(payloads, appendMessage(make([]byte, 0, m.size), &m.msg))
+	}
+	errs := p.publish(ctx, payloads)
+	j := 0
+	for _, m := range msgs {
+		if m.dropped {
+			continue
+		}
+		m.err = errs[j]
+		j++
+		if m.err != nil {
+			p.bus.stats.publishErrors.Add(1)
+			continue
+		}
+		p.bus.stats.messagesSent.Add(1)
+		p.bus.stats.keysSent.Add(uint64(len(m.msg.Keys)))
+	}
+	for _, r := range batch {
+		var err error
+		for _, i := range r.msgs {
+			if err = msgs[i].err; err != nil {
+				break
+			}
+		}
+		r.done <- err
+	}
+}
+
+// heartbeat sends the current sequence number.
+func (p *publisher) heartbeat(ctx context.Context, leaving bool) {
+	m := Message{Origin: p.bus.origin, Seq: p.seq, Kind: KindHeartbeat, Leaving: leaving, PublishedAt: time.Now().UnixNano()}
+	if p.drop(&m) {
+		return
+	}
+	if err := p.publish(ctx, [][]byte{appendMessage(nil, &m)})[0]; err != nil {
+		p.bus.stats.publishErrors.Add(1)
+		p.bus.logWarn("invalidation: heartbeat failed", "channel", p.channel, "error", err)
+		return
+	}
+	p.bus.stats.heartbeatsSent.Add(1)
+}
+
+// stop fails what is still queued and says goodbye.
+func (p *publisher) stop(ctx context.Context) {
+	for {
+		select {
+		case r := <-p.queue:
+			r.done <- ErrClosed
+		default:
+			p.heartbeat(context.WithoutCancel(ctx), true)
+			return
+		}
+	}
+}
+
+func (p *publisher) drop(m *Message) bool {
+	if p.bus.cfg.drop != nil && p.bus.cfg.drop(Outgoing, m) {
+		p.bus.stats.dropped.Add(1)
+		return true
+	}
+	return false
+}
+
+// publish sends payloads in order in one round trip and returns one error
+// per payload.
+func (p *publisher) publish(ctx context.Context, payloads [][]byte) []error {
+	errs := make([]error, len(payloads))
+	if len(payloads) == 0 {
+		return errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.bus.cfg.publishTimeout)
+	defer cancel()
+	if len(payloads) == 1 {
+		if err := p.bus.publishCmd(ctx, p.bus.client, p.channel, payloads[0]).Err(); err != nil {
+			errs[0] = p.wrap(err)
+		}
+		return errs
+	}
+	pipe := p.bus.client.Pipeline()
+	cmds := make([]interface{ Err() error }, len(payloads))
+	for i, pl := range payloads {
+		cmds[i] = p.bus.publishCmd(ctx, pipe, p.channel, pl)
+	}
+	_, _ = pipe.Exec(ctx) // per-command errors below
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			errs[i] = p.wrap(err)
+		}
+	}
+	return errs
+}
+
+func (p *publisher) wrap(err error) error {
+	return fmt.Errorf("%w on %s: %w", ErrPublish, p.channel, err)
+}
