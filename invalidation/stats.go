@@ -105,10 +105,10 @@ func (h LagHistogram) Quantile(q float64) time.Duration {
 // counters holds the live counters behind Stats.
 type counters struct {
 	messagesSent, heartbeatsSent, keysSent, publishErrors, dropped atomic.Uint64
-	messagesReceived, heartbeatsReceived, keysInvalidated       atomic.Uint64
-	gaps, resubscribes, decodeErrors                            atomic.Uint64
-	flushGap, flushResubscribe, flushSilence, flushRemote        atomic.Uint64
-	lag                                                         [len(lagBounds) + 1]atomic.Uint64
+	messagesReceived, heartbeatsReceived, keysInvalidated          atomic.Uint64
+	gaps, resubscribes, decodeErrors                               atomic.Uint64
+	flushGap, flushResubscribe, flushSilence, flushRemote          atomic.Uint64
+	lag                                                            [len(lagBounds) + 1]atomic.Uint64
 }
 
 func (c *counters) observeLag(d time.Duration) {
