@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,9 @@ type Store[V any] struct {
 	stripes [Stripes]atomic.Uint64
 	epoch   atomic.Uint64
 	closed  atomic.Bool
+	// mu orders Close after every write in progress: writes hold it for
+	// reading. Get does not take it.
+	mu sync.RWMutex
 
 	// Counters, read with Stats.
 	dropped  atomic.Uint64
@@ -133,18 +137,38 @@ func (s *Store[V]) Generation(key string) uint64 {
 	return s.stripe(key).Load() + s.epoch.Load()
 }
 
+// lock takes the store for a write; it reports false when the store is nil
+// or closed (then there is nothing to unlock).
+func (s *Store[V]) lock() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.RLock()
+	if s.closed.Load() {
+		s.mu.RUnlock()
+		return false
+	}
+	return true
+}
+
 // Fill stores the entry for ttl if key's generation still equals gen and
-// reports whether it did. A ttl <= 0 stores nothing. ristretto applies new
-// entries asynchronously and may drop or reject them under pressure; Fill
-// reports true when the entry was handed to it.
+// reports whether it did. A ttl <= 0 stores nothing. Fill returns once
+// ristretto has applied the entry, so the next Get sees it (unless the
+// admission policy rejected it: ristretto may reject or drop entries under
+// pressure; both are counted in Stats).
 func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool {
-	if s == nil || s.closed.Load() || ttl <= 0 || s.Generation(key) != gen {
+	if ttl <= 0 || !s.lock() {
+		return false
+	}
+	defer s.mu.RUnlock()
+	if s.Generation(key) != gen {
 		return false
 	}
 	if !s.cache.SetWithTTL(key, item[V]{value: value, absent: absent}, 0, ttl) {
 		s.dropped.Add(1)
 		return false
 	}
+	s.cache.Wait()
 	// An Invalidate may have run between the check above and the set. It
 	// changed the generation before deleting, so checking again finds it;
 	// remove what we stored (at worst a newer entry, which is only a miss).
@@ -157,9 +181,10 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 
 // Invalidate changes the generation of keys, then removes them.
 func (s *Store[V]) Invalidate(keys ...string) {
-	if s == nil || s.closed.Load() {
+	if !s.lock() {
 		return
 	}
+	defer s.mu.RUnlock()
 	for _, k := range keys {
 		s.stripe(k).Add(1)
 		s.cache.Del(k)
@@ -168,26 +193,32 @@ func (s *Store[V]) Invalidate(keys ...string) {
 
 // Flush changes every generation, then removes every entry.
 func (s *Store[V]) Flush() {
-	if s == nil || s.closed.Load() {
+	if !s.lock() {
 		return
 	}
+	defer s.mu.RUnlock()
 	s.epoch.Add(1)
 	s.cache.Clear()
 }
 
-// Wait blocks until every Fill handed to ristretto so far is applied. Tests
-// and benchmarks use it to make fills visible deterministically.
+// Wait blocks until every write handed to ristretto so far is applied.
 func (s *Store[V]) Wait() {
-	if s == nil || s.closed.Load() {
+	if !s.lock() {
 		return
 	}
+	defer s.mu.RUnlock()
 	s.cache.Wait()
 }
 
 // Close stops the store's goroutines and drops its entries. Later calls
 // behave as on an empty store. Close is idempotent.
 func (s *Store[V]) Close() {
-	if s == nil || !s.closed.CompareAndSwap(false, true) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
 	s.epoch.Add(1)

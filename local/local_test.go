@@ -1,0 +1,214 @@
+package local_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache/local"
+	"github.com/tiercache/tiercache/tiered"
+)
+
+var _ tiered.Local[string] = (*local.Store[string])(nil)
+
+func newStore[V any](t *testing.T, opts local.Options[V]) *local.Store[V] {
+	t.Helper()
+	s, err := local.New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestFillThenGet(t *testing.T) {
+	s := newStore(t, local.Options[string]{})
+	if !s.Fill("a", "va", false, time.Minute, s.Generation("a")) {
+		t.Fatal("Fill(a) = false, want true")
+	}
+	if !s.Fill("b", "", true, time.Minute, s.Generation("b")) {
+		t.Fatal("Fill(b) = false, want true")
+	}
+	s.Wait()
+	if v, absent, ok := s.Get("a"); !ok || absent || v != "va" {
+		t.Errorf("Get(a) = %q, %v, %v; want va, false, true", v, absent, ok)
+	}
+	if _, absent, ok := s.Get("b"); !ok || !absent {
+		t.Errorf("Get(b) = absent %v, ok %v; want true, true", absent, ok)
+	}
+	if _, _, ok := s.Get("c"); ok {
+		t.Error("Get(c) hit, want miss")
+	}
+}
+
+func TestGenerationGuard(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(s *local.Store[int])
+	}{
+		{"invalidate same key", func(s *local.Store[int]) { s.Invalidate("k") }},
+		{"flush", func(s *local.Store[int]) { s.Flush() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, local.Options[int]{})
+			gen := s.Generation("k")
+			tt.change(s) // lands between the snapshot and the fill
+			if s.Fill("k", 1, false, time.Minute, gen) {
+				t.Fatal("Fill with a stale generation = true, want false")
+			}
+			s.Wait()
+			if _, _, ok := s.Get("k"); ok {
+				t.Fatal("stale fill landed")
+			}
+			if !s.Fill("k", 2, false, time.Minute, s.Generation("k")) {
+				t.Fatal("Fill with a fresh generation = false")
+			}
+			s.Wait()
+			if v, _, ok := s.Get("k"); !ok || v != 2 {
+				t.Fatalf("Get = %d, %v; want 2, true", v, ok)
+			}
+		})
+	}
+}
+
+func TestInvalidateOtherKeyKeepsGeneration(t *testing.T) {
+	s := newStore(t, local.Options[int]{})
+	// Find a key on another stripe: generations of unrelated keys must not
+	// all move together (that would make every fill fail under load).
+	gen := s.Generation("k")
+	moved := 0
+	for i := range 100 {
+		s.Invalidate(string(rune('a' + i%26)) + string(rune('a'+i/26)))
+		if s.Generation("k") != gen {
+			moved++
+			gen = s.Generation("k")
+		}
+	}
+	if moved > 10 {
+		t.Fatalf("generation of k moved on %d of 100 invalidations of other keys", moved)
+	}
+}
+
+func TestInvalidateAndFlushEvict(t *testing.T) {
+	s := newStore(t, local.Options[int]{})
+	for _, k := range []string{"a", "b", "c"} {
+		s.Fill(k, 1, false, time.Minute, s.Generation(k))
+	}
+	s.Wait()
+	s.Invalidate("a", "b")
+	if _, _, ok := s.Get("a"); ok {
+		t.Error("a survived Invalidate")
+	}
+	if _, _, ok := s.Get("c"); !ok {
+		t.Error("c was evicted by Invalidate of a and b")
+	}
+	s.Flush()
+	if _, _, ok := s.Get("c"); ok {
+		t.Error("c survived Flush")
+	}
+}
+
+func TestTTL(t *testing.T) {
+	s := newStore(t, local.Options[int]{})
+	s.Fill("k", 1, false, 20*time.Millisecond, s.Generation("k"))
+	s.Wait()
+	if _, _, ok := s.Get("k"); !ok {
+		t.Fatal("entry missing before its TTL")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, ok := s.Get("k"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("entry still there 5 s after a 20 ms TTL")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+	if s.Fill("z", 1, false, 0, s.Generation("z")) {
+		t.Error("Fill with ttl 0 = true, want false")
+	}
+}
+
+func TestNilAndClosedSafe(t *testing.T) {
+	var nilStore *local.Store[int]
+	if _, _, ok := nilStore.Get("k"); ok {
+		t.Error("nil store hit")
+	}
+	if nilStore.Fill("k", 1, false, time.Minute, 0) {
+		t.Error("nil store Fill = true")
+	}
+	nilStore.Invalidate("k")
+	nilStore.Flush()
+	nilStore.Close()
+
+	s, err := local.New(local.Options[int]{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Fill("k", 1, false, time.Minute, s.Generation("k"))
+	s.Wait()
+	s.Close()
+	s.Close()
+	if _, _, ok := s.Get("k"); ok {
+		t.Error("closed store hit")
+	}
+	if s.Fill("k", 1, false, time.Minute, s.Generation("k")) {
+		t.Error("closed store Fill = true")
+	}
+	s.Invalidate("k")
+	s.Flush()
+	if got := s.Stats(); got != (local.Stats{}) {
+		t.Errorf("closed Stats = %+v, want zero", got)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	cost := func(s string) int64 { return int64(len(s)) }
+	bad := []struct {
+		name string
+		opts local.Options[string]
+	}{
+		{"negative entries", local.Options[string]{MaxEntries: -1}},
+		{"negative cost", local.Options[string]{MaxCost: -1, Cost: cost}},
+		{"both bounds", local.Options[string]{MaxEntries: 10, MaxCost: 10, Cost: cost}},
+		{"cost without func", local.Options[string]{MaxCost: 100}},
+		{"func without cost", local.Options[string]{Cost: cost}},
+		{"negative buffer", local.Options[string]{BufferItems: -1}},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := local.New(tt.opts); !errors.Is(err, local.ErrInvalidOptions) {
+				t.Fatalf("New = %v, want ErrInvalidOptions", err)
+			}
+		})
+	}
+}
+
+func TestCostBound(t *testing.T) {
+	s := newStore(t, local.Options[string]{MaxCost: 1000, Cost: func(v string) int64 { return int64(len(v)) }})
+	big := string(make([]byte, 2000))
+	s.Fill("big", big, false, time.Minute, s.Generation("big"))
+	s.Wait()
+	if _, _, ok := s.Get("big"); ok {
+		t.Fatal("a value costing twice MaxCost was stored")
+	}
+	for i := range 50 {
+		k := string(rune('a' + i))
+		s.Fill(k, string(make([]byte, 100)), false, time.Minute, s.Generation(k))
+	}
+	s.Wait()
+	if st := s.Stats(); st.Cost > 1000 {
+		t.Fatalf("cost held %d exceeds MaxCost 1000", st.Cost)
+	}
+}
+
+func TestGetDoesNotAllocate(t *testing.T) {
+	s := newStore(t, local.Options[string]{})
+	s.Fill("k", "v", false, time.Minute, s.Generation("k"))
+	s.Wait()
+	if n := testing.AllocsPerRun(1000, func() { s.Get("k") }); n != 0 {
+		t.Fatalf("Get allocates %v times, want 0", n)
+	}
+}
