@@ -67,7 +67,11 @@ func (s *subscriber) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.bus.logWarn("invalidation: subscription lost; subscribing again", "channel", s.channel, "error", err)
+		if bo.next == 0 {
+			s.bus.logWarn("invalidation: subscription lost; subscribing again", "channel", s.channel, "error", err)
+		} else {
+			s.bus.logDebug("invalidation: subscribing again", "channel", s.channel, "error", err)
+		}
 		if s.bus.reload != nil {
 			s.bus.reload(ctx)
 		}
@@ -168,15 +172,15 @@ func (s *subscriber) confirm() {
 // handle applies one received payload.
 func (s *subscriber) handle(payload string) {
 	b := s.bus
-	s.lastHeard.Store(int64(b.since()))
 	m, err := decodeMessage(payload)
+	if err == nil && b.cfg.drop != nil && b.cfg.drop(Incoming, &m) {
+		b.stats.dropped.Add(1)
+		return // as if it never arrived
+	}
+	s.lastHeard.Store(int64(b.since()))
 	if err != nil {
 		b.stats.decodeErrors.Add(1)
 		b.logWarn("invalidation: dropping undecodable message", "channel", s.channel, "error", err)
-		return
-	}
-	if b.cfg.drop != nil && b.cfg.drop(Incoming, &m) {
-		b.stats.dropped.Add(1)
 		return
 	}
 	if m.Origin == b.origin {
