@@ -15,10 +15,12 @@
 // # Leases
 //
 // Acquire takes a key's load lease with SET NX GET PX (a Lua script where the
-// server is older than Redis 7). Fill and Release are Lua scripts that act
-// only if the key still holds the caller's lease token, so a Delete or Set
-// that ran during a load (and removed the lease) makes the loader's fill a
-// no-op instead of writing a stale value back.
+// server is older than Redis 7). CompareAndSwap and CompareAndDelete are Lua
+// scripts that act only if the key still holds an entry with the caller's
+// version id; with the lease token as version they are the conditional fill
+// and the release of a load, so a Delete or Set that ran during a load (and
+// removed the lease) makes the loader's fill a no-op instead of writing a
+// stale value back.
 //
 // # Batches
 //

@@ -13,6 +13,7 @@ const (
 	KindValue    uint8 = 1
 	KindNotFound uint8 = 2
 	KindLease    uint8 = 3
+	KindFailed   uint8 = 4
 )
 
 // Entry is what the store holds under a key. It is an alias of an unnamed
@@ -77,6 +78,8 @@ func Decode(b []byte) (Entry, error) {
 	}
 	switch e.Kind {
 	case KindValue:
+		e.Payload = b[headerSize:]
+	case KindFailed:
 		e.Payload = b[headerSize:]
 	case KindNotFound, KindLease:
 		if len(b) != headerSize {

@@ -301,23 +301,21 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 `)
 
-// holdsLease is the Lua test that KEYS[1] holds the lease whose token is
-// ARGV[1] (8 bytes, big-endian): a lease envelope of this format with that
-// token at offset 19.
-const holdsLease = `
+// holdsVersion is the Lua test that KEYS[1] holds an envelope of this
+// format whose version id is ARGV[1] (8 bytes, big-endian, at offset 19).
+const holdsVersion = `
 local v = redis.call('GET', KEYS[1])
-local held = v and string.len(v) == 27 and string.byte(v, 1) == 0xC7
-  and string.byte(v, 2) == 1 and string.byte(v, 3) == 3
-  and string.sub(v, 20, 27) == ARGV[1]
+local held = v and string.len(v) >= 27 and string.byte(v, 1) == 0xC7
+  and string.byte(v, 2) == 1 and string.sub(v, 20, 27) == ARGV[1]
 `
 
-var fillScript = redis.NewScript(holdsLease + `
+var casScript = redis.NewScript(holdsVersion + `
 if not held then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-var releaseScript = redis.NewScript(holdsLease + `
+var cadScript = redis.NewScript(holdsVersion + `
 if not held then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -361,9 +359,11 @@ func isSyntaxError(err error) bool {
 	return errors.As(err, &re) && strings.Contains(strings.ToLower(re.Error()), "syntax")
 }
 
-// Fill replaces the lease with token under key by e, only if the key still
-// holds that lease, and reports whether it did.
-func (s *Store) Fill(ctx context.Context, key string, token uint64, e Entry) (bool, error) {
+// CompareAndSwap replaces the entry under key by e only if the key holds an
+// entry whose Version is version, and reports whether it did. With a lease
+// token as version, it is the conditional fill of a load: a Delete or Set
+// that removed the lease makes it a no-op.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, e Entry) (bool, error) {
 	if err := s.checkKey(key); err != nil {
 		return false, err
 	}
@@ -371,20 +371,22 @@ func (s *Store) Fill(ctx context.Context, key string, token uint64, e Entry) (bo
 	if err != nil {
 		return false, err
 	}
-	n, err := fillScript.Run(ctx, s.client, []string{key}, tokenBytes(token), b, ttl(e.ExpiresAt).Milliseconds()).Int()
+	n, err := casScript.Run(ctx, s.client, []string{key}, tokenBytes(version), b, ttl(e.ExpiresAt).Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("remote: filling %q: %w", key, err)
+		return false, fmt.Errorf("remote: compare-and-swap of %q: %w", key, err)
 	}
 	return n == 1, nil
 }
 
-// Release deletes the lease with token under key if the key still holds it.
-func (s *Store) Release(ctx context.Context, key string, token uint64) error {
+// CompareAndDelete deletes key only if it holds an entry whose Version is
+// version, and reports whether it did.
+func (s *Store) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
 	if err := s.checkKey(key); err != nil {
-		return err
+		return false, err
 	}
-	if err := releaseScript.Run(ctx, s.client, []string{key}, tokenBytes(token)).Err(); err != nil {
-		return fmt.Errorf("remote: releasing lease on %q: %w", key, err)
+	n, err := cadScript.Run(ctx, s.client, []string{key}, tokenBytes(version)).Int()
+	if err != nil {
+		return false, fmt.Errorf("remote: compare-and-delete of %q: %w", key, err)
 	}
-	return nil
+	return n == 1, nil
 }

@@ -238,11 +238,11 @@ func TestLeases(t *testing.T) {
 		if err != nil || won || cur.Kind != remote.KindLease || cur.Version != 11 {
 			t.Fatalf("second Acquire = %+v, won %v, %v; want the lease with token 11", cur, won, err)
 		}
-		val := remote.Entry{Kind: remote.KindValue, Payload: []byte(`1`), ExpiresAt: time.Now().Add(time.Minute)}
-		if ok, err := s.Fill(ctx, key, 22, val); err != nil || ok {
+		val := remote.Entry{Kind: remote.KindValue, Payload: []byte(`1`), ExpiresAt: time.Now().Add(time.Minute), Version: 12}
+		if ok, err := s.CompareAndSwap(ctx, key, 22, val); err != nil || ok {
 			t.Fatalf("Fill with a foreign token = %v, %v; want false", ok, err)
 		}
-		if ok, err := s.Fill(ctx, key, 11, val); err != nil || !ok {
+		if ok, err := s.CompareAndSwap(ctx, key, 11, val); err != nil || !ok {
 			t.Fatalf("Fill with our token = %v, %v; want true", ok, err)
 		}
 		if e, _ := s.Get(ctx, key); e.Kind != remote.KindValue {
@@ -252,15 +252,23 @@ func TestLeases(t *testing.T) {
 		if won || cur.Kind != remote.KindValue {
 			t.Fatalf("Acquire over a value = %+v, won %v; want the value", cur, won)
 		}
-		if ok, _ := s.Fill(ctx, key, 11, val); ok {
-			t.Fatal("second Fill with a spent token succeeded")
+		if ok, _ := s.CompareAndSwap(ctx, key, 11, val); ok {
+			t.Fatal("second fill with a spent token succeeded")
+		}
+		// The value's own version works as a compare-and-swap (early refresh).
+		newer := remote.Entry{Kind: remote.KindValue, Payload: []byte(`2`), ExpiresAt: time.Now().Add(time.Minute), Version: 99}
+		if ok, err := s.CompareAndSwap(ctx, key, val.Version, newer); err != nil || !ok {
+			t.Fatalf("CompareAndSwap on the value's version = %v, %v", ok, err)
+		}
+		if ok, _ := s.CompareAndSwap(ctx, key, val.Version, val); ok {
+			t.Fatal("CompareAndSwap with a stale version succeeded")
 		}
 
 		// A Delete during the load kills the lease: the fill must not land.
 		s.Delete(ctx, key)
 		s.Acquire(ctx, key, 44, exp)
 		s.Delete(ctx, key)
-		if ok, _ := s.Fill(ctx, key, 44, val); ok {
+		if ok, _ := s.CompareAndSwap(ctx, key, 44, val); ok {
 			t.Fatal("Fill after Delete landed a stale value")
 		}
 		if e, _ := s.Get(ctx, key); e.Kind != remote.KindNone {
@@ -269,14 +277,14 @@ func TestLeases(t *testing.T) {
 
 		// Release only removes our own lease.
 		s.Acquire(ctx, key, 55, exp)
-		if err := s.Release(ctx, key, 66); err != nil {
-			t.Fatal(err)
+		if ok, err := s.CompareAndDelete(ctx, key, 66); err != nil || ok {
+			t.Fatalf("CompareAndDelete with a foreign token = %v, %v", ok, err)
 		}
 		if e, _ := s.Get(ctx, key); e.Kind != remote.KindLease {
 			t.Fatal("Release with a foreign token removed the lease")
 		}
-		if err := s.Release(ctx, key, 55); err != nil {
-			t.Fatal(err)
+		if ok, err := s.CompareAndDelete(ctx, key, 55); err != nil || !ok {
+			t.Fatalf("CompareAndDelete with our token = %v, %v", ok, err)
 		}
 		if e, _ := s.Get(ctx, key); e.Kind != remote.KindNone {
 			t.Fatal("Release with our token left the lease")

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // Loader loads the value of one key from the source of truth (a database,
@@ -34,9 +36,10 @@ type Cache[V any] struct {
 	cancel  context.CancelFunc
 	closed  atomic.Bool
 
-	mu      sync.Mutex // guards flights and wg.Add against Close
-	flights map[string]*flight[V]
-	wg      sync.WaitGroup
+	mu         sync.Mutex // guards flights, refreshing and wg.Add against Close
+	flights    map[string]*flight[V]
+	refreshing map[string]struct{} // keys this node is refreshing early
+	wg         sync.WaitGroup
 
 	unsubscribe func()
 }
@@ -56,6 +59,9 @@ type flight[V any] struct {
 func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V], error) {
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty name", ErrInvalidOption)
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		return nil, fmt.Errorf("%w: name %q has control characters", ErrInvalidOption, name)
 	}
 	if l1 == nil && l2 == nil {
 		return nil, fmt.Errorf("%w: no L1 and no L2 store", ErrInvalidOption)
@@ -81,7 +87,8 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		l1:      l1,
 		l2:      l2,
 		cfg:     cfg,
-		flights: make(map[string]*flight[V]),
+		flights:    make(map[string]*flight[V]),
+		refreshing: make(map[string]struct{}),
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
@@ -243,11 +250,11 @@ func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen ui
 			return v, errUnusable
 		}
 		c.stats.l2Hit.Add(1)
-		c.fillL1(key, v, false, e.ExpiresAt, gen)
+		c.fillL1(key, v, false, c.localExpiry(e), gen)
 		return v, nil
 	case KindNotFound:
 		c.stats.l2NotFound.Add(1)
-		c.fillL1(key, v, true, e.ExpiresAt, gen)
+		c.fillL1(key, v, true, c.localExpiry(e), gen)
 		return v, ErrNotFound
 	}
 	return v, errUnusable
@@ -366,21 +373,29 @@ func (c *Cache[V]) keepLocal(key string, v V, err error, gen uint64) (V, error) 
 }
 
 // fetchRemote reads key from L2 and, on a miss, takes the lease and loads it,
-// or waits for whoever holds the lease (steps 4-6). load is called at most
+// or waits for whoever holds the lease (steps 4-7). load is called at most
 // once.
 func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
 	full := c.prefix + key
 	var (
+		waitingOn uint64 // token of the lease waited on; 0 before waiting
 		waitStart time.Time
 		poll      = c.cfg.pollMin
-		waited    bool
 	)
 	defer func() {
-		if waited {
+		if waitingOn != 0 {
 			c.stats.leaseWaitNanos.Add(uint64(time.Since(waitStart)))
 		}
 	}()
-	for attempt := 0; ; attempt++ {
+	// won finishes a load under a freshly taken lease.
+	won := func(token uint64) (V, error) {
+		c.stats.leaseAcquired.Add(1)
+		if waitingOn != 0 {
+			c.stats.leaseTakeovers.Add(1)
+		}
+		return c.loadLeased(ctx, key, token, gen, load)
+	}
+	for {
 		rctx, cancel := c.remoteCtx(ctx)
 		e, err := c.l2.Get(rctx, full)
 		cancel()
@@ -389,24 +404,46 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			return c.loadDegraded(ctx, key, gen, load)
 		}
 		if v, err := c.accept(ctx, key, e, gen); !errors.Is(err, errUnusable) {
+			if e.Kind == KindValue {
+				c.maybeRefresh(ctx, key, e, load)
+			}
 			return v, err
 		}
-		if e.Kind != KindLease {
-			c.stats.l2Miss.Add(1)
+		switch e.Kind {
+		case KindFailed:
+			if waitingOn != 0 && e.Version == waitingOn {
+				// The load we waited for failed: its callers got the
+				// loader's error, and so do we.
+				var zero V
+				return zero, fmt.Errorf("%w: key %q in cache %q: %s", ErrLoadFailed, key, c.name, e.Payload)
+			}
+			// An older failure: take the key over from it.
 			token := rand.Uint64()
 			rctx, cancel := c.remoteCtx(ctx)
-			cur, won, err := c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
+			ok, err := c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
 			cancel()
 			if err != nil {
 				c.report(ctx, c.remoteErr("lease", key, err))
 				return c.loadDegraded(ctx, key, gen, load)
 			}
-			if won {
-				c.stats.leaseAcquired.Add(1)
-				if waited {
-					c.stats.leaseTakeovers.Add(1)
-				}
-				return c.loadLeased(ctx, key, token, gen, load)
+			if ok {
+				return won(token)
+			}
+			continue // someone else changed it: read again
+		case KindLease:
+			// Another node holds the lease: wait below.
+		default:
+			c.stats.l2Miss.Add(1)
+			token := rand.Uint64()
+			rctx, cancel := c.remoteCtx(ctx)
+			cur, ok, err := c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
+			cancel()
+			if err != nil {
+				c.report(ctx, c.remoteErr("lease", key, err))
+				return c.loadDegraded(ctx, key, gen, load)
+			}
+			if ok {
+				return won(token)
 			}
 			if v, err := c.accept(ctx, key, cur, gen); !errors.Is(err, errUnusable) {
 				return v, err
@@ -414,12 +451,14 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			if cur.Kind != KindLease {
 				continue // the key changed under us: read again
 			}
+			e = cur
 		}
-		// Another node (or flight) holds the lease: wait for its result.
-		if !waited {
-			waited, waitStart = true, time.Now()
+		// Wait for the lease holder's result, polling with backoff.
+		if waitingOn == 0 {
+			waitStart = time.Now()
 			c.stats.leaseWaits.Add(1)
 		}
+		waitingOn = e.Version
 		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
@@ -430,6 +469,11 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		}
 		poll = min(2*poll, c.cfg.pollMax)
 	}
+}
+
+// leaseEntry is the L2 entry of a lease with token.
+func (c *Cache[V]) leaseEntry(token uint64) RemoteEntry {
+	return RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: time.Now().Add(c.cfg.leaseTTL)}
 }
 
 // loadDegraded answers from the loader when L2 failed; the result goes to
@@ -448,19 +492,30 @@ func (c *Cache[V]) loadLeased(ctx context.Context, key string, token uint64, gen
 }
 
 // storeLeased stores a load result made under the lease with token: a
-// conditional fill if it is cacheable, else a release of the lease.
+// conditional fill if it is cacheable. Otherwise the lease becomes a short
+// failure marker when the loader failed (so waiters on other nodes return
+// the error instead of loading again), or is released when the load was
+// cut short by its context (so a waiter takes over at once).
 func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, gen uint64, v V, err error, took time.Duration) (V, error) {
 	e, storable := c.entryFor(ctx, key, v, err, took)
 	full := c.prefix + key
 	rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
 	defer cancel()
 	if !storable {
-		if rerr := c.l2.Release(rctx, full, token); rerr != nil {
+		var rerr error
+		if err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+			failed := RemoteEntry{Kind: KindFailed, Version: token, Payload: []byte(err.Error()),
+				ExpiresAt: time.Now().Add(c.failedTTL())}
+			_, rerr = c.l2.CompareAndSwap(rctx, full, token, failed)
+		} else {
+			_, rerr = c.l2.CompareAndDelete(rctx, full, token)
+		}
+		if rerr != nil {
 			c.report(ctx, c.remoteErr("lease release", key, rerr))
 		}
 		return v, err
 	}
-	filled, ferr := c.l2.Fill(rctx, full, token, e)
+	filled, ferr := c.l2.CompareAndSwap(rctx, full, token, e)
 	switch {
 	case ferr != nil:
 		c.report(ctx, c.remoteErr("fill", key, ferr))
@@ -471,9 +526,13 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 		c.stats.fillsRejected.Add(1)
 		return v, err
 	}
-	c.fillL1(key, v, e.Kind == KindNotFound, e.ExpiresAt, gen)
+	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
 	return v, err
 }
+
+// failedTTL is how long the marker of a failed load stays in L2: long enough
+// for every waiter, polling at most every pollMax, to see it.
+func (c *Cache[V]) failedTTL() time.Duration { return time.Second + 4*c.cfg.pollMax }
 
 // entryFor builds the L2 entry for a load result. storable is false when the
 // result must not be cached: a loader error, a not-found with negative

@@ -27,6 +27,9 @@ var (
 	// ErrLoaderPanic wraps a panic of a loader; the message carries the
 	// panic value and the stack.
 	ErrLoaderPanic = errors.New("tiered: loader panicked")
+	// ErrLoadFailed is returned to callers that waited for another node's
+	// load when that load failed; the message carries the loader's error.
+	ErrLoadFailed = errors.New("tiered: load failed on another node")
 	// ErrCodec wraps a failure to encode or decode a value for L2.
 	ErrCodec = errors.New("tiered: codec failed")
 )

@@ -39,22 +39,24 @@ const (
 	KindValue    uint8 = 1 // a value: Payload holds the encoded V
 	KindNotFound uint8 = 2 // a cached "not found"
 	KindLease    uint8 = 3 // a load lease: another loader holds the key
+	KindFailed   uint8 = 4 // the load under a lease failed; Payload is the message
 )
 
 // RemoteEntry is what an L2 store holds under a key. It is an alias of an
 // unnamed struct type so that an L2 adapter can declare the identical type
 // without importing tiered; dependency arrows point into tiered only.
 type RemoteEntry = struct {
-	// Kind is one of KindNone, KindValue, KindNotFound, KindLease.
+	// Kind is one of KindNone, KindValue, KindNotFound, KindLease, KindFailed.
 	Kind uint8
-	// Payload is the value encoded with the store's codec (KindValue only).
+	// Payload is the value encoded with the store's codec (KindValue), or
+	// the error message of a failed load (KindFailed).
 	Payload []byte
 	// ExpiresAt is the absolute expiry of the entry.
 	ExpiresAt time.Time
 	// LoadTime is how long the load that produced the entry took.
 	LoadTime time.Duration
 	// Version identifies the write; random per write. For a lease it is the
-	// lease token.
+	// lease token, and a failed load keeps the token of its lease.
 	Version uint64
 }
 
@@ -77,11 +79,13 @@ type Remote interface {
 	// with token until expiresAt only if the key is empty. won reports whether
 	// the lease was taken; when it was not, current is what the key holds.
 	Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current RemoteEntry, won bool, err error)
-	// Fill replaces the lease with token under key by e, only if the key still
-	// holds that lease, and reports whether it did.
-	Fill(ctx context.Context, key string, token uint64, e RemoteEntry) (bool, error)
-	// Release deletes the lease with token under key if the key still holds it.
-	Release(ctx context.Context, key string, token uint64) error
+	// CompareAndSwap replaces the entry under key by e only if the key holds
+	// an entry whose Version is version, and reports whether it did. With a
+	// lease token it is the conditional fill of a load.
+	CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error)
+	// CompareAndDelete deletes key only if it holds an entry whose Version is
+	// version, and reports whether it did.
+	CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error)
 	// Marshal encodes a value with the store's codec.
 	Marshal(v any) ([]byte, error)
 	// Unmarshal decodes data produced by Marshal into v (a pointer).

@@ -158,6 +158,9 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		e := entries[n]
 		if v, err := c.accept(ctx, keys[i], e, gens[i]); !errors.Is(err, errUnusable) {
 			results[i] = result[V]{v, err}
+			if e.Kind == KindValue {
+				c.maybeRefresh(ctx, keys[i], e, c.oneOf(keys[i], load))
+			}
 			continue
 		}
 		if e.Kind == KindLease {
@@ -166,8 +169,18 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 		c.stats.l2Miss.Add(1)
 		token := rand.Uint64()
+		var (
+			cur RemoteEntry
+			ok  bool
+			err error
+		)
 		rctx, cancel := c.remoteCtx(ctx)
-		cur, ok, err := c.l2.Acquire(rctx, full[n], token, time.Now().Add(c.cfg.leaseTTL))
+		if e.Kind == KindFailed {
+			// An earlier load failed: take the key over from its marker.
+			ok, err = c.l2.CompareAndSwap(rctx, full[n], e.Version, c.leaseEntry(token))
+		} else {
+			cur, ok, err = c.l2.Acquire(rctx, full[n], token, time.Now().Add(c.cfg.leaseTTL))
+		}
 		cancel()
 		switch {
 		case err != nil:
@@ -203,16 +216,20 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	var wg sync.WaitGroup
 	for _, i := range awaited {
 		wg.Go(func() {
-			k := keys[i]
-			v, err := c.fetchRemote(ctx, k, gens[i], func(ctx context.Context) (V, error) {
-				m, err := c.callBatch(ctx, []string{k}, load)
-				return batchResult(m, err, k)
-			})
+			v, err := c.fetchRemote(ctx, keys[i], gens[i], c.oneOf(keys[i], load))
 			results[i] = result[V]{v, err}
 		})
 	}
 	wg.Wait()
 	return results
+}
+
+// oneOf loads key alone with a batch loader.
+func (c *Cache[V]) oneOf(key string, load BatchLoader[V]) func(context.Context) (V, error) {
+	return func(ctx context.Context) (V, error) {
+		m, err := c.callBatch(ctx, []string{key}, load)
+		return batchResult(m, err, key)
+	}
 }
 
 // loadLocal loads keys[idx] with one batch call and keeps the results in L1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -20,6 +21,8 @@ const (
 	DefaultLeaseMargin  = 2 * time.Second
 	DefaultLeasePollMin = time.Millisecond
 	DefaultLeasePollMax = 32 * time.Millisecond
+	// DefaultEarlyRefreshBeta is the beta of probabilistic early refresh.
+	DefaultEarlyRefreshBeta = 1.0
 )
 
 type config struct {
@@ -28,6 +31,7 @@ type config struct {
 	remoteTimeout, loadTimeout       time.Duration
 	leaseTTL                         time.Duration // 0: loadTimeout + DefaultLeaseMargin
 	pollMin, pollMax                 time.Duration
+	beta                             float64 // early refresh; 0 is off
 	onError                          func(ctx context.Context, err error)
 	bus                              Bus
 }
@@ -42,6 +46,7 @@ func defaultConfig() config {
 		loadTimeout:   DefaultLoadTimeout,
 		pollMin:       DefaultLeasePollMin,
 		pollMax:       DefaultLeasePollMax,
+		beta:          DefaultEarlyRefreshBeta,
 	}
 }
 
@@ -126,6 +131,29 @@ func WithLeasePoll(min, max time.Duration) Option {
 			return fmt.Errorf("%w: lease poll %v..%v needs 0 < min <= max", ErrInvalidOption, min, max)
 		}
 		c.pollMin, c.pollMax = min, max
+		return nil
+	}
+}
+
+// WithEarlyRefresh sets beta of probabilistic early refresh (XFetch). A
+// read that finds a value in L2 starts one background reload when
+//
+//	now - loadTime * beta * ln(rand()) >= expiry
+//
+// where loadTime is how long the value's last load took, so slow loads are
+// refreshed earlier and larger beta refreshes earlier. At most one node
+// refreshes a key at a time; callers keep getting the current value; the new
+// value is written only if the key was not changed or deleted meanwhile. To
+// let reads reach L2 in time, an L1 entry ends 3*beta*loadTime before its L2
+// expiry (min(LocalTTL, remaining L2 TTL) still bounds it). Default
+// DefaultEarlyRefreshBeta (1); zero turns early refresh off; negative is an
+// error.
+func WithEarlyRefresh(beta float64) Option {
+	return func(c *config) error {
+		if !(beta >= 0) || math.IsInf(beta, 1) {
+			return fmt.Errorf("%w: early refresh beta %v must be finite and >= 0", ErrInvalidOption, beta)
+		}
+		c.beta = beta
 		return nil
 	}
 }

@@ -19,6 +19,8 @@ type counters struct {
 	leaseAcquired, leaseWaits, leaseTakeovers atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
+	refreshStarted, refreshSkipped            atomic.Uint64
+	refreshErrors                             atomic.Uint64
 
 	handledErrors atomic.Uint64
 }
@@ -44,6 +46,10 @@ type Stats struct {
 	LeaseTakeovers uint64        // leases won after waiting on another's
 	FillsRejected  uint64        // loads not stored: the key changed meanwhile
 
+	RefreshesStarted uint64 // early refreshes this node ran
+	RefreshesSkipped uint64 // early refreshes not run: another is under way
+	RefreshErrors    uint64 // early refreshes whose loader failed
+
 	HandledErrors uint64 // errors given to the error handler
 }
 
@@ -51,23 +57,26 @@ type Stats struct {
 func (c *Cache[V]) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		L1Hits:         s.l1Hit.Load(),
-		L1NotFound:     s.l1NotFound.Load(),
-		L1Misses:       s.l1Miss.Load(),
-		L2Hits:         s.l2Hit.Load(),
-		L2NotFound:     s.l2NotFound.Load(),
-		L2Misses:       s.l2Miss.Load(),
-		L2Errors:       s.l2Error.Load(),
-		L2Corrupt:      s.l2Corrupt.Load(),
-		Loads:          s.loads.Load(),
-		LoadNotFound:   s.loadNotFound.Load(),
-		LoadErrors:     s.loadErrors.Load(),
-		LoadTime:       time.Duration(s.loadNanos.Load()),
-		LeasesAcquired: s.leaseAcquired.Load(),
-		LeaseWaits:     s.leaseWaits.Load(),
-		LeaseWaitTime:  time.Duration(s.leaseWaitNanos.Load()),
-		LeaseTakeovers: s.leaseTakeovers.Load(),
-		FillsRejected:  s.fillsRejected.Load(),
-		HandledErrors:  s.handledErrors.Load(),
+		L1Hits:           s.l1Hit.Load(),
+		L1NotFound:       s.l1NotFound.Load(),
+		L1Misses:         s.l1Miss.Load(),
+		L2Hits:           s.l2Hit.Load(),
+		L2NotFound:       s.l2NotFound.Load(),
+		L2Misses:         s.l2Miss.Load(),
+		L2Errors:         s.l2Error.Load(),
+		L2Corrupt:        s.l2Corrupt.Load(),
+		Loads:            s.loads.Load(),
+		LoadNotFound:     s.loadNotFound.Load(),
+		LoadErrors:       s.loadErrors.Load(),
+		LoadTime:         time.Duration(s.loadNanos.Load()),
+		LeasesAcquired:   s.leaseAcquired.Load(),
+		LeaseWaits:       s.leaseWaits.Load(),
+		LeaseWaitTime:    time.Duration(s.leaseWaitNanos.Load()),
+		LeaseTakeovers:   s.leaseTakeovers.Load(),
+		FillsRejected:    s.fillsRejected.Load(),
+		RefreshesStarted: s.refreshStarted.Load(),
+		RefreshesSkipped: s.refreshSkipped.Load(),
+		RefreshErrors:    s.refreshErrors.Load(),
+		HandledErrors:    s.handledErrors.Load(),
 	}
 }

@@ -1,0 +1,138 @@
+package tiered_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/local"
+	"github.com/tiercache/tiercache/remote"
+	"github.com/tiercache/tiercache/tiered"
+)
+
+// l1OnlyCache returns an L1-only cache holding key "hot".
+func l1OnlyCache(tb testing.TB) *tiered.Cache[user] {
+	tb.Helper()
+	l1, err := local.New(local.Options[user]{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := tiered.New[user]("bench", l1, nil, tiered.WithLocalTTL(time.Hour))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	if err := c.Set(context.Background(), "hot", user{ID: "hot", Name: "a hot user"}); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func TestL1HitDoesNotAllocate(t *testing.T) {
+	c := l1OnlyCache(t)
+	ctx := context.Background()
+	load := func(context.Context, string) (user, error) { return user{}, nil }
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := c.GetOrLoad(ctx, "hot", load); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("GetOrLoad L1 hit allocates %v times, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, ok, _ := c.Get(ctx, "hot"); !ok {
+			t.Fatal("miss")
+		}
+	}); n != 0 {
+		t.Errorf("Get L1 hit allocates %v times, want 0", n)
+	}
+}
+
+// BenchmarkL1Hit compares a parallel L1 hit through the cache with a raw
+// ristretto v2 Get of the same value in the same run.
+func BenchmarkL1Hit(b *testing.B) {
+	ctx := context.Background()
+	b.Run("ristretto", func(b *testing.B) {
+		rc, err := ristretto.NewCache(&ristretto.Config[string, user]{NumCounters: 1e6, MaxCost: 1e5, BufferItems: 64})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rc.Close()
+		rc.SetWithTTL("hot", user{ID: "hot", Name: "a hot user"}, 1, time.Hour)
+		rc.Wait()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, ok := rc.Get("hot"); !ok {
+					b.Fatal("miss")
+				}
+			}
+		})
+	})
+	b.Run("tiercache-Get", func(b *testing.B) {
+		c := l1OnlyCache(b)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, ok, _ := c.Get(ctx, "hot"); !ok {
+					b.Fatal("miss")
+				}
+			}
+		})
+	})
+	b.Run("tiercache-GetOrLoad", func(b *testing.B) {
+		c := l1OnlyCache(b)
+		load := func(context.Context, string) (user, error) { return user{}, nil }
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := c.GetOrLoad(ctx, "hot", load); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkL2Hit compares a sequential L2 hit (L1 disabled) with a raw
+// go-redis GET of the same bytes on the same server.
+func BenchmarkL2Hit(b *testing.B) {
+	rdb := redistest.Standalone(b)
+	ctx := context.Background()
+	name := redistest.Name(b)
+	st, err := remote.New(rdb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := tiered.New[user](name, nil, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Set(ctx, "hot", user{ID: "hot", Name: "a hot user"}); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := rdb.Get(ctx, name+":hot").Bytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb.Set(ctx, name+":raw", raw, time.Hour)
+	b.Run("go-redis-GET", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rdb.Get(ctx, name+":raw").Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("tiercache-Get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok, err := c.Get(ctx, "hot"); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+}
