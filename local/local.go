@@ -57,9 +57,13 @@ type Store[V any] struct {
 	// reading. Get does not take it.
 	mu sync.RWMutex
 
-	// Counters, read with Stats.
-	dropped  atomic.Uint64
-	rejected atomic.Uint64
+	// Counters, read with Stats. ristretto's own metrics stay off: they
+	// put an atomic add on every Get, on a stripe chosen by the key, which
+	// makes parallel hits on one hot key contend.
+	byEntries bool // bounded by MaxEntries: each entry costs 1
+	dropped   atomic.Uint64
+	rejected  atomic.Uint64
+	evicted   atomic.Uint64
 }
 
 // New returns a Store configured by opts.
@@ -97,15 +101,15 @@ func New[V any](opts Options[V]) (*Store[V], error) {
 	if buffer == 0 {
 		buffer = 64
 	}
-	s := &Store[V]{seed: maphash.MakeSeed()}
+	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: opts.MaxCost == 0}
 	c, err := ristretto.NewCache(&ristretto.Config[string, item[V]]{
 		NumCounters:        counters,
 		MaxCost:            maxCost,
 		BufferItems:        buffer,
 		Cost:               cost,
 		IgnoreInternalCost: true,
-		Metrics:            true,
 		OnReject:           func(*ristretto.Item[item[V]]) { s.rejected.Add(1) },
+		OnEvict:            func(*ristretto.Item[item[V]]) { s.evicted.Add(1) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
@@ -227,32 +231,32 @@ func (s *Store[V]) Close() {
 
 // Stats is a snapshot of a Store's counters.
 type Stats struct {
-	Entries  uint64 // entries currently held (approximate: added - evicted)
-	Cost     uint64 // cost currently held
+	// Entries held; only known for a store bounded by MaxEntries (zero
+	// otherwise).
+	Entries uint64
+	// Cost held, in the unit of Options.Cost (entries when bounded by
+	// MaxEntries).
+	Cost     uint64
 	Dropped  uint64 // fills dropped because ristretto's buffers were full
 	Rejected uint64 // fills refused by the admission policy
-	Hits     uint64
-	Misses   uint64
+	Evicted  uint64 // entries evicted to make room
 }
 
 // Stats returns the store's counters. It is safe to call at any time.
 func (s *Store[V]) Stats() Stats {
-	if s == nil || s.closed.Load() {
+	if !s.lock() {
 		return Stats{}
 	}
-	m := s.cache.Metrics
-	added, evicted := m.KeysAdded(), m.KeysEvicted()
+	defer s.mu.RUnlock()
+	used := uint64(max(s.cache.MaxCost()-s.cache.RemainingCost(), 0))
 	st := Stats{
-		Dropped:  s.dropped.Load() + m.SetsDropped(),
+		Cost:     used,
+		Dropped:  s.dropped.Load(),
 		Rejected: s.rejected.Load(),
-		Hits:     m.Hits(),
-		Misses:   m.Misses(),
+		Evicted:  s.evicted.Load(),
 	}
-	if added > evicted {
-		st.Entries = added - evicted
-	}
-	if ca, ce := m.CostAdded(), m.CostEvicted(); ca > ce {
-		st.Cost = ca - ce
+	if s.byEntries {
+		st.Entries = used
 	}
 	return st
 }

@@ -79,7 +79,7 @@ func TestInvalidateOtherKeyKeepsGeneration(t *testing.T) {
 	gen := s.Generation("k")
 	moved := 0
 	for i := range 100 {
-		s.Invalidate(string(rune('a' + i%26)) + string(rune('a'+i/26)))
+		s.Invalidate(string(rune('a'+i%26)) + string(rune('a'+i/26)))
 		if s.Generation("k") != gen {
 			moved++
 			gen = s.Generation("k")

@@ -82,11 +82,11 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		cfg.onError = logTo(nil)
 	}
 	c := &Cache[V]{
-		name:    name,
-		prefix:  name + ":",
-		l1:      l1,
-		l2:      l2,
-		cfg:     cfg,
+		name:       name,
+		prefix:     name + ":",
+		l1:         l1,
+		l2:         l2,
+		cfg:        cfg,
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
 	}
