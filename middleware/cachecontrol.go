@@ -1,0 +1,205 @@
+package middleware
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// Absent or unusable delta-seconds arguments.
+const (
+	unset   int64 = -1 // directive absent
+	invalid int64 = -2 // directive present with a bad or repeated argument
+)
+
+// maxDelta is the largest delta-seconds value kept; larger ones are capped
+// (RFC 9111, Section 1.2.2).
+const maxDelta = 1 << 31
+
+// directives holds the Cache-Control directives of a request or response
+// that the middleware understands. Unknown directives are ignored (RFC 9111,
+// Section 5.2.3).
+type directives struct {
+	noStore, noCache, private, public bool
+	mustRevalidate, proxyRevalidate   bool
+	onlyIfCached                      bool
+
+	// delta-seconds: unset, invalid, or >= 0.
+	maxAge, sMaxAge, minFresh int64
+	staleWhileRevalidate      int64
+	staleIfError              int64
+
+	// Field names of the qualified forms private="..." and no-cache="...",
+	// canonicalized. Those fields are not stored; the response is.
+	privateFields, noCacheFields []string
+}
+
+// parseCacheControl parses every Cache-Control field line of h.
+func parseCacheControl(lines []string) directives {
+	d := directives{maxAge: unset, sMaxAge: unset, minFresh: unset, staleWhileRevalidate: unset, staleIfError: unset}
+	for _, line := range lines {
+		for len(line) > 0 {
+			var name, arg string
+			var quoted bool
+			name, arg, quoted, line = nextDirective(line)
+			if name == "" {
+				continue
+			}
+			switch strings.ToLower(name) {
+			case "no-store":
+				d.noStore = true
+			case "no-cache":
+				if quoted && arg != "" {
+					d.noCacheFields = appendFields(d.noCacheFields, arg)
+				} else {
+					d.noCache = true
+				}
+			case "private":
+				if quoted && arg != "" {
+					d.privateFields = appendFields(d.privateFields, arg)
+				} else {
+					d.private = true
+				}
+			case "public":
+				d.public = true
+			case "must-revalidate":
+				d.mustRevalidate = true
+			case "proxy-revalidate":
+				d.proxyRevalidate = true
+			case "only-if-cached":
+				d.onlyIfCached = true
+			case "max-age":
+				d.maxAge = setDelta(d.maxAge, arg)
+			case "s-maxage":
+				d.sMaxAge = setDelta(d.sMaxAge, arg)
+			case "min-fresh":
+				d.minFresh = setDelta(d.minFresh, arg)
+			case "stale-while-revalidate":
+				d.staleWhileRevalidate = setDelta(d.staleWhileRevalidate, arg)
+			case "stale-if-error":
+				d.staleIfError = setDelta(d.staleIfError, arg)
+			}
+		}
+	}
+	return d
+}
+
+// setDelta records a delta-seconds argument. A repeated directive with a
+// different value, or an argument that is not delta-seconds, is invalid
+// (RFC 9111, Section 4.2.1: such a response is considered stale).
+func setDelta(prev int64, arg string) int64 {
+	v := parseDelta(arg)
+	switch {
+	case prev == unset:
+		return v
+	case prev == v:
+		return v
+	}
+	return invalid
+}
+
+// parseDelta parses delta-seconds, capping it at maxDelta.
+func parseDelta(s string) int64 {
+	if s == "" {
+		return invalid
+	}
+	var v int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return invalid
+		}
+		if v < maxDelta {
+			v = v*10 + int64(c-'0')
+		}
+	}
+	return min(v, maxDelta)
+}
+
+// nextDirective splits the first directive off a Cache-Control list: its
+// name, its argument (unquoted), whether the argument was quoted, and the
+// rest of the list.
+func nextDirective(s string) (name, arg string, quoted bool, rest string) {
+	s = strings.TrimLeft(s, " \t,")
+	i := 0
+	for i < len(s) && s[i] != '=' && s[i] != ',' {
+		i++
+	}
+	name = strings.TrimSpace(s[:i])
+	if i == len(s) || s[i] == ',' {
+		return name, "", false, s[i:]
+	}
+	s = strings.TrimLeft(s[i+1:], " \t")
+	if strings.HasPrefix(s, `"`) {
+		var b strings.Builder
+		j := 1
+		for ; j < len(s); j++ {
+			c := s[j]
+			if c == '\\' && j+1 < len(s) {
+				j++
+				b.WriteByte(s[j])
+				continue
+			}
+			if c == '"' {
+				j++
+				break
+			}
+			b.WriteByte(c)
+		}
+		rest = s[j:]
+		if k := strings.IndexByte(rest, ','); k >= 0 {
+			rest = rest[k:]
+		} else {
+			rest = ""
+		}
+		return name, b.String(), true, rest
+	}
+	j := strings.IndexByte(s, ',')
+	if j < 0 {
+		j = len(s)
+	}
+	return name, strings.TrimSpace(s[:j]), false, s[j:]
+}
+
+// appendFields appends the canonicalized field names of a comma-separated
+// list.
+func appendFields(dst []string, list string) []string {
+	for f := range strings.SplitSeq(list, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			dst = append(dst, textproto.CanonicalMIMEHeaderKey(f))
+		}
+	}
+	return dst
+}
+
+// headerTokens returns the comma-separated tokens of every line of a header
+// field, trimmed, skipping empty ones.
+func headerTokens(lines []string) []string {
+	var out []string
+	for _, line := range lines {
+		for t := range strings.SplitSeq(line, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// hopByHop lists the hop-by-hop fields a cache must not store (RFC 9110,
+// Section 7.6.1), plus Proxy-Connection and Keep-Alive in their legacy use.
+var hopByHop = [...]string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes the hop-by-hop fields of h, including those named
+// by its Connection field.
+func removeHopByHop(h http.Header) {
+	for _, name := range headerTokens(h["Connection"]) {
+		h.Del(name)
+	}
+	for _, name := range hopByHop {
+		delete(h, name)
+	}
+}

@@ -1,0 +1,270 @@
+package middleware
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Keys in the cache (all in the one tiered.Cache the middleware is given):
+//
+//	u:<scheme>://<host><path>[?<query>]    a URL's stored response, or its vary spec
+//	<url key>\x00v<spec id>{\x00<value>}   a variant selected by a vary spec
+//	s:<record id>:<key>                    the successor of a stale record
+//	t:<tag>                                a tag's generation
+//	e                                      the purge epoch
+//
+// Keys longer than maxKeyLen keep a prefix and end in the SHA-256 of the
+// whole key, so they stay under the L2 store's key limit.
+const (
+	maxKeyLen  = 512
+	keepPrefix = 200
+	epochKey   = "e"
+)
+
+// hashLong shortens a key over maxKeyLen to a prefix plus its SHA-256.
+func hashLong(k string) string {
+	if len(k) <= maxKeyLen {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return k[:keepPrefix] + "#" + hex.EncodeToString(sum[:])
+}
+
+func tagKey(tag string) string { return "t:" + tag }
+
+// successorKey is where the record that replaces the stale record id under
+// key is loaded: every node that finds the same stale record loads the same
+// successor key, so the tiered lease makes one origin call per cluster.
+func successorKey(key string, id uint64) string {
+	b := make([]byte, 0, len(key)+20)
+	b = append(b, "s:"...)
+	b = strconv.AppendUint(b, id, 16)
+	b = append(b, ':')
+	b = append(b, key...)
+	return hashLong(string(b))
+}
+
+// variantKey is the key of the variant of urlKey selected by the values of
+// spec's fields in h.
+func variantKey(urlKey string, spec *Response, h http.Header) string {
+	b := make([]byte, 0, len(urlKey)+64)
+	b = append(b, urlKey...)
+	b = append(b, "\x00v"...)
+	b = strconv.AppendUint(b, spec.id, 16)
+	for _, name := range spec.vary {
+		b = append(b, 0)
+		vs, ok := h[name]
+		if !ok {
+			b = append(b, '-')
+			continue
+		}
+		v := strings.Join(vs, ", ")
+		b = append(b, '=')
+		b = strconv.AppendInt(b, int64(len(v)), 10)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return hashLong(string(b))
+}
+
+// requestURL is what the middleware derives from a request's URL.
+type requestURL struct {
+	key string // the URL key
+	// rawQuery is the query the handler sees when ignored parameters were
+	// dropped (stripped is then true).
+	rawQuery string
+	stripped bool
+}
+
+// schemeOf returns the request's scheme: the URL's when it has one (a
+// proxy-style request), else https with TLS and http without.
+func schemeOf(r *http.Request) string {
+	if s := r.URL.Scheme; s != "" {
+		return s
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// urlKey builds the URL key of a request. ok is false when the URL cannot be
+// keyed safely (control characters, an unparsable query): such requests
+// bypass the cache.
+func (m *Middleware) urlKey(r *http.Request) (u requestURL, ok bool) {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	return m.keyOf(schemeOf(r), host, r.URL.EscapedPath(), r.URL.RawQuery)
+}
+
+func (m *Middleware) keyOf(scheme, host, path, rawQuery string) (u requestURL, ok bool) {
+	if host == "" || !plain(host) || strings.IndexByte(host, '/') >= 0 || !plain(path) || !plain(scheme) {
+		return u, false
+	}
+	if path == "" {
+		path = "/"
+	}
+	query, forHandler, stripped, ok := m.normalizeQuery(rawQuery)
+	if !ok {
+		return u, false
+	}
+	var buf [256]byte
+	b := append(buf[:0], "u:"...)
+	b = appendLower(b, scheme)
+	b = append(b, "://"...)
+	b = appendHost(b, host, scheme)
+	b = append(b, path...)
+	if query != "" {
+		b = append(b, '?')
+		b = append(b, query...)
+	}
+	u.key = hashLong(string(b))
+	u.rawQuery, u.stripped = forHandler, stripped
+	return u, true
+}
+
+// plain reports whether s has no control characters, spaces or non-ASCII
+// bytes (an escaped path or a raw query never has).
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func appendLower(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+// appendHost appends host lower-cased and without the scheme's default port.
+func appendHost(b []byte, host, scheme string) []byte {
+	switch {
+	case strings.EqualFold(scheme, "http") && strings.HasSuffix(host, ":80"):
+		host = host[:len(host)-3]
+	case strings.EqualFold(scheme, "https") && strings.HasSuffix(host, ":443"):
+		host = host[:len(host)-4]
+	}
+	return appendLower(b, host)
+}
+
+// normalizeQuery returns the query as keyed (parameters sorted by decoded
+// name, stable, so repeated names keep their order; ignored parameters and
+// empty pairs dropped) and, when ignored parameters were dropped, the query
+// the handler sees (the kept pairs in their original order). The common
+// case (already sorted, nothing to drop) allocates nothing.
+func (m *Middleware) normalizeQuery(raw string) (keyed, forHandler string, stripped, ok bool) {
+	if raw == "" {
+		return "", "", false, true
+	}
+	if !plain(raw) || strings.IndexByte(raw, '#') >= 0 {
+		return "", "", false, false
+	}
+	// Fast path: every name plain (no escapes), sorted, none ignored, no
+	// empty pair.
+	fast := true
+	prev := ""
+	for rest := raw; ; {
+		pair, tail, more := strings.Cut(rest, "&")
+		name, _, _ := strings.Cut(pair, "=")
+		if pair == "" || strings.ContainsAny(name, "%+") || name < prev || m.ignored(name) {
+			fast = false
+			break
+		}
+		prev = name
+		if !more {
+			break
+		}
+		rest = tail
+	}
+	if fast {
+		return raw, "", false, true
+	}
+
+	type pair struct{ raw, name string }
+	var pairs []pair
+	dropped := false
+	for p := range strings.SplitSeq(raw, "&") {
+		if p == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(p, "=")
+		if strings.ContainsAny(name, "%+") {
+			n, err := url.QueryUnescape(name)
+			if err != nil {
+				return "", "", false, false
+			}
+			name = n
+		}
+		if m.ignored(name) {
+			dropped = true
+			continue
+		}
+		pairs = append(pairs, pair{p, name})
+	}
+	if dropped {
+		kept := make([]string, len(pairs))
+		for i, p := range pairs {
+			kept[i] = p.raw
+		}
+		forHandler = strings.Join(kept, "&")
+	}
+	slices.SortStableFunc(pairs, func(a, b pair) int { return strings.Compare(a.name, b.name) })
+	var sb strings.Builder
+	for i, p := range pairs {
+		if i > 0 {
+			sb.WriteByte('&')
+		}
+		sb.WriteString(p.raw)
+	}
+	return sb.String(), forHandler, dropped, true
+}
+
+// ignored reports whether the query parameter name is dropped from keys.
+func (m *Middleware) ignored(name string) bool {
+	for _, p := range m.cfg.ignoredParams {
+		if strings.HasSuffix(p, "*") {
+			if strings.HasPrefix(name, p[:len(p)-1]) {
+				return true
+			}
+		} else if name == p {
+			return true
+		}
+	}
+	return false
+}
+
+// hasKeyHeader reports whether r carries one of the key headers.
+func (m *Middleware) hasKeyHeader(r *http.Request) bool {
+	for _, k := range m.cfg.keyHeaders {
+		if _, ok := r.Header[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// specNames returns the fields a vary spec for a response with the given
+// Vary names selects on: those names plus the key headers, sorted, unique.
+func (m *Middleware) specNames(vary []string) []string {
+	out := make([]string, 0, len(vary)+len(m.cfg.keyHeaders))
+	out = append(out, vary...)
+	out = append(out, m.cfg.keyHeaders...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,241 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/textproto"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults of the options.
+const (
+	// DefaultMaxBodyBytes is the largest body stored (512 KiB). It keeps a
+	// stored response, even base64-encoded by the default JSON codec, under
+	// the L2 store's default 1 MiB value limit (remote.DefaultMaxValueBytes).
+	DefaultMaxBodyBytes = 512 << 10
+	// DefaultTagHeader is the response header whose space-separated values
+	// are the response's tags (surrogate keys), for PurgeTag.
+	DefaultTagHeader = "Surrogate-Key"
+	// DefaultCacheName identifies the middleware in Cache-Status fields.
+	DefaultCacheName = "tiercache"
+	// DefaultMaxRefreshes bounds the background refreshes
+	// (stale-while-revalidate) running at once on a node.
+	DefaultMaxRefreshes = 64
+)
+
+// DefaultKeyHeaders returns the request header fields that commonly change what a
+// handler generates (links built from the forwarded host or scheme, method
+// overrides, URL rewrites) without any Vary naming them: left unkeyed, one
+// request carrying `X-Forwarded-Host: evil` could poison the entry served
+// to everyone else. The middleware keys on them as if every response
+// varied on them. Replace the list with WithKeyHeaders.
+func DefaultKeyHeaders() []string {
+	return []string{
+		"Forwarded",
+		"X-Forwarded-Host",
+		"X-Forwarded-Port",
+		"X-Forwarded-Prefix",
+		"X-Forwarded-Proto",
+		"X-Forwarded-Scheme",
+		"X-Host",
+		"X-Http-Method",
+		"X-Http-Method-Override",
+		"X-Method-Override",
+		"X-Original-Url",
+		"X-Rewrite-Url",
+	}
+}
+
+type config struct {
+	defaultTTL    time.Duration
+	maxBody       int
+	ignoredParams []string
+	keyHeaders    []string // canonical, sorted, unique
+	tagHeader     string   // canonical
+	cacheName     string
+	clock         func() time.Time
+	onError       func(ctx context.Context, err error)
+	maxRefreshes  int
+}
+
+func defaultConfig() config {
+	c := config{
+		maxBody:      DefaultMaxBodyBytes,
+		tagHeader:    DefaultTagHeader,
+		cacheName:    DefaultCacheName,
+		clock:        time.Now,
+		maxRefreshes: DefaultMaxRefreshes,
+	}
+	c.keyHeaders = canonicalNames(DefaultKeyHeaders())
+	return c
+}
+
+func canonicalNames(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = textproto.CanonicalMIMEHeaderKey(n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Option configures a Middleware in New.
+type Option func(*config) error
+
+func invalidOption(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// WithDefaultTTL sets the freshness lifetime of responses that state none
+// (no s-maxage, max-age or Expires), for the status codes RFC 9110 calls
+// heuristically cacheable. Default zero: such responses are not stored.
+// Negative is an error.
+func WithDefaultTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalidOption("default TTL %v is negative", d)
+		}
+		c.defaultTTL = d
+		return nil
+	}
+}
+
+// WithMaxBodyBytes sets the largest body stored, in bytes. A larger response
+// streams to its client as the handler writes it and is not stored. Default
+// DefaultMaxBodyBytes (512 KiB); it must be positive. Raise the L2 store's
+// value limit (remote.WithMaxValueBytes) with it.
+func WithMaxBodyBytes(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return invalidOption("max body bytes %d must be positive", n)
+		}
+		c.maxBody = n
+		return nil
+	}
+}
+
+// WithIgnoredQueryParams drops query parameters from cache keys and from the
+// request the handler sees (so they cannot change a stored response): exact
+// names, or prefixes ending in "*" such as "utm_*". Default: none. An empty
+// name is an error. Later calls add to the list.
+func WithIgnoredQueryParams(names ...string) Option {
+	return func(c *config) error {
+		for _, n := range names {
+			if n == "" || n == "*" {
+				return invalidOption("ignored query parameter %q", n)
+			}
+		}
+		c.ignoredParams = append(c.ignoredParams, names...)
+		return nil
+	}
+}
+
+// WithKeyHeaders replaces DefaultKeyHeaders(): the request header fields the
+// cache keys on as if every response listed them in Vary. With none, only
+// Vary selects variants. Invalid field names are an error.
+func WithKeyHeaders(names ...string) Option {
+	return func(c *config) error {
+		for _, n := range names {
+			if !validFieldName(n) {
+				return invalidOption("key header %q is not a field name", n)
+			}
+		}
+		c.keyHeaders = canonicalNames(names)
+		return nil
+	}
+}
+
+// WithTagHeader sets the response header carrying the response's tags
+// (surrogate keys, space-separated) for PurgeTag. Default DefaultTagHeader
+// ("Surrogate-Key"). The header is stored and sent like any other. An
+// invalid field name is an error.
+func WithTagHeader(name string) Option {
+	return func(c *config) error {
+		if !validFieldName(name) {
+			return invalidOption("tag header %q is not a field name", name)
+		}
+		c.tagHeader = textproto.CanonicalMIMEHeaderKey(name)
+		return nil
+	}
+}
+
+// WithCacheName sets the cache's name in Cache-Status fields (RFC 9211).
+// Default DefaultCacheName ("tiercache"). It must be a structured-field
+// token: a letter or "*" followed by token characters, ":" or "/".
+func WithCacheName(name string) Option {
+	return func(c *config) error {
+		if !sfToken(name) {
+			return invalidOption("cache name %q is not a structured-field token", name)
+		}
+		c.cacheName = name
+		return nil
+	}
+}
+
+func sfToken(s string) bool {
+	if s == "" || !(s[0] == '*' || ('a' <= s[0] && s[0] <= 'z') || ('A' <= s[0] && s[0] <= 'Z')) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !isTokenChar(s[i]) && s[i] != ':' && s[i] != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+// WithClock sets the clock freshness is computed with. Default time.Now.
+// Nil is an error. (The tiered cache keeps its own TTLs on the real clock.)
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return invalidOption("nil clock")
+		}
+		c.clock = now
+		return nil
+	}
+}
+
+// WithErrorHandler sets the function told about errors the middleware
+// handles itself: a failed invalidation after an unsafe request, a cache
+// write that failed. It must be safe for concurrent use. Default: log at
+// warning level on slog.Default(). Nil is an error.
+func WithErrorHandler(h func(ctx context.Context, err error)) Option {
+	return func(c *config) error {
+		if h == nil {
+			return invalidOption("nil error handler")
+		}
+		c.onError = h
+		return nil
+	}
+}
+
+// WithMaxRefreshes bounds the background refreshes (stale-while-revalidate)
+// running at once on this node; a stale response found while the bound is
+// reached is served without starting another. Default DefaultMaxRefreshes
+// (64); it must be positive.
+func WithMaxRefreshes(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return invalidOption("max refreshes %d must be positive", n)
+		}
+		c.maxRefreshes = n
+		return nil
+	}
+}
+
+func logError(ctx context.Context, err error) {
+	slog.Default().WarnContext(ctx, "tiercache middleware: handled error", "error", err)
+}
+
+// trimTags splits a tag header's values into tags.
+func trimTags(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, strings.Fields(l)...)
+	}
+	return out
+}

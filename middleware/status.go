@@ -1,0 +1,203 @@
+package middleware
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// fwd is why a request went to the origin, as named by Cache-Status
+// (RFC 9211, Section 2.2).
+type fwd uint8
+
+const (
+	fwdURIMiss  fwd = iota // no response stored for the URL
+	fwdVaryMiss            // responses stored for the URL, none for these Vary values
+	fwdStale               // the stored response was stale (or purged)
+	fwdRequest             // the request's directives or Authorization forbade the stored response
+	fwdCount
+)
+
+var fwdNames = [fwdCount]string{"uri-miss", "vary-miss", "stale", "request"}
+
+// statusValues holds every Cache-Status field value the middleware sends,
+// built once so that answering does not allocate them.
+type statusValues struct {
+	hit          []string // fresh stored response
+	hitStale     []string // stale response served while it is refreshed
+	staleIfError []string // stale response served because the origin failed
+	onlyIfCached []string // 504 for only-if-cached without a usable response
+	bypass       []string // request the cache does not handle (Range, Upgrade, ...)
+	method       []string // method the cache does not store
+	// fwd[reason][stored][collapsed]
+	fwd [fwdCount][2][2][]string
+}
+
+func newStatusValues(name string) statusValues {
+	v := func(params ...string) []string {
+		return []string{name + "; " + strings.Join(params, "; ")}
+	}
+	s := statusValues{
+		hit:          v("hit"),
+		hitStale:     v("hit", "detail=stale-while-revalidate"),
+		staleIfError: v("fwd=stale", "detail=stale-if-error"),
+		onlyIfCached: v("detail=only-if-cached"),
+		bypass:       v("fwd=bypass"),
+		method:       v("fwd=method"),
+	}
+	for r := range fwdCount {
+		for stored := range 2 {
+			for collapsed := range 2 {
+				p := []string{"fwd=" + fwdNames[r]}
+				if stored == 1 {
+					p = append(p, "stored")
+				}
+				if collapsed == 1 {
+					p = append(p, "collapsed")
+				}
+				s.fwd[r][stored][collapsed] = v(p...)
+			}
+		}
+	}
+	return s
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// addStatus appends the middleware's Cache-Status member to h, after any
+// set by caches closer to the origin.
+func addStatus(h http.Header, status []string) {
+	if old := h["Cache-Status"]; len(old) > 0 {
+		h["Cache-Status"] = append(slices.Clip(old), status...)
+		return
+	}
+	h["Cache-Status"] = status
+}
+
+// ageValue returns the Age field value for age.
+func (m *Middleware) ageValue(age time.Duration) []string {
+	s := int64(age / time.Second)
+	if s < 0 {
+		s = 0
+	}
+	if s < ageTable {
+		return m.ages[s]
+	}
+	return []string{strconv.FormatInt(s, 10)}
+}
+
+// writeRecord answers from a stored response: its fields, Age and
+// Cache-Status, and its body unless the request is HEAD; or 304 Not
+// Modified when the request's validators match.
+func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *reqInfo, rec *Response, now time.Time, status []string) {
+	h := w.Header()
+	age := m.ageValue(rec.age(now))
+	if ri.has(rqConditional) && rec.status >= 200 && rec.status < 300 && notModified(r.Header, rec) {
+		for _, f := range rec.notModified {
+			h[f.name] = f.values
+		}
+		h["Age"] = age
+		h["Cache-Status"] = status
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	for _, f := range rec.fields {
+		h[f.name] = f.values
+	}
+	h["Age"] = age
+	h["Cache-Status"] = status
+	w.WriteHeader(rec.status)
+	if !ri.head && len(rec.body) > 0 {
+		w.Write(rec.body) //nolint:errcheck // the client went away
+	}
+}
+
+// writeCaptured answers with a response the origin handler just wrote (not
+// stored): the header as it was when the status was written, the body, and
+// any trailers set later.
+func (m *Middleware) writeCaptured(w http.ResponseWriter, ri *reqInfo, c *capture, status []string) {
+	h := w.Header()
+	src := c.snapshot
+	if src == nil {
+		src = c.header
+	}
+	copyHeader(h, src)
+	addStatus(h, status)
+	code := c.status
+	if code == 0 {
+		code = http.StatusOK
+	}
+	w.WriteHeader(code)
+	if !ri.head && len(c.body) > 0 {
+		w.Write(c.body) //nolint:errcheck // the client went away
+	}
+	declared := headerTokens(src["Trailer"])
+	for k, vs := range c.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			h[k] = vs
+			continue
+		}
+		for _, d := range declared {
+			if http.CanonicalHeaderKey(d) == k {
+				h[k] = vs
+			}
+		}
+	}
+}
+
+// notModified evaluates If-None-Match (weak comparison), else
+// If-Modified-Since, against a stored response (RFC 9110, Section 13.2.2).
+func notModified(h http.Header, rec *Response) bool {
+	if inm := h["If-None-Match"]; len(inm) > 0 {
+		for _, line := range inm {
+			if etagListMatches(line, rec.etag) {
+				return true
+			}
+		}
+		return false
+	}
+	ims := h["If-Modified-Since"]
+	if len(ims) == 0 || rec.validator.IsZero() {
+		return false
+	}
+	t, err := http.ParseTime(ims[0])
+	if err != nil {
+		return false
+	}
+	return !rec.validator.After(t)
+}
+
+// etagListMatches reports whether an If-None-Match list matches the stored
+// opaque-tag with the weak comparison: "*" matches any stored
+// representation, W/ prefixes are ignored.
+func etagListMatches(list, etag string) bool {
+	s := list
+	for {
+		s = strings.TrimLeft(s, " \t,")
+		if s == "" {
+			return false
+		}
+		if s[0] == '*' {
+			return true
+		}
+		s = strings.TrimPrefix(s, "W/")
+		if s == "" || s[0] != '"' {
+			return false // malformed: match nothing
+		}
+		end := strings.IndexByte(s[1:], '"')
+		if end < 0 {
+			return false
+		}
+		if etag != "" && s[:end+2] == etag {
+			return true
+		}
+		s = s[end+2:]
+	}
+}
