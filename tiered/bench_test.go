@@ -2,6 +2,10 @@ package tiered_test
 
 import (
 	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +139,107 @@ func BenchmarkL2Hit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMiss measures a cold miss with an instant loader: with leases
+// (GET, SET NX GET, conditional fill: 3 round trips) and without (GET, SET:
+// 2 round trips), on the standalone server.
+func BenchmarkMiss(b *testing.B) {
+	rdb := redistest.Standalone(b)
+	ctx := context.Background()
+	for _, mode := range []struct {
+		name string
+		opts []tiered.Option
+	}{
+		{"plain-miss", []tiered.Option{tiered.WithoutLeases()}},
+		{"leased-miss", nil},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			st, _ := remote.New(rdb)
+			c, err := tiered.New[user](redistest.Name(b), nil, st, mode.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			load := func(_ context.Context, key string) (user, error) { return user{ID: key}, nil }
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				if _, err := c.GetOrLoad(ctx, strconv.Itoa(i), load); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStampede: 8 nodes x 64 goroutines ask one cold key at once, the
+// loader takes 20 ms. Reports loader calls and the p99 caller latency, for
+// full tiercache and for per-node singleflight only (WithoutLeases).
+func BenchmarkStampede(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts []tiered.Option
+	}{
+		{"singleflight-only", []tiered.Option{tiered.WithoutLeases()}},
+		{"tiercache", nil},
+	} {
+		for _, dep := range []string{"standalone", "cluster"} {
+			b.Run(mode.name+"/"+dep, func(b *testing.B) {
+				name := redistest.Name(b)
+				nodes := make([]*tiered.Cache[user], 8)
+				for i := range nodes {
+					var rdb remote.Client = redistest.Standalone(b)
+					if dep == "cluster" {
+						rdb = redistest.Cluster(b)
+					}
+					st, _ := remote.New(rdb)
+					l1, _ := local.New(local.Options[user]{})
+					c, err := tiered.New[user](name, l1, st, mode.opts...)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer c.Close()
+					nodes[i] = c
+				}
+				var calls atomic.Int64
+				load := func(_ context.Context, key string) (user, error) {
+					calls.Add(1)
+					time.Sleep(20 * time.Millisecond)
+					return user{ID: key}, nil
+				}
+				var lat []time.Duration
+				var mu sync.Mutex
+				round := 0
+				for b.Loop() {
+					round++
+					key := "cold-" + strconv.Itoa(round)
+					start := make(chan struct{})
+					var wg sync.WaitGroup
+					for _, n := range nodes {
+						for range 64 {
+							wg.Go(func() {
+								<-start
+								t0 := time.Now()
+								if _, err := n.GetOrLoad(context.Background(), key, load); err != nil {
+									b.Error(err)
+								}
+								d := time.Since(t0)
+								mu.Lock()
+								lat = append(lat, d)
+								mu.Unlock()
+							})
+						}
+					}
+					close(start)
+					wg.Wait()
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(calls.Load())/float64(round), "loads/key")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			})
+		}
+	}
 }

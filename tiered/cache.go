@@ -434,6 +434,9 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			// Another node holds the lease: wait below.
 		default:
 			c.stats.l2Miss.Add(1)
+			if c.cfg.noLeases {
+				return c.loadUnleased(ctx, key, gen, load)
+			}
 			token := rand.Uint64()
 			rctx, cancel := c.remoteCtx(ctx)
 			cur, ok, err := c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
@@ -474,6 +477,28 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 // leaseEntry is the L2 entry of a lease with token.
 func (c *Cache[V]) leaseEntry(token uint64) RemoteEntry {
 	return RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: time.Now().Add(c.cfg.leaseTTL)}
+}
+
+// loadUnleased loads and writes the result with a plain SET (WithoutLeases).
+func (c *Cache[V]) loadUnleased(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
+	start := time.Now()
+	v, err := load(ctx)
+	return c.storeUnleased(ctx, key, gen, v, err, time.Since(start))
+}
+
+// storeUnleased writes a load result with a plain SET (WithoutLeases).
+func (c *Cache[V]) storeUnleased(ctx context.Context, key string, gen uint64, v V, err error, took time.Duration) (V, error) {
+	e, storable := c.entryFor(ctx, key, v, err, took)
+	if !storable {
+		return v, err
+	}
+	rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if serr := c.l2.Set(rctx, c.prefix+key, e); serr != nil {
+		c.report(ctx, c.remoteErr("SET", key, serr))
+	}
+	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
+	return v, err
 }
 
 // loadDegraded answers from the loader when L2 failed; the result goes to

@@ -168,6 +168,10 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 			continue
 		}
 		c.stats.l2Miss.Add(1)
+		if c.cfg.noLeases {
+			won = append(won, i)
+			continue
+		}
 		token := rand.Uint64()
 		var (
 			cur RemoteEntry
@@ -204,7 +208,11 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		took := time.Since(start)
 		for _, i := range won {
 			v, kerr := batchResult(m, err, keys[i])
-			v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
+			if c.cfg.noLeases {
+				v, kerr = c.storeUnleased(ctx, keys[i], gens[i], v, kerr, took)
+			} else {
+				v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
+			}
 			results[i] = result[V]{v, kerr}
 		}
 	}

@@ -20,7 +20,7 @@ const (
 	// lease TTL.
 	DefaultLeaseMargin  = 2 * time.Second
 	DefaultLeasePollMin = time.Millisecond
-	DefaultLeasePollMax = 32 * time.Millisecond
+	DefaultLeasePollMax = 8 * time.Millisecond
 	// DefaultEarlyRefreshBeta is the beta of probabilistic early refresh.
 	DefaultEarlyRefreshBeta = 1.0
 )
@@ -32,6 +32,7 @@ type config struct {
 	leaseTTL                         time.Duration // 0: loadTimeout + DefaultLeaseMargin
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
+	noLeases                         bool
 	onError                          func(ctx context.Context, err error)
 	bus                              Bus
 }
@@ -124,7 +125,7 @@ func WithLeaseTTL(d time.Duration) Option {
 
 // WithLeasePoll sets how a node waiting on another node's lease polls L2:
 // first after min, doubling up to max. Default DefaultLeasePollMin (1 ms) to
-// DefaultLeasePollMax (32 ms); both must be positive and min <= max.
+// DefaultLeasePollMax (8 ms); both must be positive and min <= max.
 func WithLeasePoll(min, max time.Duration) Option {
 	return func(c *config) error {
 		if min <= 0 || max < min {
@@ -156,6 +157,15 @@ func WithEarlyRefresh(beta float64) Option {
 		c.beta = beta
 		return nil
 	}
+}
+
+// WithoutLeases turns the cluster-wide load lock off: on an L2 miss each node
+// calls the loader itself (callers on one node still share one flight) and
+// writes the result with a plain SET. That costs one Redis round trip less
+// per miss but gives up the one-load-per-cluster and no-stale-fill
+// guarantees; it exists to measure them. Default: leases on.
+func WithoutLeases() Option {
+	return func(c *config) error { c.noLeases = true; return nil }
 }
 
 // WithErrorHandler sets the function told about errors the cache handles
