@@ -287,7 +287,9 @@ func TestBurstIsBatched(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := ctxT(t)
-			a, b, c := trio(t, tr)
+			// 10,000 goroutines starting at once slow everything down under
+			// the race detector: be patient with Redis.
+			a, b, c := trio(t, tr, WithPublishTimeout(10*time.Second))
 			rb, rc := newRecorder(), newRecorder()
 			rb.subscribe(t, b, "users")
 			rc.subscribe(t, c, "users")
@@ -411,7 +413,7 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 			// A throwaway client first, so that go-redis's process-wide
 			// goroutines (if any) exist before the snapshot.
 			warm := tr.client(t)
-			opts := append(slices.Clone(tr.opts), WithChannelPrefix(uniqueName(t)), WithHeartbeatInterval(10*time.Millisecond))
+			opts := append(slices.Clone(tr.opts), WithChannelPrefix(uniqueName(t)), WithHeartbeatInterval(100*time.Millisecond))
 			wb := newBus(t, warm, opts...)
 			_ = wb.Close()
 			ignore := goleak.IgnoreCurrent()

@@ -67,9 +67,10 @@
 //     which reaches the slot's new owner, and flushes.
 //  4. The watchdog looks twice per interval: a channel that heard nothing,
 //     not even the bus's own heartbeats, for WithSilenceIntervals intervals
-//     (default 3) is flushed and subscribed again; an origin silent that
-//     long is forgotten after one flush (it died, or lost Redis and may
-//     have failed to publish).
+//     (default 3) is flushed and subscribed again; another bus silent that
+//     long causes one flush (it died, or lost Redis and may have failed to
+//     publish), and its sequence number is kept, so that a gap across the
+//     silence is still seen if it speaks again.
 //  5. Keys messages call the invalidate callbacks of their namespace only;
 //     flush messages (PublishFlush) the flush callbacks of their namespace.
 //

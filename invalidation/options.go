@@ -135,8 +135,9 @@ func WithHeartbeatInterval(d time.Duration) Option {
 
 // WithSilenceIntervals sets after how many heartbeat intervals without any
 // message a channel is taken for dead (the bus flushes and resubscribes) and
-// a silent origin for gone (the bus flushes once and forgets it). Default
-// DefaultSilenceIntervals (3); it must be at least 2.
+// another bus for gone (the bus flushes once; should it speak again, a gap
+// across the silence is still detected). Default DefaultSilenceIntervals
+// (3); it must be at least 2.
 func WithSilenceIntervals(n int) Option {
 	return func(c *config) error {
 		if n < 2 {

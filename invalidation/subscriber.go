@@ -34,7 +34,14 @@ type subscriber struct {
 type peer struct {
 	seq   uint64        // last sequence number seen
 	heard time.Duration // bus.since() of the last message
+	// silent is set when the peer fell silent and the bus flushed for it.
+	// The peer is kept (for forgetAfter silence periods) so that a gap
+	// across the silence is still seen when it speaks again.
+	silent bool
 }
+
+// forgetAfter is how many silence periods a silent peer is remembered.
+const forgetAfter = 100
 
 // errUnsubscribed reports that the server ended the subscription: Redis 7
 // sends sunsubscribe when the slot of a shard channel moves to another
@@ -186,8 +193,8 @@ func (s *subscriber) handle(payload string) {
 	if m.Origin == b.origin {
 		return // our own message: it proves the channel works, nothing more
 	}
-	gap, isNew := s.track(&m)
-	if isNew {
+	gap, heardAgain := s.track(&m)
+	if heardAgain {
 		b.peerSeen(m.Origin)
 	}
 	if gap {
@@ -213,10 +220,10 @@ func (s *subscriber) handle(payload string) {
 
 // track checks m's sequence number against what this channel saw from its
 // origin. It reports a gap (messages lost in between) and whether the
-// origin is new here. A keys or flush message must carry the next number; a
-// heartbeat repeats the number of the last one, so a heartbeat ahead of
-// what was seen means the last messages were lost.
-func (s *subscriber) track(m *Message) (gap, isNew bool) {
+// origin is new here or back from silence. A keys or flush message must
+// carry the next number; a heartbeat repeats the number of the last one, so
+// a heartbeat ahead of what was seen means the last messages were lost.
+func (s *subscriber) track(m *Message) (gap, heardAgain bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.peers[m.Origin]
@@ -230,6 +237,8 @@ func (s *subscriber) track(m *Message) (gap, isNew bool) {
 		s.peers[m.Origin] = &peer{seq: m.Seq, heard: s.bus.since()}
 		return false, true
 	}
+	heardAgain = p.silent
+	p.silent = false
 	p.heard = s.bus.since()
 	if m.Kind == KindHeartbeat {
 		gap = m.Seq > p.seq
@@ -240,14 +249,15 @@ func (s *subscriber) track(m *Message) (gap, isNew bool) {
 	if m.Leaving {
 		delete(s.peers, m.Origin)
 	}
-	return gap, false
+	return gap, heardAgain
 }
 
 // check is called by the watchdog. A channel silent for the silence time
 // (not even our own heartbeats came back) has lost its subscription without
 // go-redis noticing: flush and subscribe again. An origin silent that long
 // has died or lost Redis, and what it published last may be lost: flush
-// (once per origin, whatever the number of channels) and forget it.
+// (once per origin, whatever the number of channels) and mark it silent; it
+// is forgotten after forgetAfter silence periods.
 func (s *subscriber) check(now time.Duration) {
 	b := s.bus
 	silence := b.silence()
@@ -265,8 +275,11 @@ func (s *subscriber) check(now time.Duration) {
 	var lost []uint64
 	s.mu.Lock()
 	for o, p := range s.peers {
-		if now-p.heard > silence {
+		switch idle := now - p.heard; {
+		case p.silent && idle > forgetAfter*silence:
 			delete(s.peers, o)
+		case !p.silent && idle > silence:
+			p.silent = true
 			lost = append(lost, o)
 		}
 	}
