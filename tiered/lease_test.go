@@ -413,4 +413,3 @@ func TestEarlyRefresh(t *testing.T) {
 		}
 	})
 }
-
