@@ -18,8 +18,7 @@ import (
 // (standalone, and Sentinel through redis.NewFailoverClient) and
 // *redis.ClusterClient satisfy it. The bus does not close the client.
 type Client interface {
-	Publish(ctx context.Context, channel string, message any) *redis.IntCmd
-	SPublish(ctx context.Context, channel string, message any) *redis.IntCmd
+	Process(ctx context.Context, cmd redis.Cmder) error
 	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
 	SSubscribe(ctx context.Context, channels ...string) *redis.PubSub
 	Pipeline() redis.Pipeliner
@@ -459,15 +458,23 @@ func (b *Bus) logDebug(msg string, args ...any) {
 	}
 }
 
-// publishCmd sends one message with the bus's transport.
+// publishCmd sends one message with the bus's transport, on c (the client
+// or a pipeline). The channel is marked as the command's key, so that a
+// Cluster client sends every message of a channel to the node owning its
+// slot, in order: go-redis would send a classic PUBLISH (keyless for it) to
+// a random node, and messages relayed by different nodes may arrive out of
+// order.
 func (b *Bus) publishCmd(ctx context.Context, c interface {
-	Publish(context.Context, string, any) *redis.IntCmd
-	SPublish(context.Context, string, any) *redis.IntCmd
+	Process(context.Context, redis.Cmder) error
 }, channel string, payload []byte) *redis.IntCmd {
+	name := "publish"
 	if b.sharded {
-		return c.SPublish(ctx, channel, payload)
+		name = "spublish"
 	}
-	return c.Publish(ctx, channel, payload)
+	cmd := redis.NewIntCmd(ctx, name, channel, payload)
+	cmd.SetFirstKeyPos(1)
+	_ = c.Process(ctx, cmd) // the error is cmd.Err()
+	return cmd
 }
 
 // isRedisError reports whether err is an error reply from Redis (as opposed

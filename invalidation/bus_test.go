@@ -325,21 +325,28 @@ func TestBurstIsBatched(t *testing.T) {
 	}
 }
 
+// TestLargePublishIsSplit sends more keys than one message holds: the
+// publisher sends several messages in one pipeline.
 func TestLargePublishIsSplit(t *testing.T) {
-	ctx := ctxT(t)
-	opts := []Option{WithChannelPrefix(uniqueName(t)), WithShards(1)}
-	a := newBus(t, standaloneClient(t), opts...)
-	b := newBus(t, standaloneClient(t), opts...)
-	r := newRecorder()
-	r.subscribe(t, b, "users")
-	keys := keyList("a-rather-long-key-name-to-fill-messages:", 3*MaxKeysPerMessage+7)
-	mustPublish(t, ctx, a, "users", keys...)
-	eventually(t, 10*time.Second, "every key", func() bool { return r.count() == len(keys) })
-	if got := a.Stats().MessagesSent; got < 4 {
-		t.Errorf("%d keys sent in %d messages; the limit is %d keys per message", len(keys), got, MaxKeysPerMessage)
-	}
-	if s := b.Stats(); s.DecodeErrors != 0 || s.Gaps != 0 {
-		t.Errorf("decode errors %d, gaps %d", s.DecodeErrors, s.Gaps)
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := ctxT(t)
+			opts := append(slices.Clone(tr.opts), WithChannelPrefix(uniqueName(t)), WithShards(1))
+			a := newBus(t, tr.client(t), opts...)
+			b := newBus(t, tr.client(t), opts...)
+			r := newRecorder()
+			r.subscribe(t, b, "users")
+			keys := keyList("a-rather-long-key-name-to-fill-messages:", 3*MaxKeysPerMessage+7)
+			mustPublish(t, ctx, a, "users", keys...)
+			eventually(t, 10*time.Second, "every key", func() bool { return r.count() == len(keys) })
+			if got := a.Stats().MessagesSent; got < 4 {
+				t.Errorf("%d keys sent in %d messages; the limit is %d keys per message", len(keys), got, MaxKeysPerMessage)
+			}
+			if s := b.Stats(); s.DecodeErrors != 0 || s.Gaps != 0 {
+				t.Errorf("decode errors %d, gaps %d", s.DecodeErrors, s.Gaps)
+			}
+		})
 	}
 }
 

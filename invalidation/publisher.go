@@ -113,7 +113,10 @@ func pack(batch []*request) []*outgoing {
 	for _, r := range batch {
 		r.msgs = r.msgs[:0]
 		if r.kind == KindFlush {
-			msgs = append(msgs, &outgoing{msg: Message{Kind: KindFlush, Namespace: r.namespace}})
+			msgs = append(msgs, &outgoing{
+				msg:  Message{Kind: KindFlush, Namespace: r.namespace},
+				size: encodedSize(r.namespace, nil),
+			})
 			r.msgs = append(r.msgs, len(msgs)-1)
 			continue
 		}
