@@ -282,6 +282,36 @@ func TestClientKillResubscribes(t *testing.T) {
 	eventually(t, 5*time.Second, "after", func() bool { return r.has("after") })
 }
 
+// TestRedisRestart: while Redis is down the subscriber hears nothing and
+// flushes for silence (again each silence period), publishing fails, and
+// once Redis is back the bus subscribes again, flushes, and delivers.
+func TestRedisRestart(t *testing.T) {
+	ctx := ctxT(t)
+	srv := startPrivateServer(t)
+	opts := []Option{WithChannelPrefix(uniqueName(t)), WithHeartbeatInterval(50 * time.Millisecond),
+		WithPublishTimeout(100 * time.Millisecond)}
+	a := newBus(t, srv.client(t), opts...)
+	b := newBus(t, srv.client(t), opts...)
+	r := newRecorder()
+	r.subscribe(t, b, "users")
+	mustPublish(t, ctx, a, "users", "before")
+	eventually(t, 5*time.Second, "before", func() bool { return r.has("before") })
+
+	srv.kill()
+	eventually(t, 5*time.Second, "a silence flush", func() bool { return b.Stats().Flushes.Silence >= 2 })
+	if err := a.Publish(ctx, "users", []string{"lost"}); !errors.Is(err, ErrPublish) {
+		t.Errorf("Publish with Redis down = %v, want ErrPublish", err)
+	}
+	resubscribed := b.Stats().Resubscribes
+	srv.start(t)
+	eventually(t, 10*time.Second, "B to subscribe again", func() bool { return b.Stats().Resubscribes > resubscribed })
+	eventually(t, 10*time.Second, "a key after the restart", func() bool {
+		// A may still be reconnecting; retry the publish until B gets it.
+		_ = a.Publish(ctx, "users", []string{"after"})
+		return r.has("after")
+	})
+}
+
 func TestBurstIsBatched(t *testing.T) {
 	for _, tr := range transports()[:2] {
 		t.Run(tr.name, func(t *testing.T) {

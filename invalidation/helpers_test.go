@@ -196,9 +196,12 @@ func ctxT(t testing.TB) context.Context {
 }
 
 // privateServer is a redis-server of one test, for faults that would disturb
-// the shared servers.
+// the shared servers. (internal/redistest.NewServer does the same for the
+// rest of the module.)
 type privateServer struct {
-	addr string
+	bin, dir, addr string
+	port           int
+	cmd            *exec.Cmd
 }
 
 func startPrivateServer(t testing.TB) *privateServer {
@@ -216,22 +219,35 @@ func startPrivateServer(t testing.TB) *privateServer {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
+	s := &privateServer{bin: bin, dir: t.TempDir(), port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	t.Cleanup(s.kill)
+	s.start(t)
+	return s
+}
+
+// start runs the server (again, on the same port) and waits until it
+// answers.
+func (s *privateServer) start(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", s.dir)
+	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	s := &privateServer{addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	c := redis.NewClient(&redis.Options{Addr: s.addr})
 	defer c.Close()
 	eventually(t, 10*time.Second, "the private redis-server to answer", func() bool {
 		return c.Ping(context.Background()).Err() == nil
 	})
-	return s
+}
+
+// kill stops the server like a crash and waits until it has exited.
+func (s *privateServer) kill() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
 }
 
 func (s *privateServer) client(t testing.TB) *redis.Client {

@@ -28,11 +28,13 @@ type Stats struct {
 	// Gaps counts sequence gaps: messages lost on their way from another bus.
 	Gaps uint64
 	// Resubscribes counts subscriptions renewed after the first one (after a
-	// reconnect, a slot migration or a silence).
+	// reconnect, a slot migration or a silence), and first subscriptions
+	// completed only after New returned.
 	Resubscribes uint64
 	// DecodeErrors counts received payloads the decoder rejected.
 	DecodeErrors uint64
-	// Flushes counts flushes of every subscribed cache, by reason.
+	// Flushes counts requests to flush every subscribed cache, by reason.
+	// Requests made while a flush runs share the next flush.
 	Flushes FlushStats
 	// Lag is the histogram of publish-to-evict lag: from the sender building
 	// a keys message to the invalidate callbacks having returned here.
