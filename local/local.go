@@ -260,3 +260,10 @@ func (s *Store[V]) Stats() Stats {
 	}
 	return st
 }
+
+// Metrics reports the store's size and lost fills; tiered exports them as
+// OpenTelemetry metrics.
+func (s *Store[V]) Metrics() (entries, cost, dropped, rejected uint64) {
+	st := s.Stats()
+	return st.Entries, st.Cost, st.Dropped, st.Rejected
+}

@@ -14,16 +14,18 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
 // l1OnlyCache returns an L1-only cache holding key "hot".
-func l1OnlyCache(tb testing.TB) *tiered.Cache[user] {
+func l1OnlyCache(tb testing.TB, opts ...tiered.Option) *tiered.Cache[user] {
 	tb.Helper()
 	l1, err := local.New(local.Options[user]{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := tiered.New[user]("bench", l1, nil, tiered.WithLocalTTL(time.Hour))
+	c, err := tiered.New[user]("bench", l1, nil, append(opts, tiered.WithLocalTTL(time.Hour))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -86,18 +88,30 @@ func BenchmarkL1Hit(b *testing.B) {
 			}
 		})
 	})
-	b.Run("tiercache-GetOrLoad", func(b *testing.B) {
-		c := l1OnlyCache(b)
-		load := func(context.Context, string) (user, error) { return user{}, nil }
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := c.GetOrLoad(ctx, "hot", load); err != nil {
-					b.Fatal(err)
+	sdk := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer sdk.Shutdown(ctx)
+	providers := []struct {
+		name string
+		opts []tiered.Option
+	}{
+		{"global", nil},
+		{"noop", []tiered.Option{tiered.WithMeterProvider(noop.NewMeterProvider())}},
+		{"sdk", []tiered.Option{tiered.WithMeterProvider(sdk)}},
+	}
+	for _, p := range providers {
+		b.Run("tiercache-GetOrLoad-"+p.name+"-provider", func(b *testing.B) {
+			c := l1OnlyCache(b, p.opts...)
+			load := func(context.Context, string) (user, error) { return user{}, nil }
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.GetOrLoad(ctx, "hot", load); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
+			})
 		})
-	})
+	}
 }
 
 // BenchmarkL2Hit compares a sequential L2 hit (L1 disabled) with a raw

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Loader loads the value of one key from the source of truth (a database,
@@ -30,6 +32,7 @@ type Cache[V any] struct {
 	l2     Remote
 	cfg    config
 	stats  counters
+	tel    *telemetry
 
 	// closing is cancelled by Close; flights derive their context from it.
 	closing context.Context
@@ -90,11 +93,20 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
 	}
+	tel, err := newTelemetry(c)
+	if err != nil {
+		return nil, err
+	}
+	c.tel = tel
+	if l2 != nil {
+		c.l2 = measuredRemote{Remote: l2, t: tel}
+	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
 		unsub, err := cfg.bus.Subscribe(name, func(keys []string) { l1.Invalidate(keys...) }, l1.Flush)
 		if err != nil {
 			c.cancel()
+			tel.close()
 			return nil, fmt.Errorf("tiered: subscribing %q to the invalidation bus: %w", name, err)
 		}
 		c.unsubscribe = unsub
@@ -123,6 +135,7 @@ func (c *Cache[V]) Close() error {
 	if c.l1 != nil {
 		c.l1.Close()
 	}
+	c.tel.close()
 	return nil
 }
 
@@ -205,6 +218,8 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (v V, ok bool, err error
 	if c.l2 == nil {
 		return v, false, nil
 	}
+	ctx, span := c.tel.startSpan(ctx, "tiercache.get")
+	defer func() { endSpan(span, err) }()
 	gen := c.generation(key)
 	rctx, cancel := c.remoteCtx(ctx)
 	e, err := c.l2.Get(rctx, c.prefix+key)
@@ -283,11 +298,14 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V
 		return zero, fmt.Errorf("%w: nil loader", ErrInvalidOption)
 	}
 	c.stats.l1Miss.Add(1)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.get")
 	f, leader, err := c.join(key)
 	if err != nil {
+		endSpan(span, err)
 		var zero V
 		return zero, err
 	}
+	span.SetAttributes(AttrShared.Bool(!leader))
 	if leader {
 		fctx, done := c.flightCtx(ctx)
 		go func() {
@@ -297,7 +315,9 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V
 			c.finish(key, f, v, err)
 		}()
 	}
-	return wait(ctx, f)
+	v, err := wait(ctx, f)
+	endSpan(span, err)
+	return v, err
 }
 
 // join returns key's flight on this node, creating it if there is none; the
@@ -382,9 +402,13 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		waitStart time.Time
 		poll      = c.cfg.pollMin
 	)
+	var waitSpan trace.Span
 	defer func() {
 		if waitingOn != 0 {
-			c.stats.leaseWaitNanos.Add(uint64(time.Since(waitStart)))
+			took := time.Since(waitStart)
+			c.stats.leaseWaitNanos.Add(uint64(took))
+			c.tel.leaseWait.Record(ctx, took.Seconds(), c.tel.cacheOption)
+			waitSpan.End()
 		}
 	}()
 	// won finishes a load under a freshly taken lease.
@@ -460,6 +484,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		if waitingOn == 0 {
 			waitStart = time.Now()
 			c.stats.leaseWaits.Add(1)
+			_, waitSpan = c.tel.startSpan(ctx, "tiercache.lease.wait")
 		}
 		waitingOn = e.Version
 		t := time.NewTimer(poll)
@@ -586,15 +611,24 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 // error carrying the stack.
 func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (v V, err error) {
 	c.stats.loads.Add(1)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
 	start := time.Now()
 	defer func() {
-		c.stats.loadNanos.Add(uint64(time.Since(start)))
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: key %q in cache %q: %v\n%s", ErrLoaderPanic, key, c.name, r, debug.Stack())
 		}
+		c.endLoad(ctx, span, start, err)
 		c.countLoad(err)
 	}()
 	return load(ctx, key)
+}
+
+// endLoad records a loader call's duration and ends its span.
+func (c *Cache[V]) endLoad(ctx context.Context, span trace.Span, start time.Time, err error) {
+	took := time.Since(start)
+	c.stats.loadNanos.Add(uint64(took))
+	c.tel.loadTime.Record(ctx, took.Seconds(), c.tel.cacheOption)
+	endSpan(span, err)
 }
 
 func (c *Cache[V]) countLoad(err error) {
@@ -610,10 +644,12 @@ func (c *Cache[V]) countLoad(err error) {
 // Set writes v under key through both tiers and tells the other nodes to
 // drop their copies. An L2 failure is returned (L1 is left without the key);
 // a failed broadcast returns an error matching ErrInvalidation.
-func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
+func (c *Cache[V]) Set(ctx context.Context, key string, v V) (err error) {
 	if err := c.check(key); err != nil {
 		return err
 	}
+	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
+	defer func() { endSpan(span, err) }()
 	var expiresAt time.Time
 	if c.l2 != nil {
 		e, _ := c.entryFor(ctx, key, v, nil, 0)
@@ -640,7 +676,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 // stale fill lands) and tells the other nodes to drop them. An L2 failure is
 // returned; a failed broadcast returns an error matching ErrInvalidation.
 // Delete is idempotent: retry it on error.
-func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
+func (c *Cache[V]) Delete(ctx context.Context, keys ...string) (err error) {
 	for _, k := range keys {
 		if err := c.check(k); err != nil {
 			return err
@@ -649,6 +685,8 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	ctx, span := c.tel.startSpan(ctx, "tiercache.delete")
+	defer func() { endSpan(span, err) }()
 	if c.l2 != nil {
 		full := make([]string, len(keys))
 		for i, k := range keys {

@@ -9,9 +9,12 @@ import (
 // on different cores do not fight over one.
 const counterStripes = 16
 
+// paddedUint64 is a counter alone on its cache line. Go aligns it to 8
+// bytes only, so the padding is a full 128-byte stride: two counters are
+// never on one 64-byte line, wherever the array starts.
 type paddedUint64 struct {
 	atomic.Uint64
-	_ [56]byte
+	_ [120]byte
 }
 
 // stripedCounter is a counter cheap to increment from many goroutines at
@@ -21,6 +24,7 @@ type paddedUint64 struct {
 // one (a random stripe per increment would bounce every line between
 // cores). No allocation, no lock.
 type stripedCounter struct {
+	_       [64]byte // keeps the first stripe off the line of the field before
 	stripes [counterStripes]paddedUint64
 }
 

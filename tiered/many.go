@@ -48,8 +48,10 @@ func (c *Cache[V]) GetOrLoadMany(ctx context.Context, keys []string, load BatchL
 		return out, nil
 	}
 	c.stats.l1Miss.Add(uint64(len(pending)))
+	ctx, span := c.tel.startSpan(ctx, "tiercache.get_many")
 	flights, mine, err := c.joinMany(pending)
 	if err != nil {
+		endSpan(span, err)
 		return nil, err
 	}
 	if len(mine) > 0 {
@@ -78,8 +80,10 @@ func (c *Cache[V]) GetOrLoadMany(ctx context.Context, keys []string, load BatchL
 		}
 	}
 	if len(errs) > 0 {
+		endSpan(span, errs)
 		return out, errs
 	}
+	endSpan(span, nil)
 	return out, nil
 }
 
@@ -277,12 +281,13 @@ func batchResult[V any](m map[string]V, err error, key string) (V, error) {
 // into an error carrying the stack.
 func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (m map[string]V, err error) {
 	c.stats.loads.Add(1)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
 	start := time.Now()
 	defer func() {
-		c.stats.loadNanos.Add(uint64(time.Since(start)))
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %d keys in cache %q: %v\n%s", ErrLoaderPanic, len(keys), c.name, r, debug.Stack())
 		}
+		c.endLoad(ctx, span, start, err)
 		if err != nil {
 			c.stats.loadErrors.Add(1)
 		}

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"math"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of the options.
@@ -33,6 +36,8 @@ type config struct {
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
+	meterProvider                    metric.MeterProvider
+	tracerProvider                   trace.TracerProvider
 	onError                          func(ctx context.Context, err error)
 	bus                              Bus
 }

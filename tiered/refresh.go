@@ -85,6 +85,8 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, loa
 		}
 	}()
 	c.stats.refreshStarted.Add(1)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.refresh")
+	defer span.End()
 	start := time.Now()
 	v, err := load(ctx)
 	e, storable := c.entryFor(ctx, key, v, err, time.Since(start))

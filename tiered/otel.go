@@ -1,0 +1,297 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ScopeName is the instrumentation scope of the cache's metrics and spans.
+const ScopeName = "github.com/tiercache/tiercache/tiered"
+
+// Attribute keys on every metric and span of a cache.
+const (
+	AttrCache     = attribute.Key("tiercache.cache")     // the cache's name
+	AttrTier      = attribute.Key("tiercache.tier")      // l1 | l2 | loader
+	AttrResult    = attribute.Key("tiercache.result")    // hit | miss | not_found | stale | error
+	AttrOperation = attribute.Key("tiercache.operation") // L2 operation: get, get_many, set, delete, acquire, compare_and_swap, compare_and_delete
+	AttrShared    = attribute.Key("tiercache.shared")    // the caller joined a flight another caller started
+	attrErrorType = attribute.Key("error.type")
+)
+
+// WithMeterProvider sets where the cache's metrics go. Default: the global
+// provider (otel.GetMeterProvider) at New. Nil is an error.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return fmt.Errorf("%w: nil meter provider", ErrInvalidOption)
+		}
+		c.meterProvider = mp
+		return nil
+	}
+}
+
+// WithTracerProvider sets where the cache's spans go. Default: the global
+// provider (otel.GetTracerProvider) at New. Nil is an error.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// localMetrics is implemented by L1 stores that report their size (package
+// local does).
+type localMetrics interface {
+	Metrics() (entries, cost, dropped, rejected uint64)
+}
+
+// telemetry holds a cache's instruments. Counters are the cache's atomics,
+// read by one asynchronous callback at collection time: nothing on the L1 hit
+// path touches OpenTelemetry. Histograms are recorded synchronously, only on
+// paths that already do I/O.
+type telemetry struct {
+	tracer      trace.Tracer
+	cacheAttr   attribute.KeyValue
+	loadTime    metric.Float64Histogram
+	remoteTime  metric.Float64Histogram
+	leaseWait   metric.Float64Histogram
+	cacheOption metric.MeasurementOption
+	remoteOps   map[string]metric.MeasurementOption
+	reg         metric.Registration
+}
+
+var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete"}
+
+func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
+	mp, tp := c.cfg.meterProvider, c.cfg.tracerProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	meter := mp.Meter(ScopeName)
+	cacheAttr := AttrCache.String(c.name)
+	t := &telemetry{
+		tracer:      tp.Tracer(ScopeName),
+		cacheAttr:   cacheAttr,
+		cacheOption: metric.WithAttributeSet(attribute.NewSet(cacheAttr)),
+		remoteOps:   make(map[string]metric.MeasurementOption, len(remoteOps)),
+	}
+	for _, op := range remoteOps {
+		t.remoteOps[op] = metric.WithAttributeSet(attribute.NewSet(cacheAttr, AttrOperation.String(op)))
+	}
+	var errs []error
+	hist := func(name, desc string) metric.Float64Histogram {
+		h, err := meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return h
+	}
+	t.loadTime = hist("tiercache.loader.duration", "Duration of loader calls.")
+	t.remoteTime = hist("tiercache.remote.duration", "Duration of L2 (Redis) operations.")
+	t.leaseWait = hist("tiercache.lease.wait.duration", "Time spent waiting for another node's load lease.")
+
+	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
+		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return i
+	}
+	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
+		i, err := meter.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return i
+	}
+	requests := counter("tiercache.requests", "{request}", "Reads by the tier that answered (or was passed) and the result.")
+	loads := counter("tiercache.loader.calls", "{call}", "Loader calls (a batch call counts once).")
+	leases := counter("tiercache.lease.acquired", "{lease}", "Load leases this node won.")
+	waits := counter("tiercache.lease.waits", "{wait}", "Times this node waited for another node's lease.")
+	takeovers := counter("tiercache.lease.takeovers", "{lease}", "Leases won after waiting on an expired or vanished one.")
+	rejected := counter("tiercache.fills.rejected", "{fill}", "Loads not stored because the key changed during the load.")
+	refreshes := counter("tiercache.refreshes", "{refresh}", "Early refreshes, by result (started, skipped, error).")
+	handled := counter("tiercache.errors.handled", "{error}", "Errors given to the error handler instead of a caller.")
+	corrupt := counter("tiercache.l2.corrupt", "{value}", "L2 values the codec could not decode (deleted and reloaded).")
+	l1Entries := gauge("tiercache.l1.entries", "{entry}", "Entries held in L1.")
+	l1Cost := gauge("tiercache.l1.cost", "1", "Cost held in L1, in the unit of the cost function.")
+	l1Dropped := counter("tiercache.l1.sets.dropped", "{set}", "L1 fills dropped because its buffers were full.")
+	l1Rejected := counter("tiercache.l1.sets.rejected", "{set}", "L1 fills refused by the admission policy.")
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("tiered: creating instruments: %w", err)
+	}
+
+	set := func(kv ...attribute.KeyValue) metric.ObserveOption {
+		return metric.WithAttributeSet(attribute.NewSet(append([]attribute.KeyValue{cacheAttr}, kv...)...))
+	}
+	tierResult := func(tier, result string) metric.ObserveOption {
+		return set(AttrTier.String(tier), AttrResult.String(result))
+	}
+	type reading struct {
+		opt  metric.ObserveOption
+		read func() uint64
+	}
+	s := &c.stats
+	reqs := []reading{
+		{tierResult("l1", "hit"), s.l1Hit.Load},
+		{tierResult("l1", "not_found"), s.l1NotFound.Load},
+		{tierResult("l1", "miss"), s.l1Miss.Load},
+		{tierResult("l2", "hit"), s.l2Hit.Load},
+		{tierResult("l2", "not_found"), s.l2NotFound.Load},
+		{tierResult("l2", "miss"), s.l2Miss.Load},
+		{tierResult("l2", "error"), s.l2Error.Load},
+		{tierResult("loader", "hit"), func() uint64 { return s.loads.Load() - s.loadNotFound.Load() - s.loadErrors.Load() }},
+		{tierResult("loader", "not_found"), s.loadNotFound.Load},
+		{tierResult("loader", "error"), s.loadErrors.Load},
+	}
+	refreshReads := []reading{
+		{set(AttrResult.String("started")), s.refreshStarted.Load},
+		{set(AttrResult.String("skipped")), s.refreshSkipped.Load},
+		{set(AttrResult.String("error")), s.refreshErrors.Load},
+	}
+	plain := set()
+	lm, _ := c.l1.(localMetrics)
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, r := range reqs {
+			o.ObserveInt64(requests, int64(r.read()), r.opt)
+		}
+		for _, r := range refreshReads {
+			o.ObserveInt64(refreshes, int64(r.read()), r.opt)
+		}
+		o.ObserveInt64(loads, int64(s.loads.Load()), plain)
+		o.ObserveInt64(leases, int64(s.leaseAcquired.Load()), plain)
+		o.ObserveInt64(waits, int64(s.leaseWaits.Load()), plain)
+		o.ObserveInt64(takeovers, int64(s.leaseTakeovers.Load()), plain)
+		o.ObserveInt64(rejected, int64(s.fillsRejected.Load()), plain)
+		o.ObserveInt64(handled, int64(s.handledErrors.Load()), plain)
+		o.ObserveInt64(corrupt, int64(s.l2Corrupt.Load()), plain)
+		if lm != nil {
+			entries, cost, dropped, rej := lm.Metrics()
+			o.ObserveInt64(l1Entries, int64(entries), plain)
+			o.ObserveInt64(l1Cost, int64(cost), plain)
+			o.ObserveInt64(l1Dropped, int64(dropped), plain)
+			o.ObserveInt64(l1Rejected, int64(rej), plain)
+		}
+		return nil
+	}, requests, refreshes, loads, leases, waits, takeovers, rejected, handled, corrupt, l1Entries, l1Cost, l1Dropped, l1Rejected)
+	if err != nil {
+		return nil, fmt.Errorf("tiered: registering metrics callback: %w", err)
+	}
+	t.reg = reg
+	return t, nil
+}
+
+func (t *telemetry) close() {
+	if t.reg != nil {
+		t.reg.Unregister()
+	}
+}
+
+// startSpan starts a span named name as a child of ctx's span.
+func (t *telemetry) startSpan(ctx context.Context, name string, kv ...attribute.KeyValue) (context.Context, trace.Span) {
+	return t.tracer.Start(ctx, name, trace.WithAttributes(append(kv, t.cacheAttr)...))
+}
+
+// endSpan ends span, marking err on it. ErrNotFound is a result, not an
+// error.
+func endSpan(span trace.Span, err error) {
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		span.SetStatus(codes.Error, err.Error())
+		span.SetAttributes(attrErrorType.String(errorType(err)))
+	}
+	span.End()
+}
+
+// errorType is the error.type of err: a low-cardinality class.
+func errorType(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, ErrRemote):
+		return "remote"
+	case errors.Is(err, ErrLoaderPanic):
+		return "loader_panic"
+	case errors.Is(err, ErrLoadFailed):
+		return "load_failed"
+	case errors.Is(err, ErrCodec):
+		return "codec"
+	case errors.Is(err, ErrInvalidation):
+		return "invalidation"
+	}
+	return fmt.Sprintf("%T", err)
+}
+
+// measuredRemote wraps the L2 store: every call gets a child span and a
+// duration measurement.
+type measuredRemote struct {
+	Remote
+	t *telemetry
+}
+
+func (m measuredRemote) observe(ctx context.Context, op string) (context.Context, func(error)) {
+	start := time.Now()
+	ctx, span := m.t.startSpan(ctx, "tiercache.l2."+op)
+	return ctx, func(err error) {
+		m.t.remoteTime.Record(ctx, time.Since(start).Seconds(), m.t.remoteOps[op])
+		endSpan(span, err)
+	}
+}
+
+func (m measuredRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
+	ctx, done := m.observe(ctx, "get")
+	e, err := m.Remote.Get(ctx, key)
+	done(err)
+	return e, err
+}
+
+func (m measuredRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
+	ctx, done := m.observe(ctx, "get_many")
+	es, err := m.Remote.GetMany(ctx, keys)
+	done(err)
+	return es, err
+}
+
+func (m measuredRemote) Set(ctx context.Context, key string, e RemoteEntry) error {
+	ctx, done := m.observe(ctx, "set")
+	err := m.Remote.Set(ctx, key, e)
+	done(err)
+	return err
+}
+
+func (m measuredRemote) Delete(ctx context.Context, keys ...string) error {
+	ctx, done := m.observe(ctx, "delete")
+	err := m.Remote.Delete(ctx, keys...)
+	done(err)
+	return err
+}
+
+func (m measuredRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
+	ctx, done := m.observe(ctx, "acquire")
+	e, won, err := m.Remote.Acquire(ctx, key, token, expiresAt)
+	done(err)
+	return e, won, err
+}
+
+func (m measuredRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
+	ctx, done := m.observe(ctx, "compare_and_swap")
+	ok, err := m.Remote.CompareAndSwap(ctx, key, version, e)
+	done(err)
+	return ok, err
+}
+
+func (m measuredRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
+	ctx, done := m.observe(ctx, "compare_and_delete")
+	ok, err := m.Remote.CompareAndDelete(ctx, key, version)
+	done(err)
+	return ok, err
+}
