@@ -111,9 +111,11 @@ func (s *subscriber) open(ctx context.Context) *redis.PubSub {
 // run subscribes again (or stops, once its context has ended).
 func (s *subscriber) kick() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ps != nil {
-		_ = s.ps.Close()
+	ps := s.ps
+	s.mu.Unlock()
+	if ps != nil {
+		// Outside s.mu: Close waits while go-redis dials inside Receive.
+		_ = ps.Close()
 	}
 }
 
