@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/tiercache/tiercache/internal/redistest"
 )
 
 // trio starts three buses, each on its own client of the same transport.
@@ -260,16 +262,16 @@ func TestSilentOriginFlushesOnceAndLeavingDoesNot(t *testing.T) {
 
 func TestClientKillResubscribes(t *testing.T) {
 	ctx := ctxT(t)
-	srv := startPrivateServer(t)
+	srv := redistest.NewServer(t)
 	opts := []Option{WithChannelPrefix(uniqueName(t))}
-	a := newBus(t, srv.client(t), opts...)
-	b := newBus(t, srv.client(t), opts...)
+	a := newBus(t, srv.Client(t), opts...)
+	b := newBus(t, srv.Client(t), opts...)
 	r := newRecorder()
 	r.subscribe(t, b, "users")
 	mustPublish(t, ctx, a, "users", "before")
 	eventually(t, 5*time.Second, "before", func() bool { return r.has("before") })
 
-	admin := srv.client(t)
+	admin := srv.Client(t)
 	n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
 	if err != nil || n < 2 {
 		t.Fatalf("CLIENT KILL TYPE pubsub: killed %d, %v; want both subscriptions", n, err)
@@ -287,23 +289,23 @@ func TestClientKillResubscribes(t *testing.T) {
 // once Redis is back the bus subscribes again, flushes, and delivers.
 func TestRedisRestart(t *testing.T) {
 	ctx := ctxT(t)
-	srv := startPrivateServer(t)
+	srv := redistest.NewServer(t)
 	opts := []Option{WithChannelPrefix(uniqueName(t)), WithHeartbeatInterval(50 * time.Millisecond),
 		WithPublishTimeout(100 * time.Millisecond)}
-	a := newBus(t, srv.client(t), opts...)
-	b := newBus(t, srv.client(t), opts...)
+	a := newBus(t, srv.Client(t), opts...)
+	b := newBus(t, srv.Client(t), opts...)
 	r := newRecorder()
 	r.subscribe(t, b, "users")
 	mustPublish(t, ctx, a, "users", "before")
 	eventually(t, 5*time.Second, "before", func() bool { return r.has("before") })
 
-	srv.kill()
+	srv.Stop(t)
 	eventually(t, 5*time.Second, "a silence flush", func() bool { return b.Stats().Flushes.Silence >= 2 })
 	if err := a.Publish(ctx, "users", []string{"lost"}); !errors.Is(err, ErrPublish) {
 		t.Errorf("Publish with Redis down = %v, want ErrPublish", err)
 	}
 	resubscribed := b.Stats().Resubscribes
-	srv.start(t)
+	srv.Start(t)
 	eventually(t, 10*time.Second, "B to subscribe again", func() bool { return b.Stats().Resubscribes > resubscribed })
 	eventually(t, 10*time.Second, "a key after the restart", func() bool {
 		// A may still be reconnecting; retry the publish until B gets it.

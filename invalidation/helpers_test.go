@@ -2,74 +2,27 @@ package invalidation
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/redistest"
 )
 
-const startHelp = `start the test servers with:
-    bash test/redis.sh start && eval "$(bash test/redis.sh env)"`
-
 // standaloneClient returns a new client of the shared standalone server.
-func standaloneClient(t testing.TB) *redis.Client {
-	t.Helper()
-	addr := os.Getenv("TIERCACHE_REDIS_ADDR")
-	if addr == "" {
-		if testing.Short() {
-			t.Skip("no Redis in -short mode")
-		}
-		t.Fatal("TIERCACHE_REDIS_ADDR is not set; " + startHelp)
-	}
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	pingOrFail(t, c)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+func standaloneClient(t testing.TB) *redis.Client { return redistest.Standalone(t) }
 
 // clusterClient returns a new client of the shared Redis Cluster.
-func clusterClient(t testing.TB) *redis.ClusterClient {
-	t.Helper()
-	addrs := os.Getenv("TIERCACHE_CLUSTER_ADDRS")
-	if addrs == "" {
-		if testing.Short() {
-			t.Skip("no Redis in -short mode")
-		}
-		t.Fatal("TIERCACHE_CLUSTER_ADDRS is not set; " + startHelp)
-	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
-	pingOrFail(t, c)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-func pingOrFail(t testing.TB, c redis.UniversalClient) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis does not answer: %v; %s", err, startHelp)
-	}
-}
-
-var nameSeq atomic.Uint64
+func clusterClient(t testing.TB) *redis.ClusterClient { return redistest.Cluster(t) }
 
 // uniqueName returns a name no other test (in this or another process)
 // uses, for namespaces and channel prefixes.
-func uniqueName(t testing.TB) string {
-	n := strings.NewReplacer("/", "-", " ", "_", "{", "", "}", "").Replace(t.Name())
-	return fmt.Sprintf("t:%s:%d:%d", n, time.Now().UnixNano(), nameSeq.Add(1))
-}
+func uniqueName(t testing.TB) string { return redistest.Name(t) }
 
 // transport is one way of running the bus, for table-driven tests.
 type transport struct {
@@ -193,67 +146,6 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// privateServer is a redis-server of one test, for faults that would disturb
-// the shared servers. (internal/redistest.NewServer does the same for the
-// rest of the module.)
-type privateServer struct {
-	bin, dir, addr string
-	port           int
-	cmd            *exec.Cmd
-}
-
-func startPrivateServer(t testing.TB) *privateServer {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("no Redis in -short mode")
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server is not installed; " + startHelp)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	s := &privateServer{bin: bin, dir: t.TempDir(), port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	t.Cleanup(s.kill)
-	s.start(t)
-	return s
-}
-
-// start runs the server (again, on the same port) and waits until it
-// answers.
-func (s *privateServer) start(t testing.TB) {
-	t.Helper()
-	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", s.dir)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.addr})
-	defer c.Close()
-	eventually(t, 10*time.Second, "the private redis-server to answer", func() bool {
-		return c.Ping(context.Background()).Err() == nil
-	})
-}
-
-// kill stops the server like a crash and waits until it has exited.
-func (s *privateServer) kill() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		s.cmd = nil
-	}
-}
-
-func (s *privateServer) client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.addr})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
 }
 
 // testLogger logs the bus's warnings and debug lines to the test log.

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/redistest"
 )
 
 // node is a primary of the test cluster, from CLUSTER NODES.
@@ -31,7 +32,7 @@ func (n node) owns(slot int) bool {
 // primaries reads the primaries of the cluster from its first node.
 func primaries(ctx context.Context, t *testing.T) []node {
 	t.Helper()
-	addr := strings.Split(os.Getenv("TIERCACHE_CLUSTER_ADDRS"), ",")[0]
+	addr := redistest.ClusterAddrs(t)[0]
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	out, err := c.ClusterNodes(ctx).Result()

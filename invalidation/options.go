@@ -149,8 +149,12 @@ func WithSilenceIntervals(n int) Option {
 }
 
 // WithPublishTimeout bounds every PUBLISH or SPUBLISH round trip (a batch
-// sent in one pipeline counts as one). Default DefaultPublishTimeout
-// (500 ms); it must be positive.
+// sent in one pipeline counts as one), through the context of the command.
+// go-redis applies a context deadline to socket reads and writes only when
+// the client has ContextTimeoutEnabled; otherwise its ReadTimeout and
+// WriteTimeout bound a stuck round trip (a Publish caller still returns when
+// its own context ends). Default DefaultPublishTimeout (500 ms); it must be
+// positive.
 func WithPublishTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

@@ -45,7 +45,7 @@ const (
 
 type plan struct {
 	kind planKind
-	u    *requestURL
+	u    requestURL
 	spec *Response // the URL's vary spec, if any (planVariant, planSuccessor)
 	key  string    // planSuccessor: the key of the stale response
 	// planSuccessor: the stale response, and whether it may answer if the
@@ -86,7 +86,7 @@ func (h *handler) serveCached(w http.ResponseWriter, r *http.Request, ri *reqInf
 	rec, ok := m.lookup(ctx, u.key)
 	found := howHit
 	if !ok {
-		res, done := h.miss(w, r, ri, u, plan{kind: planURL, u: u}, u.key, fwdURIMiss)
+		res, done := h.miss(w, r, ri, u, plan{kind: planURL, u: *u}, u.key, fwdURIMiss)
 		if done {
 			return
 		}
@@ -100,7 +100,7 @@ func (h *handler) serveCached(w http.ResponseWriter, r *http.Request, ri *reqInf
 		key = variantKey(u.key, spec, r.Header)
 		rec, ok = m.lookup(ctx, key)
 		if !ok {
-			res, done := h.miss(w, r, ri, u, plan{kind: planVariant, u: u, spec: spec}, key, fwdVaryMiss)
+			res, done := h.miss(w, r, ri, u, plan{kind: planVariant, u: *u, spec: spec}, key, fwdVaryMiss)
 			if done {
 				return
 			}
@@ -215,7 +215,7 @@ func (h *handler) refresh(w http.ResponseWriter, r *http.Request, ri *reqInfo, u
 		h.forward(w, r, ri, u, m.status.fwd[fwdStale][0][0], fallback)
 		return
 	}
-	p := plan{kind: planSuccessor, u: u, spec: spec, key: key, stale: rec, staleOnErr: fallback != nil}
+	p := plan{kind: planSuccessor, u: *u, spec: spec, key: key, stale: rec, staleOnErr: fallback != nil}
 	res := h.fill(w, r, ri, u, p, successorKey(key, rec.id), fwdStale)
 	switch {
 	case res.done:
@@ -369,7 +369,7 @@ func (h *handler) loadDirect(w http.ResponseWriter, r *http.Request, ri *reqInfo
 		h.forward(w, r, ri, u, h.m.status.fwd[reason][0][0], nil)
 		return
 	}
-	p := plan{kind: planDirect, u: u}
+	p := plan{kind: planDirect, u: *u}
 	c, rec, _, err := h.load(r.Context(), w, r, ri, u, p, reason)
 	h.answer(w, r, ri, c, rec, err, p, reason)
 }
@@ -533,7 +533,7 @@ func (r *Response) varyOrNil() []string {
 // storeDirect stores rec for the URL outside a load of its key: under the
 // URL's vary spec if it has the right one, else under the URL key (no Vary,
 // no key headers), else under a new vary spec.
-func (m *Middleware) storeDirect(ctx context.Context, r *http.Request, ri *reqInfo, u *requestURL, rec *Response, vary []string) error {
+func (m *Middleware) storeDirect(ctx context.Context, r *http.Request, ri *reqInfo, u requestURL, rec *Response, vary []string) error {
 	names := m.specNames(vary)
 	cur, ok := m.lookup(ctx, u.key)
 	switch {
@@ -614,7 +614,7 @@ func (h *handler) refreshInBackground(r *http.Request, ri *reqInfo, u *requestUR
 	br.Body, br.ContentLength = http.NoBody, 0
 	bri := *ri
 	uc := *u
-	p := plan{kind: planSuccessor, u: &uc, spec: spec, key: key, stale: rec}
+	p := plan{kind: planSuccessor, u: uc, spec: spec, key: key, stale: rec}
 	go func() {
 		defer m.wg.Done()
 		defer func() { <-m.slots; release() }()
