@@ -420,11 +420,11 @@ func (b *Bus) peerSeen(origin uint64) {
 	b.lostMu.Unlock()
 }
 
-// watch is the watchdog goroutine: twice per heartbeat interval it looks
+// watch is the watchdog goroutine: four times per heartbeat interval it looks
 // for silent channels and silent origins.
 func (b *Bus) watch(ctx context.Context) {
 	defer b.wg.Done()
-	t := time.NewTicker(max(b.cfg.heartbeat/2, time.Millisecond))
+	t := time.NewTicker(max(b.cfg.heartbeat/4, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

@@ -6,7 +6,8 @@
 //
 //	bus, err := invalidation.New(rdb) // *redis.Client or *redis.ClusterClient
 //	defer bus.Close()
-//	unsubscribe, err := bus.Subscribe("users", l1.Invalidate, l1.Flush)
+//	unsubscribe, err := bus.Subscribe("users",
+//		func(keys []string) { l1.Invalidate(keys...) }, l1.Flush)
 //	err = bus.Publish(ctx, "users", []string{"42"}) // after the L2 write
 //
 // A Bus satisfies tiered.Bus structurally; it does not import tiered.
@@ -65,12 +66,12 @@
 //     a Cluster slot migrates, Redis 7 ends the subscriptions of its shard
 //     channels (an unsolicited sunsubscribe); the bus subscribes again,
 //     which reaches the slot's new owner, and flushes.
-//  4. The watchdog looks twice per interval: a channel that heard nothing,
-//     not even the bus's own heartbeats, for WithSilenceIntervals intervals
-//     (default 3) is flushed and subscribed again; another bus silent that
-//     long causes one flush (it died, or lost Redis and may have failed to
-//     publish), and its sequence number is kept, so that a gap across the
-//     silence is still seen if it speaks again.
+//  4. The watchdog looks four times per interval: a channel that heard
+//     nothing, not even the bus's own heartbeats, for WithSilenceIntervals
+//     intervals (default 3) is flushed and subscribed again; another bus
+//     silent that long causes one flush (it died, or lost Redis and may have
+//     failed to publish), and its sequence number is kept, so that a gap
+//     across the silence is still seen if it speaks again.
 //  5. Keys messages call the invalidate callbacks of their namespace only;
 //     flush messages (PublishFlush) the flush callbacks of their namespace.
 //
@@ -78,15 +79,24 @@
 //
 // With a cache that evicts on invalidate and flush and guards its fills by
 // generation (tiered with package local), a node serves a value at most
-// min(LocalTTL, D) after the write that replaced it returned, where D is
-// the loss detection time: about one heartbeat interval for a lost message
-// followed by silence (the next heartbeat shows the gap), (silence
-// intervals + 1/2) heartbeat intervals for a dead subscription or a
-// vanished publisher, and the reconnection time when go-redis reconnects.
+//
+//	min(LocalTTL, D)
+//
+// after the write that replaced it returned, where D, the loss detection
+// time, is at most (SilenceIntervals + 1/4) × HeartbeatInterval plus a
+// round trip (3.25 s with the defaults):
+//
+//   - a lost message is seen at the sender's next message or heartbeat on
+//     the channel, within one interval;
+//   - a message Redis did not accept (Publish returns an error, while the
+//     L2 write it follows stands) has still used its sequence number, so it
+//     shows as a gap the same way;
+//   - a resubscription flushes as soon as it is confirmed;
+//   - a dead subscription, or a sender that vanished, is caught by silence.
+//
 // In the normal case the key is dropped within a millisecond on a LAN.
-// Known limit: messages a bus publishes before any subscriber has heard of
-// it (its very first messages) cannot be checked for gaps by that
-// subscriber; only its later ones can.
+// Known limit: the very first messages of a bus that a subscriber has not
+// heard from yet cannot be checked for gaps; its later ones can.
 //
 // # Concurrency and lifetime
 //
