@@ -229,6 +229,18 @@ func clusterOK(ctx context.Context, c *redis.ClusterClient) error {
 	if masters == 0 {
 		return errors.New("the client knows no primaries yet")
 	}
+	// Redis lists a replica in CLUSTER SLOTS only once gossip has told the
+	// other nodes its replication offset; on a fresh cluster that can lag
+	// behind the replica being in sync.
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("CLUSTER SLOTS: %w", err)
+	}
+	for _, s := range slots {
+		if len(s.Nodes) < 2 {
+			return fmt.Errorf("slots %d-%d have no replica in CLUSTER SLOTS yet", s.Start, s.End)
+		}
+	}
 	return nil
 }
 
