@@ -16,6 +16,7 @@
 //	PUT    /products/{id}       create or replace {"name": ..., "price_cents": ...}, then Delete the key
 //	DELETE /products/{id}       delete the product, then Delete the key
 //	GET    /stats               cache tier hits, DB queries and queries saved
+//	GET    /metrics             OpenTelemetry metrics in the Prometheus text format
 //
 // Configuration (a flag overrides its environment variable):
 //
@@ -24,8 +25,21 @@
 //	-products        PRODUCTS                 number of products in the catalog (default 500)
 //	-stats-interval  STATS_INTERVAL           period of the stats log line, 0 for none (default 10s)
 //	-cache-name      CACHE_NAME               namespace of the cache in Redis (default products)
+//	-trace-stdout    TRACE_STDOUT=1           print spans to stdout, pretty JSON (default off)
+//	                 OTEL_EXPORTER_OTLP_ENDPOINT         export spans over OTLP/HTTP, e.g. http://localhost:4318
+//	                 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the same, full URL of the traces path (wins)
 //	                 TIERCACHE_REDIS_ADDR     standalone Redis host:port
 //	                 TIERCACHE_CLUSTER_ADDRS  comma-separated Redis Cluster nodes (wins over TIERCACHE_REDIS_ADDR)
+//
+// Telemetry: the cache's metrics (tiercache_*), the HTTP server's
+// (http_server_*) and the Go runtime's are served on GET /metrics, with the
+// resource (service.name="tiercache-example", or OTEL_SERVICE_NAME) on
+// target_info. Every request gets a server span, the parent of the cache's
+// spans (tiercache.get, tiercache.l2.*, the loader), and an incoming
+// traceparent header is continued. Spans go nowhere unless -trace-stdout
+// or an OTLP endpoint asks for them; the other OTEL_* variables of the SDK
+// and the OTLP exporter (headers, sampler, resource attributes) apply.
+// The providers are flushed at shutdown.
 //
 // With neither Redis variable set, the service starts an embedded Redis
 // (miniredis) in the process, so it runs anywhere with no setup.
@@ -54,6 +68,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
@@ -89,6 +105,28 @@ type Config struct {
 	// Products rows with QueryDelay; replicas in one process (tests) share
 	// one to stand for a shared database.
 	Catalog *Catalog
+
+	// TraceStdout prints spans to TraceOutput as they end (-trace-stdout,
+	// TRACE_STDOUT). Default off: every request that leaves L1 makes
+	// several spans.
+	TraceStdout bool
+	// TraceOutput is where TraceStdout prints. Nil means os.Stdout.
+	TraceOutput io.Writer
+	// OTLPTraces exports spans over OTLP/HTTP, to the endpoint of the
+	// standard variables OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_ENDPOINT, which the exporter reads with the rest
+	// of its OTEL_EXPORTER_OTLP_* configuration. parseConfig sets it when
+	// either endpoint variable is set.
+	OTLPTraces bool
+	// SpanExporter, if not nil, also receives every span, synchronously as
+	// it ends (tests).
+	SpanExporter sdktrace.SpanExporter
+	// GlobalTelemetry installs the service's meter and tracer providers and
+	// propagator as the OpenTelemetry globals, for code that uses them by
+	// default. main sets it; tests leave it off, since several services
+	// share a test process. The cache and the HTTP handler get the
+	// providers explicitly either way.
+	GlobalTelemetry bool
 }
 
 // parseConfig reads the configuration from args (without the program name)
@@ -124,6 +162,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 			return cfg, fmt.Errorf("PRODUCTS: %w", err)
 		}
 	}
+	if v := getenv("TRACE_STDOUT"); v != "" {
+		if cfg.TraceStdout, err = strconv.ParseBool(v); err != nil {
+			return cfg, fmt.Errorf("TRACE_STDOUT: %w", err)
+		}
+	}
+	cfg.OTLPTraces = otlpEndpoint(getenv) != ""
 	if v := getenv("STATS_INTERVAL"); v != "" {
 		if cfg.StatsInterval, err = time.ParseDuration(v); err != nil {
 			return cfg, fmt.Errorf("STATS_INTERVAL: %w", err)
@@ -137,10 +181,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&cfg.Products, "products", cfg.Products, "number of products in the catalog (env PRODUCTS)")
 	fs.StringVar(&cfg.CacheName, "cache-name", cfg.CacheName, "namespace of the cache in Redis and on the bus (env CACHE_NAME)")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "period of the stats log line, 0 for shutdown only (env STATS_INTERVAL)")
+	fs.BoolVar(&cfg.TraceStdout, "trace-stdout", cfg.TraceStdout, "print spans to stdout as pretty JSON (env TRACE_STDOUT=1)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./example [flags]\n\n"+
 			"Redis: TIERCACHE_CLUSTER_ADDRS (comma-separated Cluster nodes) or TIERCACHE_REDIS_ADDR (host:port);\n"+
-			"with neither, an embedded in-process Redis is started.\n\nflags:")
+			"with neither, an embedded in-process Redis is started.\n"+
+			"Traces: OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) exports spans over OTLP/HTTP.\n"+
+			"Metrics: GET /metrics (Prometheus text format).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +218,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "example:", err)
 		os.Exit(2)
 	}
+	cfg.GlobalTelemetry = true
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, nil); err != nil {
@@ -181,7 +229,8 @@ func main() {
 
 // run starts the service and serves until ctx ends, then shuts down
 // gracefully: it stops accepting requests, lets those in progress finish
-// (up to 10 s), and closes the cache, the bus and Redis. Once it listens it
+// (up to 10 s), closes the cache, the bus and Redis, and flushes the
+// telemetry (up to 5 s). Once it listens it
 // sends the listen address on ready (if not nil; ready must have room for
 // it or a receiver). It returns nil after a shutdown caused by ctx.
 func run(ctx context.Context, cfg Config, ready chan<- string) error {
@@ -191,6 +240,17 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	}
 	if cfg.CacheName == "" {
 		cfg.CacheName = "products"
+	}
+
+	// Telemetry first, so that its shutdown (deferred) runs last and flushes
+	// the spans of everything else's shutdown.
+	tel, err := newTelemetry(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTelemetry(ctx, tel, log)
+	if cfg.GlobalTelemetry {
+		tel.installGlobal(log)
 	}
 
 	rc, err := connectRedis(ctx, cfg, log)
@@ -218,6 +278,8 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	}
 	cache, err := tiered.New(cfg.CacheName, l1, l2,
 		tiered.WithInvalidation(bus),
+		tiered.WithMeterProvider(tel.meterProvider),
+		tiered.WithTracerProvider(tel.tracerProvider),
 		tiered.WithLogger(log),
 		tiered.WithLocalTTL(10*time.Second),
 		tiered.WithRemoteTTL(10*time.Minute))
@@ -239,13 +301,14 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 		bus:     bus,
 		redis:   rc.mode,
 		log:     log,
+		metrics: tel.metrics,
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           srv.handler(),
+		Handler:           tel.instrument(srv.handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -27,6 +27,7 @@ type server struct {
 	bus     *invalidation.Bus // nil when the service runs without one
 	redis   string            // Redis mode, shown in /stats
 	log     *slog.Logger
+	metrics http.Handler // GET /metrics; nil for none
 
 	reads atomic.Uint64 // product read requests answered (each costs one query without a cache)
 }
@@ -39,6 +40,9 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("PUT /products/{id}", s.putProduct)
 	mux.HandleFunc("DELETE /products/{id}", s.deleteProduct)
 	mux.HandleFunc("GET /stats", s.getStats)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
 	return mux
 }
 
