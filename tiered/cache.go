@@ -433,38 +433,19 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			}
 			return v, err
 		}
-		switch e.Kind {
-		case KindFailed:
-			if waitingOn != 0 && e.Version == waitingOn {
-				// The load we waited for failed: its callers got the
-				// loader's error, and so do we.
-				var zero V
-				return zero, fmt.Errorf("%w: key %q in cache %q: %s", ErrLoadFailed, key, c.name, e.Payload)
-			}
-			// An older failure: take the key over from it.
-			token := rand.Uint64()
-			rctx, cancel := c.remoteCtx(ctx)
-			ok, err := c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
-			cancel()
-			if err != nil {
-				c.report(ctx, c.remoteErr("lease", key, err))
-				return c.loadDegraded(ctx, key, gen, load)
-			}
-			if ok {
-				return won(token)
-			}
-			continue // someone else changed it: read again
-		case KindLease:
-			// Another node holds the lease: wait below.
-		default:
+		if e.Kind == KindFailed && e.Version == waitingOn {
+			// The load we waited for failed: its callers got the loader's
+			// error, and so do we.
+			var zero V
+			return zero, fmt.Errorf("%w: key %q in cache %q: %s", ErrLoadFailed, key, c.name, e.Payload)
+		}
+		if e.Kind != KindLease {
+			// A miss, or the marker of an older failed load: take the lease.
 			c.stats.l2Miss.Add(1)
 			if c.cfg.noLeases {
 				return c.loadUnleased(ctx, key, gen, load)
 			}
-			token := rand.Uint64()
-			rctx, cancel := c.remoteCtx(ctx)
-			cur, ok, err := c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
-			cancel()
+			token, cur, ok, err := c.takeLease(ctx, full, e)
 			if err != nil {
 				c.report(ctx, c.remoteErr("lease", key, err))
 				return c.loadDegraded(ctx, key, gen, load)
@@ -497,6 +478,22 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		}
 		poll = min(2*poll, c.cfg.pollMax)
 	}
+}
+
+// takeLease tries to take the lease on full, which held e when last read: an
+// empty key is taken with Acquire, the marker of a failed load by a
+// compare-and-swap on its version. When the lease is not won, cur is what
+// the key holds (zero after a lost compare-and-swap: read again).
+func (c *Cache[V]) takeLease(ctx context.Context, full string, e RemoteEntry) (token uint64, cur RemoteEntry, won bool, err error) {
+	token = rand.Uint64()
+	rctx, cancel := c.remoteCtx(ctx)
+	defer cancel()
+	if e.Kind == KindFailed {
+		won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
+		return token, cur, won, err
+	}
+	cur, won, err = c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
+	return token, cur, won, err
 }
 
 // leaseEntry is the L2 entry of a lease with token.

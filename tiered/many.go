@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -176,20 +175,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 			won = append(won, i)
 			continue
 		}
-		token := rand.Uint64()
-		var (
-			cur RemoteEntry
-			ok  bool
-			err error
-		)
-		rctx, cancel := c.remoteCtx(ctx)
-		if e.Kind == KindFailed {
-			// An earlier load failed: take the key over from its marker.
-			ok, err = c.l2.CompareAndSwap(rctx, full[n], e.Version, c.leaseEntry(token))
-		} else {
-			cur, ok, err = c.l2.Acquire(rctx, full[n], token, time.Now().Add(c.cfg.leaseTTL))
-		}
-		cancel()
+		token, cur, ok, err := c.takeLease(ctx, full[n], e)
 		switch {
 		case err != nil:
 			c.report(ctx, c.remoteErr("lease", keys[i], err))
