@@ -60,6 +60,7 @@ type Bus struct {
 	lost   map[uint64]time.Duration // origins flushed for silence, and when
 
 	stats   counters
+	tel     *telemetry
 	started atomic.Bool // New has returned
 
 	closeOnce sync.Once
@@ -78,8 +79,9 @@ type registration struct {
 // channel, and one watchdog. It waits (up to the start timeout, see
 // WithStartTimeout) until every channel is subscribed, so that a message
 // published elsewhere after New returns reaches this bus. It returns an
-// error only for a nil client or an invalid option; a Redis that cannot be
-// reached makes the bus retry in the background.
+// error only for a nil client, an invalid option, or a meter provider that
+// refuses the bus's instruments; a Redis that cannot be reached makes the
+// bus retry in the background.
 func New(client Client, opts ...Option) (*Bus, error) {
 	if isNilClient(client) {
 		return nil, ErrNilClient
@@ -119,6 +121,12 @@ func New(client Client, opts ...Option) (*Bus, error) {
 		done:     make(chan struct{}),
 		cancel:   cancel,
 	}
+	tel, err := newTelemetry(cfg.meterProvider, &b.stats)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	b.tel = tel
 	if r, ok := client.(stateReloader); ok && isCluster {
 		b.reload = r.ReloadState
 	}
@@ -306,7 +314,8 @@ func (b *Bus) submit(ctx context.Context, p *publisher, r *request) error {
 // last heartbeat on every channel saying this bus is leaving (so others
 // forget it without waiting for silence), unsubscribes, and waits for every
 // goroutine of the bus to return. No callback runs after Close returns. It
-// does not close the client. Close is idempotent and always returns nil.
+// does not close the client. It unregisters the bus's metrics callback.
+// Close is idempotent and always returns nil.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
 		// Hold regMu so that no Subscribe registers after the check in it.
@@ -318,6 +327,9 @@ func (b *Bus) Close() error {
 			s.kick()
 		}
 		b.wg.Wait()
+		if err := b.tel.close(); err != nil {
+			b.logWarn("invalidation: unregistering the metrics callback", "error", err)
+		}
 	})
 	return nil
 }

@@ -98,6 +98,32 @@
 // Known limit: the very first messages of a bus that a subscriber has not
 // heard from yet cannot be checked for gaps; its later ones can.
 //
+// # Metrics
+//
+// The bus reports OpenTelemetry metrics under the scope ScopeName, to the
+// meter provider of WithMeterProvider (default: the global provider at
+// New). The counters are the atomics behind Stats, read by one asynchronous
+// callback at collection time (registered by New, unregistered by Close);
+// the lag histogram is recorded on the receive path. The counters count
+// from New; several buses on one provider add up.
+//
+//	tiercache.invalidation.messages.sent      {message}         tiercache.message.kind = keys | flush | heartbeat
+//	tiercache.invalidation.messages.received  {message}         tiercache.message.kind (from other buses only)
+//	tiercache.invalidation.keys.sent          {key}
+//	tiercache.invalidation.keys.invalidated   {key}             keys of a namespace with a subscriber
+//	tiercache.invalidation.gaps               {gap}
+//	tiercache.invalidation.flushes            {flush}           tiercache.flush.reason = gap | resubscribe | silence | remote
+//	tiercache.invalidation.decode_errors      {message}
+//	tiercache.invalidation.publish_errors     {message}         messages and heartbeats
+//	tiercache.invalidation.resubscriptions    {resubscription}
+//	tiercache.invalidation.lag                s                 histogram, buckets 50 µs to 5 s (those of Stats.Lag)
+//
+// Counters and their semantics match the fields of Stats (flushes counts
+// flush requests, which may share one flush). Lag is the publish-to-evict
+// lag of a keys message: from the sender building it to the invalidate
+// callbacks having returned here; it spans two hosts' clocks. Publish
+// itself touches no instrument. The bus makes no spans.
+//
 // # Concurrency and lifetime
 //
 // A Bus is safe for concurrent use. It owns 2 goroutines per channel plus

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Defaults of the options.
@@ -57,6 +59,7 @@ type config struct {
 	queueSize      int
 	logger         *slog.Logger
 	drop           func(Direction, *Message) bool
+	meterProvider  metric.MeterProvider // nil: the global provider at New
 }
 
 func defaultConfig() config {
@@ -210,6 +213,19 @@ func WithLogger(l *slog.Logger) Option {
 func WithDropFunc(drop func(d Direction, m *Message) bool) Option {
 	return func(c *config) error {
 		c.drop = drop
+		return nil
+	}
+}
+
+// WithMeterProvider sets where the bus's metrics go (see the package
+// documentation for the list). Default: the global provider
+// (otel.GetMeterProvider) at New. Nil is an error.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return invalid("nil meter provider")
+		}
+		c.meterProvider = mp
 		return nil
 	}
 }

@@ -34,6 +34,7 @@ func TestNewRejects(t *testing.T) {
 		{"zero publish timeout", c, []Option{WithPublishTimeout(0)}, ErrInvalidOption},
 		{"negative start timeout", c, []Option{WithStartTimeout(-time.Second)}, ErrInvalidOption},
 		{"zero queue", c, []Option{WithQueueSize(0)}, ErrInvalidOption},
+		{"nil meter provider", c, []Option{WithMeterProvider(nil)}, ErrInvalidOption},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

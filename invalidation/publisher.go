@@ -173,7 +173,11 @@ func (p *publisher) send(ctx context.Context, batch []*request) {
 			p.bus.stats.publishErrors.Add(1)
 			continue
 		}
-		p.bus.stats.messagesSent.Add(1)
+		if m.msg.Kind == KindFlush {
+			p.bus.stats.flushMsgsSent.Add(1)
+			continue
+		}
+		p.bus.stats.keysMsgsSent.Add(1)
 		p.bus.stats.keysSent.Add(uint64(len(m.msg.Keys)))
 	}
 	for _, r := range batch {

@@ -106,11 +106,13 @@ func (h LagHistogram) Quantile(q float64) time.Duration {
 
 // counters holds the live counters behind Stats.
 type counters struct {
-	messagesSent, heartbeatsSent, keysSent, publishErrors, dropped atomic.Uint64
-	messagesReceived, heartbeatsReceived, keysInvalidated          atomic.Uint64
-	gaps, resubscribes, decodeErrors                               atomic.Uint64
-	flushGap, flushResubscribe, flushSilence, flushRemote          atomic.Uint64
-	lag                                                            [len(lagBounds) + 1]atomic.Uint64
+	// Messages by kind; flushRemote counts the flush messages received.
+	keysMsgsSent, flushMsgsSent, heartbeatsSent           atomic.Uint64
+	keysMsgsReceived, heartbeatsReceived                  atomic.Uint64
+	keysSent, publishErrors, dropped                      atomic.Uint64
+	keysInvalidated, gaps, resubscribes, decodeErrors     atomic.Uint64
+	flushGap, flushResubscribe, flushSilence, flushRemote atomic.Uint64
+	lag                                                   [len(lagBounds) + 1]atomic.Uint64
 }
 
 func (c *counters) observeLag(d time.Duration) {
@@ -123,12 +125,12 @@ func (c *counters) observeLag(d time.Duration) {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		MessagesSent:       c.messagesSent.Load(),
+		MessagesSent:       c.keysMsgsSent.Load() + c.flushMsgsSent.Load(),
 		HeartbeatsSent:     c.heartbeatsSent.Load(),
 		KeysSent:           c.keysSent.Load(),
 		PublishErrors:      c.publishErrors.Load(),
 		Dropped:            c.dropped.Load(),
-		MessagesReceived:   c.messagesReceived.Load(),
+		MessagesReceived:   c.keysMsgsReceived.Load() + c.flushRemote.Load(),
 		HeartbeatsReceived: c.heartbeatsReceived.Load(),
 		KeysInvalidated:    c.keysInvalidated.Load(),
 		Gaps:               c.gaps.Load(),

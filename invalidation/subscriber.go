@@ -206,13 +206,14 @@ func (s *subscriber) handle(payload string) {
 	}
 	switch m.Kind {
 	case KindKeys:
-		b.stats.messagesReceived.Add(1)
+		b.stats.keysMsgsReceived.Add(1)
 		if b.invalidate(m.Namespace, m.Keys) {
 			b.stats.keysInvalidated.Add(uint64(len(m.Keys)))
-			b.stats.observeLag(time.Duration(max(time.Now().UnixNano()-m.PublishedAt, 0)))
+			lag := time.Duration(max(time.Now().UnixNano()-m.PublishedAt, 0))
+			b.stats.observeLag(lag)
+			b.tel.recordLag(lag)
 		}
 	case KindFlush:
-		b.stats.messagesReceived.Add(1)
 		b.stats.flushRemote.Add(1)
 		b.flushNamespace(m.Namespace)
 	case KindHeartbeat:
