@@ -20,9 +20,38 @@ func TestParseConfig(t *testing.T) {
 			check: func(c Config) bool {
 				return c.Addr == ":8080" && c.QueryDelay == 20*time.Millisecond && c.Products == 500 &&
 					c.StatsInterval == 10*time.Second && c.CacheName == "products" &&
-					c.RedisAddr == "" && c.ClusterAddrs == nil
+					c.RedisAddr == "" && c.ClusterAddrs == nil &&
+					!c.TraceStdout && !c.OTLPTraces && !c.GlobalTelemetry
 			},
 		},
+		{
+			name: "traces to stdout and OTLP",
+			env:  map[string]string{"TRACE_STDOUT": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318"},
+			check: func(c Config) bool {
+				return c.TraceStdout && c.OTLPTraces
+			},
+		},
+		{
+			name: "OTLP traces endpoint",
+			env:  map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://localhost:4318/v1/traces"},
+			check: func(c Config) bool {
+				return !c.TraceStdout && c.OTLPTraces
+			},
+		},
+		{
+			name: "trace-stdout flag wins over the environment",
+			args: []string{"-trace-stdout=false"},
+			env:  map[string]string{"TRACE_STDOUT": "true"},
+			check: func(c Config) bool {
+				return !c.TraceStdout
+			},
+		},
+		{
+			name:  "trace-stdout flag",
+			args:  []string{"-trace-stdout"},
+			check: func(c Config) bool { return c.TraceStdout },
+		},
+		{name: "bad TRACE_STDOUT", env: map[string]string{"TRACE_STDOUT": "yes please"}, wantErr: true},
 		{
 			name: "environment",
 			env: map[string]string{

@@ -261,7 +261,9 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 
 	// One bus per process, shared by every cache. Standalone Redis (and the
 	// embedded one) uses PUBLISH/SUBSCRIBE, a Cluster sharded pub/sub.
-	bus, err := invalidation.New(rc.client, invalidation.WithLogger(log))
+	bus, err := invalidation.New(rc.client,
+		invalidation.WithLogger(log),
+		invalidation.WithMeterProvider(tel.meterProvider))
 	if err != nil {
 		return fmt.Errorf("starting the invalidation bus: %w", err)
 	}
@@ -314,7 +316,8 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	}
 	log.Info("products service listening",
 		"addr", ln.Addr().String(), "products", catalog.Len(), "query_delay", catalog.delay,
-		"redis", rc.mode, "try", "curl http://"+dialable(ln.Addr())+"/products/42")
+		"redis", rc.mode, "try", "curl http://"+dialable(ln.Addr())+"/products/42",
+		"metrics", "http://"+dialable(ln.Addr())+"/metrics")
 
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +140,24 @@ func testService(t *testing.T, cfg Config, wantMode string) {
 	if st.Cache.L2Errors != 0 || st.Cache.HandledErrors != 0 {
 		t.Errorf("cache stats %+v, want no L2 or handled errors", st.Cache)
 	}
+
+	// /metrics tells the same story as /stats: both read the cache's
+	// counters, and nothing ran in between.
+	m := c.metrics()
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   uint64
+	}{
+		{"tiercache_loader_calls_total", nil, st.Cache.Loads},
+		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l1", "tiercache_result": "hit"}, st.Cache.L1Hits},
+		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l2", "tiercache_result": "hit"}, st.Cache.L2Hits},
+		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l2", "tiercache_result": "error"}, 0},
+	} {
+		if got := m.value(tc.name, tc.labels); got != float64(tc.want) {
+			c.t.Errorf("/metrics %s with labels %v = %v, want %d as in /stats", tc.name, tc.labels, got, tc.want)
+		}
+	}
 }
 
 // TestTwoNodes runs two replicas on one Redis and one catalog: the second
@@ -180,10 +199,13 @@ func TestTwoNodes(t *testing.T) {
 type testClient struct {
 	t    *testing.T
 	base string
+	// stop shuts the service down and waits for run to return; it checks
+	// that run returned nil. It may be called more than once.
+	stop func()
 }
 
-// startService runs the service on a free port until the test ends, and
-// checks that it then shut down cleanly.
+// startService runs the service on a free port until the test ends (or
+// stop is called), and checks that it then shut down cleanly.
 func startService(t *testing.T, cfg Config) *testClient {
 	t.Helper()
 	if cfg.CacheName == "" {
@@ -198,15 +220,16 @@ func startService(t *testing.T, cfg Config) *testClient {
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, ready) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run returned %v after shutdown, want nil", err)
 		}
 	})
+	t.Cleanup(stop)
 	select {
 	case addr := <-ready:
-		return &testClient{t: t, base: "http://" + addr}
+		return &testClient{t: t, base: "http://" + addr, stop: stop}
 	case err := <-done:
 		t.Fatalf("run failed to start: %v", err)
 		return nil

@@ -35,7 +35,8 @@ func sampleRecords(t testing.TB) map[string]*Response {
 	noContent := &Response{kind: kindResponse, status: 204, id: 2, storedAt: at, fresh: time.Second, flags: flagNoStale}
 	vary := &Response{kind: kindVary, id: 3, vary: []string{"Accept", "Accept-Language", "X-Forwarded-Host"}}
 	gen := &Response{kind: kindGen, id: 4}
-	out := map[string]*Response{"response": resp, "not_found": notFound, "no_content": noContent, "vary": vary, "gen": gen}
+	moved := &Response{kind: kindMoved, id: 5}
+	out := map[string]*Response{"response": resp, "not_found": notFound, "no_content": noContent, "vary": vary, "gen": gen, "moved": moved}
 	for name, r := range out {
 		if err := r.finish(); err != nil {
 			t.Fatalf("%s: %v", name, err)

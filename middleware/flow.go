@@ -217,6 +217,9 @@ func (h *handler) refresh(w http.ResponseWriter, r *http.Request, ri *reqInfo, u
 	}
 	p := plan{kind: planSuccessor, u: *u, spec: spec, key: key, stale: rec, staleOnErr: fallback != nil}
 	res := h.fill(w, r, ri, u, p, successorKey(key, rec.id), fwdStale)
+	if res.rec != nil && res.rec.kind == kindMoved {
+		res.rec = m.awaitMoved(r.Context(), key, rec.id, res.rec.id)
+	}
 	switch {
 	case res.done:
 		return
@@ -232,6 +235,40 @@ func (h *handler) refresh(w http.ResponseWriter, r *http.Request, ri *reqInfo, u
 		}
 	}
 	h.fallback(w, r, ri, u, fwdStale, res.err, fallback)
+}
+
+// movedWait bounds how long a request waits for its node to see a
+// refreshed response another node stored (the bus normally takes well
+// under a millisecond).
+const movedWait = 250 * time.Millisecond
+
+// awaitMoved reads the response that replaced the stale one (staleID)
+// under key: id when the refresh stored it there. This node may still hold
+// the stale one until the other node's invalidation arrives, so it polls
+// briefly. It returns nil when key holds neither (purged meanwhile) or the
+// wait ends: the request then goes to the origin itself.
+func (m *Middleware) awaitMoved(ctx context.Context, key string, staleID, id uint64) *Response {
+	deadline := time.Now().Add(movedWait)
+	poll := time.Millisecond
+	for {
+		cur, ok := m.lookup(ctx, key)
+		switch {
+		case !ok:
+			return nil
+		case cur.id != staleID:
+			return cur // the refreshed response, or an even newer one
+		case time.Now().After(deadline):
+			return nil
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		poll = min(2*poll, 16*time.Millisecond)
+	}
 }
 
 func (m *Middleware) withinStaleIfError(rec *Response, now time.Time) bool {
@@ -508,9 +545,13 @@ func (h *handler) place(ctx context.Context, r *http.Request, ri *reqInfo, p pla
 		// Replace the stale response only if it is still there: a purge
 		// or a newer response that landed meanwhile wins.
 		if cur, ok := m.lookup(ctx, p.key); ok && cur.id == p.stale.id {
-			if err := m.cache.Set(ctx, p.key, rec); err != nil {
-				m.cfg.onError(ctx, fmt.Errorf("middleware: storing the refreshed %s: %w", r.URL, err))
+			err := m.cache.Set(ctx, p.key, rec)
+			if err == nil || errors.Is(err, tiered.ErrInvalidation) {
+				// The successor key only says where the response went, so
+				// it is not stored twice; waiters read it from there.
+				return &Response{kind: kindMoved, id: rec.id}, nil
 			}
+			m.cfg.onError(ctx, fmt.Errorf("middleware: storing the refreshed %s: %w", r.URL, err))
 		}
 		return rec, nil
 	case planDirect:
@@ -631,7 +672,7 @@ func (h *handler) refreshInBackground(r *http.Request, ri *reqInfo, u *requestUR
 			return v, err
 		})
 		var pe *passError
-		if err != nil && !errors.As(err, &pe) && !errors.Is(err, ErrClosed) && m.closing.Err() == nil {
+		if err != nil && !errors.As(err, &pe) && !errors.Is(err, ErrClosed) && !errors.Is(err, tiered.ErrClosed) && m.closing.Err() == nil {
 			m.cfg.onError(m.closing, fmt.Errorf("middleware: refreshing %s in the background: %w", br.URL, err))
 		}
 	}()

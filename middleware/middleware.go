@@ -40,10 +40,10 @@ type Middleware struct {
 // ageTable is how many Age values are kept prebuilt.
 const ageTable = 1024
 
-// New returns a Middleware storing responses in cache. The cache is the
-// caller's (close it after the Middleware); give it the options
-// RecommendedCacheOptions describes. Invalid options return an error
-// matching ErrInvalidOption.
+// New returns a Middleware storing responses in cache, a tiered cache of its
+// own (see "Recommended tiered options" in the package documentation). The
+// cache stays the caller's: close it after the Middleware. Invalid options
+// return an error matching ErrInvalidOption.
 func New(cache *tiered.Cache[*Response], opts ...Option) (*Middleware, error) {
 	if cache == nil {
 		return nil, invalidOption("nil cache")

@@ -17,6 +17,7 @@ const (
 	kindResponse uint8 = 1 // a stored HTTP response
 	kindVary     uint8 = 2 // a URL's vary spec: the fields selecting a variant
 	kindGen      uint8 = 3 // a generation number (of a tag, or the purge epoch)
+	kindMoved    uint8 = 4 // under a successor key: the refreshed response (id) is stored under the stale one's key
 )
 
 // Response flags.
@@ -65,7 +66,7 @@ type Response struct {
 	kind       uint8
 	flags      uint8
 	status     int
-	id         uint64 // random per stored record; the generation of a kindGen record
+	id         uint64 // random per stored record; kindGen: the generation; kindMoved: the id of the refreshed response
 	storedAt   time.Time
 	initialAge time.Duration // corrected initial age (RFC 9111, Section 4.2.3)
 	fresh      time.Duration // freshness lifetime
@@ -164,9 +165,9 @@ var notModifiedFields = [...]string{
 // on every record built or decoded.
 func (r *Response) finish() error {
 	switch r.kind {
-	case kindGen:
+	case kindGen, kindMoved:
 		if r.status != 0 || len(r.header) != 0 || len(r.body) != 0 || len(r.vary) != 0 || len(r.tags) != 0 {
-			return fmt.Errorf("%w: generation record with response fields", ErrMalformed)
+			return fmt.Errorf("%w: kind %d record with response fields", ErrMalformed, r.kind)
 		}
 		return nil
 	case kindVary:
@@ -339,7 +340,7 @@ func parseETag(s string) (tag string, weak bool, ok bool) {
 //	                per value: len (uv) value
 //	              | body len (uv) body
 //	kindVary:     name count (uv) | per name: len (uv) name
-//	kindGen:      nothing
+//	kindGen, kindMoved: nothing
 //
 // The record must end exactly where its last field ends. Fields and tags
 // are written sorted; the decoder requires tags and vary names sorted and
@@ -424,7 +425,7 @@ func (r *Response) UnmarshalBinary(data []byte) error {
 	r.id = binary.BigEndian.Uint64(data[len(codecMagic)+2:])
 	d.off = len(codecMagic) + 2 + 8
 	switch r.kind {
-	case kindGen:
+	case kindGen, kindMoved:
 	case kindVary:
 		n := d.count(maxVaryNames, "vary names")
 		r.vary = make([]string, 0, n)
