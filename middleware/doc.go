@@ -1,0 +1,168 @@
+// Package middleware is a net/http response cache on tiered: a shared cache
+// in the sense of RFC 9111 whose entries live in every replica's L1 and in
+// the shared Redis L2, so that all replicas of a service make one origin
+// call per URL (per Vary variant) and see purges and writes within
+// milliseconds.
+//
+//	bus, _ := invalidation.New(rdb)
+//	l1, _ := local.New(local.Options[*middleware.Response]{MaxCost: 256 << 20, Cost: (*middleware.Response).Size})
+//	l2, _ := remote.New(rdb, remote.WithCodec(middleware.Codec{}))
+//	pages, _ := tiered.New[*middleware.Response]("http", l1, l2,
+//		tiered.WithInvalidation(bus),
+//		tiered.WithLocalTTL(10*time.Second),
+//		tiered.WithRemoteTTL(time.Hour))
+//	mw, err := middleware.New(pages, middleware.WithIgnoredQueryParams("utm_*"))
+//	http.ListenAndServe(":8080", mw.Handler(mux))
+//	// on shutdown: mw.Close(), then pages.Close(), then bus.Close()
+//
+// The middleware imports only tiered and the standard library; the stored
+// record (Response) and its binary Codec live here.
+//
+// # What is stored
+//
+// A response to GET is stored when all of these hold:
+//
+//   - its status is one RFC 9110 calls heuristically cacheable: 200, 203,
+//     204, 300, 301, 308, 404, 405, 410, 414 or 501 (not 206: ranges are
+//     not handled);
+//   - it has a freshness lifetime: s-maxage, else max-age, else Expires
+//     minus Date, else the WithDefaultTTL lifetime (off by default), and
+//     that lifetime plus its stale windows exceeds its age (Age field and
+//     Date, RFC 9111 Section 4.2.3);
+//   - neither the request nor the response says no-store; the response
+//     says neither private nor no-cache (their field-qualified forms only
+//     drop the named fields); it sets no cookie (Set-Cookie), uses no
+//     trailers and does not say Vary: *;
+//   - a request with Authorization gets it stored only if the response says
+//     public, s-maxage or must-revalidate (RFC 9111 Section 3.5);
+//   - the handler did not flush (streaming), hijack or upgrade the
+//     connection, and the body fits WithMaxBodyBytes (512 KiB by default).
+//     Such responses go to their client as the handler writes them.
+//
+// Hop-by-hop fields (Connection and those it names, Keep-Alive,
+// Transfer-Encoding, TE, Trailer, Upgrade, Proxy-*) are not stored; Date is
+// added when missing, Content-Length is set, and Content-Type is sniffed
+// when missing, as net/http would have.
+//
+// HEAD is answered from a stored GET response (without the body); a HEAD
+// miss goes to the origin and stores nothing. Requests with Range,
+// If-Range, If-Match, If-Unmodified-Since or Upgrade, and methods other
+// than GET, HEAD and the unsafe ones, pass through untouched.
+//
+// # The key
+//
+// A response is found by: scheme, host (lower-cased, default port
+// dropped), escaped path, and the query with its parameters sorted by name
+// (stably: repeated names keep their order) and the WithIgnoredQueryParams
+// parameters dropped (they are also removed from the request the handler
+// sees, so they cannot change a stored response). GET and HEAD share it.
+//
+// The values of the request fields a response's Vary names select among
+// its variants: the URL key holds a small "vary spec" (the field names and
+// a random id) and each variant is stored under the URL key plus the spec
+// id plus the request's values of those fields. The request fields in
+// WithKeyHeaders (DefaultKeyHeaders: X-Forwarded-Host, Forwarded,
+// X-Forwarded-Proto, method overrides, URL rewrites...) are keyed the same
+// way as if every response named them in Vary, so a request carrying
+// X-Forwarded-Host: evil gets its own variant instead of poisoning the one
+// everybody else is served. Other request fields (Cookie, User-Agent...)
+// are not keyed: a handler whose output depends on them must say Vary or
+// private.
+//
+// # Answering
+//
+// Every answer carries a Cache-Status field (RFC 9211), named by
+// WithCacheName ("tiercache"):
+//
+//	tiercache; hit                                   fresh stored response
+//	tiercache; hit; detail=stale-while-revalidate    stale, refreshing in the background
+//	tiercache; fwd=uri-miss; stored                  nothing stored for the URL: loaded and stored
+//	tiercache; fwd=vary-miss; stored                 no variant for these Vary values
+//	tiercache; fwd=stale; stored                     stale (or purged by tag): replaced
+//	tiercache; fwd=request; stored                   request no-cache or max-age=0 (or too old for its max-age/min-fresh)
+//	tiercache; fwd=...; stored; collapsed            another request's load answered this one
+//	tiercache; fwd=stale; detail=stale-if-error      the origin failed; stale response served
+//	tiercache; fwd=uri-miss                          (no "stored") forwarded, not stored
+//	tiercache; fwd=request                           Authorization and a response that is not shared
+//	tiercache; fwd=bypass                            Range, Upgrade, ... or after Close
+//	tiercache; fwd=method                            POST, PUT, DELETE, OPTIONS, ...
+//	tiercache; detail=only-if-cached                 504 for only-if-cached without a response
+//
+// Stored responses carry Age. If-None-Match (weak comparison) or else
+// If-Modified-Since (against Last-Modified, else Date) matching a stored
+// 2xx response gives 304 Not Modified. The request that loads a response
+// sends the origin no validators (the cache needs the full response) and
+// gets its 304 from the cache too.
+//
+// # Read path
+//
+//  1. Request no-cache or max-age=0: run the origin, store the result.
+//  2. Look the URL key up (L1, then L2). Nothing: load it (step 5).
+//  3. A vary spec: look up the variant its fields select; nothing: load it.
+//  4. A response: check Authorization, tag generations (PurgeTag), the
+//     request's max-age and min-fresh, and freshness. Fresh: answer.
+//     Stale within stale-while-revalidate: answer, and refresh it on a
+//     background goroutine (one per response per node; Close stops them).
+//     Otherwise replace it: load its successor key (step 5), which every
+//     node computes the same from the stale response's id, so one origin
+//     call per cluster replaces it; with stale-if-error, a 5xx from the
+//     origin is answered with the stale response.
+//  5. Load: tiered.Cache.GetOrLoad coalesces the load on this node (one
+//     flight) and across nodes (an L2 lease). The request whose loader runs
+//     executes the origin handler on its own goroutine, answers its client,
+//     and hands the stored result to the waiting requests. A result that
+//     may not be stored is never handed over: each waiting request goes to
+//     the origin itself. Requests on other nodes wait on the lease, then
+//     read the stored result from L2 (or, if nothing was stored, take the
+//     lease and load it themselves).
+//
+// # Invalidation and purges
+//
+// A POST, PUT, PATCH, DELETE (any method but GET, HEAD, OPTIONS, TRACE)
+// answered with 2xx or 3xx deletes the URL's entry, and those of the
+// same-host URLs in Location and Content-Location, before the status goes
+// out (RFC 9111 Section 4.4). Purge deletes a URL's entry. Deleting the URL
+// key drops every variant (they hang off the spec's random id). Deletes go
+// through tiered.Cache.Delete: L2 and, with a bus, every node's L1 within
+// milliseconds, and any load of the key in flight stores nothing.
+//
+// PurgeTag works on the tags of the WithTagHeader field (Surrogate-Key,
+// space-separated). Each tag has a generation stored in the cache (key
+// "t:<tag>"); a stored response records its tags' generations; PurgeTag
+// writes new generations (tiered.Cache.Set, broadcast on the bus), and a
+// response whose recorded generations are not the current ones is a miss.
+// Nothing is scanned and there is no tag index to keep consistent. A
+// purge epoch, bumped by every PurgeTag, keeps a response loaded while a
+// purge ran from being stored with the new generations.
+//
+// # Limits
+//
+// Consistency is bounded by tiered's: a node may serve a purged or
+// invalidated response for the invalidation lag (normally well under a
+// millisecond) or, if bus messages are lost, until its loss detection or
+// LocalTTL. A refresh or no-cache load that finishes while a purge of the
+// same URL runs on another node can store its (pre-purge) response within
+// that same lag. A tag whose generation expires from L2 (RemoteTTL) gets a
+// new one: its responses reload once. Successor keys hold a few bytes for
+// RemoteTTL after each refresh.
+//
+// # Recommended tiered options
+//
+//   - a tiered.Cache of its own for the middleware (it owns the key space);
+//   - WithInvalidation(bus): purges and writes reach other nodes at once;
+//   - WithLocalTTL of a few seconds: the L1 bound when bus messages are
+//     lost (freshness is computed per request from the stored times, so an
+//     L1 copy is never served as fresh past its freshness);
+//   - WithRemoteTTL at least the longest freshness plus stale window you
+//     want honoured (a longer-lived response is simply reloaded after it);
+//     one hour is a good start;
+//   - WithLoadTimeout at least the slowest handler (default 10 s): requests
+//     waiting on a load give up after it and go to the origin themselves;
+//   - remote.WithCodec(Codec{}) (compact; the default JSON codec works, at
+//     4/3 the size), and remote.WithMaxValueBytes above WithMaxBodyBytes
+//     plus headers;
+//   - local.Options{MaxCost: bytes, Cost: (*Response).Size} to bound L1 by
+//     memory.
+//
+// A Middleware is safe for concurrent use.
+package middleware
