@@ -71,6 +71,10 @@ type telemetry struct {
 	reg         metric.Registration
 }
 
+// durationBuckets suit both sub-millisecond Redis round trips and slow
+// loaders: 100 µs to 10 s.
+var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
 var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete"}
 
 func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
@@ -94,7 +98,8 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	}
 	var errs []error
 	hist := func(name, desc string) metric.Float64Histogram {
-		h, err := meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc))
+		h, err := meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+			metric.WithExplicitBucketBoundaries(durationBuckets...))
 		errs = append(errs, err)
 		return h
 	}
@@ -122,7 +127,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	handled := counter("tiercache.errors.handled", "{error}", "Errors given to the error handler instead of a caller.")
 	corrupt := counter("tiercache.l2.corrupt", "{value}", "L2 values the codec could not decode (deleted and reloaded).")
 	l1Entries := gauge("tiercache.l1.entries", "{entry}", "Entries held in L1.")
-	l1Cost := gauge("tiercache.l1.cost", "1", "Cost held in L1, in the unit of the cost function.")
+	l1Cost := gauge("tiercache.l1.cost", "{cost}", "Cost held in L1, in the unit of the cost function.")
 	l1Dropped := counter("tiercache.l1.sets.dropped", "{set}", "L1 fills dropped because its buffers were full.")
 	l1Rejected := counter("tiercache.l1.sets.rejected", "{set}", "L1 fills refused by the admission policy.")
 	if err := errors.Join(errs...); err != nil {
