@@ -11,13 +11,13 @@ import (
 	"github.com/tiercache/tiercache/middleware"
 )
 
-var kib = strings.Repeat("0123456789abcdef", 64) // 1 KiB
+var kib = []byte(strings.Repeat("0123456789abcdef", 64)) // 1 KiB
 
 func plainHandler(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "max-age=3600")
-	io.WriteString(w, kib)
+	w.Write(kib)
 }
 
 // benchHandlers returns the plain handler and the same handler behind the

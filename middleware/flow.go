@@ -445,6 +445,11 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	c.finish()
 	respTime := m.cfg.clock()
 	rec, vary := m.buildRecord(ri, c, reqTime, respTime)
+	if r.Context().Err() != nil {
+		// The client went away (or Close stopped a refresh) while the
+		// handler ran: what it wrote may be cut short.
+		rec = nil
+	}
 	if rec != nil && len(rec.tags) > 0 {
 		// Tag generations after the load, and the epoch unchanged since
 		// before it: else a purge ran meanwhile and what was loaded may

@@ -1,6 +1,7 @@
 package middleware_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -302,5 +303,32 @@ func TestCustomTagHeaderAndName(t *testing.T) {
 	f.mw.PurgeTag(ctx, "k")
 	if got := cacheStatus(f.do("GET", "http://example.com/x")); got != "edge; fwd=stale; stored" {
 		t.Errorf("after PurgeTag: Cache-Status %q", got)
+	}
+}
+
+// A response written after the client went away may be cut short: it is
+// not stored.
+func TestCancelledLoadNotStored(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "partial")
+	})
+	reqCtx, cancel := context.WithCancel(ctx)
+	r := httptest.NewRequest("GET", "http://example.com/cut", nil).WithContext(reqCtx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.h.ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	waitFor(t, "the origin call", func() bool { return f.calls() == 1 })
+	cancel()
+	<-done
+	if got := f.mw.Cache().Stats(); got.L1Hits != 0 {
+		t.Fatalf("unexpected hits %+v", got)
+	}
+	w := f.do("GET", "http://example.com/cut", "Cache-Control", "only-if-cached")
+	if w.Code != http.StatusGatewayTimeout {
+		t.Errorf("only-if-cached after a cancelled load: %d %q, want 504", w.Code, cacheStatus(w))
 	}
 }
