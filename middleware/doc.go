@@ -144,7 +144,9 @@
 // same URL runs on another node can store its (pre-purge) response within
 // that same lag. A tag whose generation expires from L2 (RemoteTTL) gets a
 // new one: its responses reload once. Successor keys hold a few bytes for
-// RemoteTTL after each refresh.
+// RemoteTTL after each refresh. A hit writes the stored header's value
+// slices into the response's header map without copying them: wrappers
+// may Set, Add or Del fields, but must not modify a value slice in place.
 //
 // # Recommended tiered options
 //

@@ -174,7 +174,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.pass(w, r, m.status.bypass)
 		return
 	}
-	if ri.has(rqCacheControl) {
+	if ri.has(rqCacheControl) && !m.cfg.ignoreReqCC {
 		ri.cc = parseCacheControl(r.Header["Cache-Control"])
 	} else {
 		ri.cc = directives{maxAge: unset, sMaxAge: unset, minFresh: unset, staleWhileRevalidate: unset, staleIfError: unset}

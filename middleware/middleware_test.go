@@ -459,6 +459,19 @@ func TestRequestDirectives(t *testing.T) {
 	}
 }
 
+func TestIgnoreRequestDirectives(t *testing.T) {
+	f := newFixture(t, text("x", "Cache-Control", "max-age=60"), middleware.WithRequestDirectives(false))
+	f.do("GET", "http://example.com/i")
+	for _, cc := range []string{"no-cache", "max-age=0", "no-store"} {
+		if got := cacheStatus(f.do("GET", "http://example.com/i", "Cache-Control", cc)); got != "tiercache; hit" {
+			t.Errorf("Cache-Control %s: Cache-Status %q, want a hit", cc, got)
+		}
+	}
+	if got := f.calls(); got != 1 {
+		t.Errorf("origin calls = %d, want 1", got)
+	}
+}
+
 func TestNewValidatesOptions(t *testing.T) {
 	c := memCache(t)
 	tests := []struct {

@@ -59,6 +59,7 @@ type config struct {
 	clock         func() time.Time
 	onError       func(ctx context.Context, err error)
 	maxRefreshes  int
+	ignoreReqCC   bool
 }
 
 func defaultConfig() config {
@@ -223,6 +224,19 @@ func WithMaxRefreshes(n int) Option {
 			return invalidOption("max refreshes %d must be positive", n)
 		}
 		c.maxRefreshes = n
+		return nil
+	}
+}
+
+// WithRequestDirectives sets whether the request's Cache-Control directives
+// are honoured: no-cache and max-age=0 (go to the origin and store the
+// result), max-age, min-fresh, no-store and only-if-cached. Default true.
+// With false they are ignored, as many CDNs do, so that clients (a browser's
+// reload sends max-age=0 or no-cache) cannot make every request reach the
+// origin.
+func WithRequestDirectives(honour bool) Option {
+	return func(c *config) error {
+		c.ignoreReqCC = !honour
 		return nil
 	}
 }
