@@ -88,6 +88,13 @@
 //	tiercache; fwd=method                            POST, PUT, DELETE, OPTIONS, ...
 //	tiercache; detail=only-if-cached                 504 for only-if-cached without a response
 //
+// Stale responses are served only within the response's own
+// stale-while-revalidate or stale-if-error window (RFC 5861), never with
+// must-revalidate or proxy-revalidate. s-maxage does not turn them off
+// (RFC 9111 reads s-maxage as implying proxy-revalidate; an origin that
+// sends both s-maxage and stale-while-revalidate means the latter, and CDNs
+// honour it).
+//
 // Stored responses carry Age. If-None-Match (weak comparison) or else
 // If-Modified-Since (against Last-Modified, else Date) matching a stored
 // 2xx response gives 304 Not Modified. The request that loads a response
