@@ -232,14 +232,26 @@ func clusterOK(ctx context.Context, c *redis.ClusterClient) error {
 	// Redis lists a replica in CLUSTER SLOTS only once gossip has told the
 	// other nodes its replication offset; on a fresh cluster that can lag
 	// behind the replica being in sync.
+	nodes, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("CLUSTER NODES: %w", err)
+	}
+	replicas := 0
+	for _, line := range strings.Split(nodes, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "slave") {
+			replicas++
+		}
+	}
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
 		return fmt.Errorf("CLUSTER SLOTS: %w", err)
 	}
+	listed := 0
 	for _, s := range slots {
-		if len(s.Nodes) < 2 {
-			return fmt.Errorf("slots %d-%d have no replica in CLUSTER SLOTS yet", s.Start, s.End)
-		}
+		listed += len(s.Nodes) - 1
+	}
+	if listed < replicas {
+		return fmt.Errorf("CLUSTER SLOTS lists %d of the %d replicas yet", listed, replicas)
 	}
 	return nil
 }
