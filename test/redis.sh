@@ -154,7 +154,7 @@ port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 # why_unhealthy prints the first reason the harness is not healthy and returns
 # 1, or prints nothing and returns 0.
 why_unhealthy() {
-	local port info nodes masters slaves bad repl
+	local port info nodes masters slaves bad repl listed
 	port_answers "$STANDALONE_PORT" || {
 		echo "standalone $HOST:$STANDALONE_PORT does not answer PING"
 		return 1
@@ -190,6 +190,14 @@ why_unhealthy() {
 		# Every primary must have exactly one replica.
 		if [[ $(awk '$3 ~ /slave/ {print $4}' <<<"$nodes" | sort -u | wc -l) != 3 ]]; then
 			echo "node $port: replicas are not spread one per primary"
+			return 1
+		fi
+		# CLUSTER SLOTS (what clients route by) lists a replica only once
+		# gossip told this node the replica's replication offset: wait for
+		# all 6 nodes to be listed, or clients start without the replicas.
+		listed=$(rcli "$port" cluster slots 2>/dev/null | tr -d '\r' | grep -cx "$HOST")
+		if ((listed != 6)); then
+			echo "node $port: CLUSTER SLOTS lists $listed of 6 nodes"
 			return 1
 		fi
 		repl=$(rcli "$port" info replication 2>&1 | tr -d '\r')
