@@ -15,8 +15,9 @@
 //	http.ListenAndServe(":8080", mw.Handler(mux))
 //	// on shutdown: mw.Close(), then pages.Close(), then bus.Close()
 //
-// The middleware imports only tiered and the standard library; the stored
-// record (Response) and its binary Codec live here.
+// The middleware imports only tiered, the OpenTelemetry metrics API and the
+// standard library; the stored record (Response) and its binary Codec live
+// here.
 //
 // # What is stored
 //
@@ -154,6 +155,45 @@
 // RemoteTTL after each refresh. A hit writes the stored header's value
 // slices into the response's header map without copying them: wrappers
 // may Set, Add or Del fields, but must not modify a value slice in place.
+//
+// # Metrics
+//
+// The middleware reports OpenTelemetry metrics under the instrumentation
+// scope ScopeName, to the provider given by WithMeterProvider (default: the
+// global one at New). They are asynchronous counters over the middleware's
+// own atomic counters (striped for the request outcomes), read by one
+// callback at collection time: a hit still makes no OpenTelemetry call and
+// no allocation. Close unregisters the callback. Every data point carries
+// tiercache.cache, the name of the tiered cache the middleware stores in
+// (the same value as on that cache's tiercache.* metrics).
+//
+//	tiercache.http.requests       {request}       by tiercache.http.cache_status
+//	tiercache.http.stored         {response}      origin responses stored
+//	tiercache.http.invalidations  {invalidation}  by tiercache.http.reason
+//
+// tiercache.http.cache_status says what the cache did with a request, from
+// the Cache-Status field it sent:
+//
+//	hit          a fresh stored response (Cache-Status hit)
+//	revalidated  a fresh stored response matched the request's validators: 304
+//	stale        a stale response (stale-while-revalidate, stale-if-error)
+//	collapsed    answered by another request's load (stored; collapsed)
+//	miss         the origin ran and its response was stored (fwd=...; stored),
+//	             or only-if-cached found nothing (504)
+//	uncacheable  the origin ran and nothing was stored (fwd=... without stored:
+//	             a response that may not be stored, a HEAD miss, a request
+//	             with no-store or an Authorization the stored response does
+//	             not allow)
+//	bypass       not handled by the cache (fwd=bypass, fwd=method): unsafe
+//	             methods, OPTIONS, Range, Upgrade..., after Close
+//
+// Background refreshes (stale-while-revalidate) are not requests; what they
+// store counts in tiercache.http.stored. tiercache.http.invalidations counts
+// successful invalidations by tiercache.http.reason: unsafe_method (one per
+// URL an unsafe request invalidated: its own, Location, Content-Location),
+// purge (one per Purge) and purge_tag (one per tag given to PurgeTag). The
+// hit ratio is (hit + revalidated + stale + collapsed) over all requests
+// but bypass.
 //
 // # Recommended tiered options
 //

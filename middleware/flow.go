@@ -21,7 +21,7 @@ const (
 	howCollapsedStale            // another request refreshed it just now
 )
 
-func (m *Middleware) statusFor(h how) []string {
+func (m *Middleware) statusFor(h how) cacheStatus {
 	switch h {
 	case howCollapsedURI:
 		return m.status.fwd[fwdURIMiss][1][1]
@@ -287,7 +287,8 @@ func (h *handler) fallback(w http.ResponseWriter, r *http.Request, ri *reqInfo, 
 }
 
 func (m *Middleware) gatewayTimeout(w http.ResponseWriter) {
-	w.Header()["Cache-Status"] = m.status.onlyIfCached
+	m.met.request(m.status.onlyIfCached.out)
+	w.Header()["Cache-Status"] = m.status.onlyIfCached.field
 	w.WriteHeader(http.StatusGatewayTimeout)
 }
 
@@ -416,6 +417,7 @@ func (h *handler) loadDirect(w http.ResponseWriter, r *http.Request, ri *reqInfo
 func (h *handler) answer(w http.ResponseWriter, r *http.Request, ri *reqInfo, c *capture, rec *Response, err error, p plan, reason fwd) {
 	m := h.m
 	if c.passedThrough() {
+		m.met.request(m.status.fwd[reason][0][0].out) // streamed: not stored
 		return
 	}
 	now := m.cfg.clock()
@@ -439,7 +441,7 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	m := h.m
 	epoch, epochOK := m.generation(ctx, epochKey)
 	status := m.status.fwd[reason][0][0]
-	c = newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status) })
+	c = newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status.field) })
 	reqTime := m.cfg.clock()
 	h.serveOrigin(c, h.originRequest(r, ri, u))
 	c.finish()
@@ -470,6 +472,7 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		return c, nil, nil, err
 	}
+	m.met.stored.Add(1)
 	return c, rec, v, nil
 }
 
@@ -605,8 +608,9 @@ func (m *Middleware) delete(ctx context.Context, key string) {
 
 // forward sends the request to the origin for this client alone, storing
 // nothing. With a stale fallback, the response is captured first so that a
-// 5xx can be replaced by the stale response (stale-if-error).
-func (h *handler) forward(w http.ResponseWriter, r *http.Request, ri *reqInfo, u *requestURL, status []string, stale *Response) {
+// 5xx can be replaced by the stale response (stale-if-error). It counts the
+// request's outcome.
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, ri *reqInfo, u *requestURL, status cacheStatus, stale *Response) {
 	m := h.m
 	or := r
 	if u.stripped {
@@ -614,14 +618,16 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, ri *reqInfo, u
 		stripQuery(or, u)
 	}
 	if stale == nil {
-		addStatus(w.Header(), status)
+		m.met.request(status.out)
+		addStatus(w.Header(), status.field)
 		h.next.ServeHTTP(w, or)
 		return
 	}
-	c := newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status) })
+	c := newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status.field) })
 	h.next.ServeHTTP(c, or)
 	c.finish()
 	if c.passedThrough() {
+		m.met.request(status.out)
 		return
 	}
 	now := m.cfg.clock()

@@ -26,6 +26,7 @@ type Middleware struct {
 	status      statusValues
 	ages        [ageTable][]string
 	newGen      tiered.Loader[*Response]
+	met         metrics
 
 	// Background refreshes: owned goroutines, stopped by Close.
 	mu         sync.Mutex // orders track against Close
@@ -90,21 +91,27 @@ func New(cache *tiered.Cache[*Response], opts ...Option) (*Middleware, error) {
 	for i := range m.ages {
 		m.ages[i] = []string{strconv.Itoa(i)}
 	}
+	if err := m.met.register(cfg.meterProvider, cache.Name()); err != nil {
+		m.cancel()
+		return nil, err
+	}
 	return m, nil
 }
 
 // Cache returns the tiered cache the middleware stores in.
 func (m *Middleware) Cache() *tiered.Cache[*Response] { return m.cache }
 
-// Close stops the background refreshes and waits for them. Requests that
-// arrive later pass through to the handler uncached. Close is idempotent
-// and returns nil. Close the tiered cache after it.
+// Close stops the background refreshes and waits for them, and
+// unregisters the metrics callback. Requests that arrive later pass through
+// to the handler uncached. Close is idempotent and returns nil. Close the
+// tiered cache after it.
 func (m *Middleware) Close() error {
 	m.mu.Lock()
 	already := m.closed.Swap(true)
 	m.mu.Unlock()
 	if !already {
 		m.cancel()
+		m.met.unregister()
 	}
 	m.wg.Wait()
 	return nil
@@ -188,8 +195,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // pass runs the handler untouched, marking the response with a Cache-Status.
-func (h *handler) pass(w http.ResponseWriter, r *http.Request, status []string) {
-	w.Header()["Cache-Status"] = status
+func (h *handler) pass(w http.ResponseWriter, r *http.Request, status cacheStatus) {
+	h.m.met.request(status.out)
+	w.Header()["Cache-Status"] = status.field
 	h.next.ServeHTTP(w, r)
 }
 
@@ -199,7 +207,8 @@ func (h *handler) pass(w http.ResponseWriter, r *http.Request, status []string) 
 // status goes out.
 func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 	m := h.m
-	w.Header()["Cache-Status"] = m.status.method
+	m.met.request(m.status.method.out)
+	w.Header()["Cache-Status"] = m.status.method.field
 	iv := &invalidator{w: w, fn: func(status int) {
 		if status < 200 || status >= 400 || m.closed.Load() {
 			return
@@ -242,7 +251,9 @@ func (m *Middleware) invalidate(r *http.Request, header http.Header) {
 	ctx := context.WithoutCancel(r.Context())
 	if err := m.cache.Delete(ctx, keys...); err != nil {
 		m.cfg.onError(ctx, fmt.Errorf("middleware: invalidating %s %s: %w", r.Method, r.URL, err))
+		return
 	}
+	m.met.invalidated(reasonUnsafe, len(keys))
 }
 
 func sameHost(a, b, scheme string) bool {
@@ -266,7 +277,11 @@ func (m *Middleware) Purge(ctx context.Context, rawURL string) error {
 	if !ok {
 		return fmt.Errorf("%w: %q cannot be keyed", ErrInvalidURL, rawURL)
 	}
-	return m.cache.Delete(ctx, k.key)
+	if err := m.cache.Delete(ctx, k.key); err != nil {
+		return err
+	}
+	m.met.invalidated(reasonPurge, 1)
+	return nil
 }
 
 // PurgeTag makes every stored response tagged with one of tags (in the tag
@@ -295,7 +310,9 @@ func (m *Middleware) PurgeTag(ctx context.Context, tags ...string) error {
 	for _, t := range tags {
 		if err := m.cache.Set(ctx, tagKey(t), &Response{kind: kindGen, id: newID()}); err != nil {
 			errs = append(errs, fmt.Errorf("purging tag %q: %w", t, err))
+			continue
 		}
+		m.met.invalidated(reasonPurgeTag, 1)
 	}
 	return errors.Join(errs...)
 }

@@ -487,6 +487,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		{"nil clock", middleware.WithClock(nil)},
 		{"nil error handler", middleware.WithErrorHandler(nil)},
 		{"zero refreshes", middleware.WithMaxRefreshes(0)},
+		{"nil meter provider", middleware.WithMeterProvider(nil)},
 		{"nil option", nil},
 	}
 	for _, tt := range tests {

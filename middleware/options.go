@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Defaults of the options.
@@ -60,6 +62,7 @@ type config struct {
 	onError       func(ctx context.Context, err error)
 	maxRefreshes  int
 	ignoreReqCC   bool
+	meterProvider metric.MeterProvider // nil: the global one at New
 }
 
 func defaultConfig() config {

@@ -22,42 +22,52 @@ const (
 
 var fwdNames = [fwdCount]string{"uri-miss", "vary-miss", "stale", "request"}
 
+// cacheStatus is one Cache-Status field value and the outcome it stands for
+// in the tiercache.http.requests metric.
+type cacheStatus struct {
+	field []string
+	out   outcome
+}
+
 // statusValues holds every Cache-Status field value the middleware sends,
 // built once so that answering does not allocate them.
 type statusValues struct {
-	hit          []string // fresh stored response
-	hitStale     []string // stale response served while it is refreshed
-	staleIfError []string // stale response served because the origin failed
-	onlyIfCached []string // 504 for only-if-cached without a usable response
-	bypass       []string // request the cache does not handle (Range, Upgrade, ...)
-	method       []string // method the cache does not store
+	hit          cacheStatus // fresh stored response
+	hitStale     cacheStatus // stale response served while it is refreshed
+	staleIfError cacheStatus // stale response served because the origin failed
+	onlyIfCached cacheStatus // 504 for only-if-cached without a usable response
+	bypass       cacheStatus // request the cache does not handle (Range, Upgrade, ...)
+	method       cacheStatus // method the cache does not store
 	// fwd[reason][stored][collapsed]
-	fwd [fwdCount][2][2][]string
+	fwd [fwdCount][2][2]cacheStatus
 }
 
 func newStatusValues(name string) statusValues {
-	v := func(params ...string) []string {
-		return []string{name + "; " + strings.Join(params, "; ")}
+	v := func(out outcome, params ...string) cacheStatus {
+		return cacheStatus{field: []string{name + "; " + strings.Join(params, "; ")}, out: out}
 	}
 	s := statusValues{
-		hit:          v("hit"),
-		hitStale:     v("hit", "detail=stale-while-revalidate"),
-		staleIfError: v("fwd=stale", "detail=stale-if-error"),
-		onlyIfCached: v("detail=only-if-cached"),
-		bypass:       v("fwd=bypass"),
-		method:       v("fwd=method"),
+		hit:          v(outHit, "hit"),
+		hitStale:     v(outStale, "hit", "detail=stale-while-revalidate"),
+		staleIfError: v(outStale, "fwd=stale", "detail=stale-if-error"),
+		onlyIfCached: v(outMiss, "detail=only-if-cached"),
+		bypass:       v(outBypass, "fwd=bypass"),
+		method:       v(outBypass, "fwd=method"),
 	}
 	for r := range fwdCount {
 		for stored := range 2 {
 			for collapsed := range 2 {
 				p := []string{"fwd=" + fwdNames[r]}
+				out := outUncacheable
 				if stored == 1 {
 					p = append(p, "stored")
+					out = outMiss
 				}
 				if collapsed == 1 {
 					p = append(p, "collapsed")
+					out = outCollapsed
 				}
-				s.fwd[r][stored][collapsed] = v(p...)
+				s.fwd[r][stored][collapsed] = v(out, p...)
 			}
 		}
 	}
@@ -95,24 +105,31 @@ func (m *Middleware) ageValue(age time.Duration) []string {
 
 // writeRecord answers from a stored response: its fields, Age and
 // Cache-Status, and its body unless the request is HEAD; or 304 Not
-// Modified when the request's validators match.
-func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *reqInfo, rec *Response, now time.Time, status []string) {
+// Modified when the request's validators match. It counts the request's
+// outcome (a fresh hit answered with 304 is "revalidated").
+func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *reqInfo, rec *Response, now time.Time, status cacheStatus) {
 	h := w.Header()
 	age := m.ageValue(rec.age(now))
 	if ri.has(rqConditional) && rec.status >= 200 && rec.status < 300 && notModified(r.Header, rec) {
+		out := status.out
+		if out == outHit {
+			out = outRevalidated
+		}
+		m.met.request(out)
 		for _, f := range rec.notModified {
 			h[f.name] = f.values
 		}
 		h["Age"] = age
-		h["Cache-Status"] = status
+		h["Cache-Status"] = status.field
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	m.met.request(status.out)
 	for _, f := range rec.fields {
 		h[f.name] = f.values
 	}
 	h["Age"] = age
-	h["Cache-Status"] = status
+	h["Cache-Status"] = status.field
 	w.WriteHeader(rec.status)
 	if !ri.head && len(rec.body) > 0 {
 		w.Write(rec.body) //nolint:errcheck // the client went away
@@ -121,15 +138,16 @@ func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *req
 
 // writeCaptured answers with a response the origin handler just wrote (not
 // stored): the header as it was when the status was written, the body, and
-// any trailers set later.
-func (m *Middleware) writeCaptured(w http.ResponseWriter, ri *reqInfo, c *capture, status []string) {
+// any trailers set later. It counts the request's outcome.
+func (m *Middleware) writeCaptured(w http.ResponseWriter, ri *reqInfo, c *capture, status cacheStatus) {
+	m.met.request(status.out)
 	h := w.Header()
 	src := c.snapshot
 	if src == nil {
 		src = c.header
 	}
 	copyHeader(h, src)
-	addStatus(h, status)
+	addStatus(h, status.field)
 	code := c.status
 	if code == 0 {
 		code = http.StatusOK

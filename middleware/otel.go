@@ -1,0 +1,176 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/tiercache/tiercache/tiered"
+)
+
+// ScopeName is the instrumentation scope of the middleware's metrics.
+const ScopeName = "github.com/tiercache/tiercache/middleware"
+
+// Attribute keys of the middleware's metrics. Every metric also carries
+// tiered.AttrCache ("tiercache.cache"): the name of the tiered cache the
+// middleware stores in, as on that cache's own metrics.
+const (
+	// AttrCacheStatus is the outcome of a request, on
+	// tiercache.http.requests: hit | revalidated | stale | collapsed | miss
+	// | uncacheable | bypass.
+	AttrCacheStatus = attribute.Key("tiercache.http.cache_status")
+	// AttrReason is why stored responses were invalidated, on
+	// tiercache.http.invalidations: unsafe_method | purge | purge_tag.
+	AttrReason = attribute.Key("tiercache.http.reason")
+)
+
+// WithMeterProvider sets where the middleware's metrics go. Default: the
+// global provider (otel.GetMeterProvider) at New. Nil is an error.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return invalidOption("nil meter provider")
+		}
+		c.meterProvider = mp
+		return nil
+	}
+}
+
+// outcome is what the middleware did with a request, the value of
+// AttrCacheStatus. It follows the Cache-Status field sent.
+type outcome uint8
+
+const (
+	outHit         outcome = iota // "hit": a fresh stored response
+	outRevalidated                // "hit" answered 304 Not Modified from the stored validators
+	outStale                      // stale-while-revalidate or stale-if-error
+	outCollapsed                  // fwd=...; stored; collapsed: another request's load answered it
+	outMiss                       // fwd=...; stored (or only-if-cached 504): the origin ran, its response was stored
+	outUncacheable                // fwd=... without stored: the origin ran, nothing was stored
+	outBypass                     // fwd=bypass, fwd=method: the cache did not handle the request
+	outCount
+)
+
+var outcomeNames = [outCount]string{"hit", "revalidated", "stale", "collapsed", "miss", "uncacheable", "bypass"}
+
+// reason is why stored responses were invalidated, the value of AttrReason.
+type reason uint8
+
+const (
+	reasonUnsafe   reason = iota // a successful POST, PUT, PATCH, DELETE...
+	reasonPurge                  // Purge
+	reasonPurgeTag               // PurgeTag, one per tag
+	reasonCount
+)
+
+var reasonNames = [reasonCount]string{"unsafe_method", "purge", "purge_tag"}
+
+// metrics are the middleware's counters: atomics incremented on the request
+// path and read by one asynchronous callback at collection time, so that
+// nothing on a hit touches OpenTelemetry or allocates. Request outcomes are
+// striped (hits run in parallel on every core); the rest are rare.
+type metrics struct {
+	requests      [outCount]stripedCounter
+	stored        atomic.Uint64
+	invalidations [reasonCount]atomic.Uint64
+	reg           metric.Registration
+}
+
+func (m *metrics) request(o outcome) { m.requests[o].Add(1) }
+
+func (m *metrics) invalidated(r reason, n int) { m.invalidations[r].Add(uint64(n)) }
+
+// register creates the instruments on mp and registers the callback that
+// reads the counters; unregister undoes it.
+func (m *metrics) register(mp metric.MeterProvider, cacheName string) error {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(ScopeName)
+	var errs []error
+	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
+		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return i
+	}
+	requests := counter("tiercache.http.requests", "{request}", "Requests by what the cache did with them (tiercache.http.cache_status).")
+	stored := counter("tiercache.http.stored", "{response}", "Origin responses stored in the cache.")
+	invalidations := counter("tiercache.http.invalidations", "{invalidation}", "Stored URLs and tags invalidated, by reason (tiercache.http.reason).")
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("middleware: creating instruments: %w", err)
+	}
+	cacheAttr := tiered.AttrCache.String(cacheName)
+	var outOpts [outCount]metric.ObserveOption
+	for o := range outCount {
+		outOpts[o] = metric.WithAttributeSet(attribute.NewSet(cacheAttr, AttrCacheStatus.String(outcomeNames[o])))
+	}
+	var reasonOpts [reasonCount]metric.ObserveOption
+	for r := range reasonCount {
+		reasonOpts[r] = metric.WithAttributeSet(attribute.NewSet(cacheAttr, AttrReason.String(reasonNames[r])))
+	}
+	plain := metric.WithAttributeSet(attribute.NewSet(cacheAttr))
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range m.requests {
+			o.ObserveInt64(requests, int64(m.requests[i].Load()), outOpts[i])
+		}
+		o.ObserveInt64(stored, int64(m.stored.Load()), plain)
+		for i := range m.invalidations {
+			o.ObserveInt64(invalidations, int64(m.invalidations[i].Load()), reasonOpts[i])
+		}
+		return nil
+	}, requests, stored, invalidations)
+	if err != nil {
+		return fmt.Errorf("middleware: registering metrics callback: %w", err)
+	}
+	m.reg = reg
+	return nil
+}
+
+func (m *metrics) unregister() {
+	if m.reg != nil {
+		m.reg.Unregister() //nolint:errcheck // nothing to do about it
+	}
+}
+
+// counterStripes spreads a hot counter over cache lines so parallel hits on
+// different cores do not fight over one.
+const counterStripes = 16
+
+// paddedUint64 is a counter alone on its cache line. Go aligns it to 8
+// bytes only, so the padding is a full 128-byte stride: two counters are
+// never on one 64-byte line, wherever the array starts.
+type paddedUint64 struct {
+	atomic.Uint64
+	_ [120]byte
+}
+
+// stripedCounter is a counter cheap to increment from many goroutines at
+// once (the same as tiered's): reads sum the stripes, and each goroutine
+// increments the stripe its stack address hashes to. Goroutine stacks are
+// distinct, so concurrent goroutines mostly keep to different cache lines,
+// and one goroutine keeps to one. No allocation, no lock.
+type stripedCounter struct {
+	_       [64]byte // keeps the first stripe off the line of the field before
+	stripes [counterStripes]paddedUint64
+}
+
+func (c *stripedCounter) Add(n uint64) {
+	var onStack byte
+	// Stacks are at least 8 KiB apart; mix the bits above that.
+	h := uint64(uintptr(unsafe.Pointer(&onStack))>>13) * 0x9E3779B97F4A7C15
+	c.stripes[h>>60%counterStripes].Add(n)
+}
+
+func (c *stripedCounter) Load() uint64 {
+	var sum uint64
+	for i := range c.stripes {
+		sum += c.stripes[i].Load()
+	}
+	return sum
+}
