@@ -160,8 +160,13 @@ func (c *Cache[V]) remoteErr(op, key string, err error) error {
 	return fmt.Errorf("%w: %s %q in cache %q: %w", ErrRemote, op, key, c.name, err)
 }
 
-// remoteCtx bounds one L2 call.
+func noCancel() {}
+
+// remoteCtx bounds one L2 call by the remote timeout, if there is one.
 func (c *Cache[V]) remoteCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.cfg.remoteTimeout == 0 {
+		return ctx, noCancel
+	}
 	return context.WithTimeout(ctx, c.cfg.remoteTimeout)
 }
 

@@ -442,7 +442,7 @@ func TestOptionsRejected(t *testing.T) {
 		"not found ttl":  tiered.WithNotFoundTTL(-1),
 		"jitter 1":       tiered.WithJitter(1),
 		"jitter neg":     tiered.WithJitter(-0.1),
-		"remote timeout": tiered.WithRemoteTimeout(0),
+		"remote timeout": tiered.WithRemoteTimeout(-1),
 		"load timeout":   tiered.WithLoadTimeout(0),
 		"lease ttl":      tiered.WithLeaseTTL(0),
 		"lease poll":     tiered.WithLeasePoll(10*time.Millisecond, time.Millisecond),

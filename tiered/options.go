@@ -108,10 +108,21 @@ func WithJitter(j float64) Option {
 }
 
 // WithRemoteTimeout bounds every L2 call (and every Publish) so a slow Redis
-// cannot make the cache slower than no cache. Default DefaultRemoteTimeout
-// (100 ms); it must be positive.
+// cannot make the cache slower than no cache. The bound is a context
+// deadline: go-redis applies it to socket reads only when the client has
+// ContextTimeoutEnabled. Default DefaultRemoteTimeout (100 ms). Zero turns
+// the per-call deadline off, leaving the client's own timeouts (ReadTimeout,
+// WriteTimeout) and the caller's context in charge: go-redis spends a few
+// microseconds per call on a deadline, which matters on loopback-fast
+// networks. Negative is an error.
 func WithRemoteTimeout(d time.Duration) Option {
-	return func(c *config) error { c.remoteTimeout = d; return positive("remote timeout", d) }
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: remote timeout %v is negative", ErrInvalidOption, d)
+		}
+		c.remoteTimeout = d
+		return nil
+	}
 }
 
 // WithLoadTimeout bounds the shared work of one flight: lease waits and the

@@ -63,6 +63,7 @@ type localMetrics interface {
 type telemetry struct {
 	tracer      trace.Tracer
 	cacheAttr   attribute.KeyValue
+	spanOption  trace.SpanStartOption // the cache attribute, built once
 	loadTime    metric.Float64Histogram
 	remoteTime  metric.Float64Histogram
 	leaseWait   metric.Float64Histogram
@@ -77,6 +78,15 @@ var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0
 
 var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete"}
 
+// remoteSpanNames maps an L2 operation to its span name, built once.
+var remoteSpanNames = func() map[string]string {
+	m := make(map[string]string, len(remoteOps))
+	for _, op := range remoteOps {
+		m[op] = "tiercache.l2." + op
+	}
+	return m
+}()
+
 func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	mp, tp := c.cfg.meterProvider, c.cfg.tracerProvider
 	if mp == nil {
@@ -90,6 +100,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	t := &telemetry{
 		tracer:      tp.Tracer(ScopeName),
 		cacheAttr:   cacheAttr,
+		spanOption:  trace.WithAttributes(cacheAttr),
 		cacheOption: metric.WithAttributeSet(attribute.NewSet(cacheAttr)),
 		remoteOps:   make(map[string]metric.MeasurementOption, len(remoteOps)),
 	}
@@ -201,8 +212,8 @@ func (t *telemetry) close() {
 }
 
 // startSpan starts a span named name as a child of ctx's span.
-func (t *telemetry) startSpan(ctx context.Context, name string, kv ...attribute.KeyValue) (context.Context, trace.Span) {
-	return t.tracer.Start(ctx, name, trace.WithAttributes(append(kv, t.cacheAttr)...))
+func (t *telemetry) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+	return t.tracer.Start(ctx, name, t.spanOption)
 }
 
 // endSpan ends span, marking err on it. ErrNotFound is a result, not an
@@ -243,60 +254,71 @@ type measuredRemote struct {
 	t *telemetry
 }
 
-func (m measuredRemote) observe(ctx context.Context, op string) (context.Context, func(error)) {
+// remoteCall is one measured L2 call in progress.
+type remoteCall struct {
+	t     *telemetry
+	ctx   context.Context
+	span  trace.Span
+	op    metric.MeasurementOption
+	start time.Time
+}
+
+func (m measuredRemote) observe(ctx context.Context, op string) remoteCall {
 	start := time.Now()
-	ctx, span := m.t.startSpan(ctx, "tiercache.l2."+op)
-	return ctx, func(err error) {
-		m.t.remoteTime.Record(ctx, time.Since(start).Seconds(), m.t.remoteOps[op])
-		endSpan(span, err)
-	}
+	ctx, span := m.t.startSpan(ctx, remoteSpanNames[op])
+	return remoteCall{t: m.t, ctx: ctx, span: span, op: m.t.remoteOps[op], start: start}
+}
+
+func (r remoteCall) done(err error) {
+	r.t.remoteTime.Record(r.ctx, time.Since(r.start).Seconds(), r.op)
+	endSpan(r.span, err)
 }
 
 func (m measuredRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
-	ctx, done := m.observe(ctx, "get")
-	e, err := m.Remote.Get(ctx, key)
-	done(err)
+	call := m.observe(ctx, "get")
+	e, err := m.Remote.Get(call.ctx, key)
+	call.done(err)
 	return e, err
 }
 
 func (m measuredRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
-	ctx, done := m.observe(ctx, "get_many")
-	es, err := m.Remote.GetMany(ctx, keys)
-	done(err)
+	call := m.observe(ctx, "get_many")
+	es, err := m.Remote.GetMany(call.ctx, keys)
+	call.done(err)
 	return es, err
 }
 
 func (m measuredRemote) Set(ctx context.Context, key string, e RemoteEntry) error {
-	ctx, done := m.observe(ctx, "set")
-	err := m.Remote.Set(ctx, key, e)
-	done(err)
+	call := m.observe(ctx, "set")
+	err := m.Remote.Set(call.ctx, key, e)
+	call.done(err)
 	return err
 }
 
 func (m measuredRemote) Delete(ctx context.Context, keys ...string) error {
-	ctx, done := m.observe(ctx, "delete")
-	err := m.Remote.Delete(ctx, keys...)
-	done(err)
+	call := m.observe(ctx, "delete")
+	err := m.Remote.Delete(call.ctx, keys...)
+	call.done(err)
 	return err
 }
 
 func (m measuredRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
-	ctx, done := m.observe(ctx, "acquire")
-	e, won, err := m.Remote.Acquire(ctx, key, token, expiresAt)
-	done(err)
+	call := m.observe(ctx, "acquire")
+	e, won, err := m.Remote.Acquire(call.ctx, key, token, expiresAt)
+	call.done(err)
 	return e, won, err
 }
 
 func (m measuredRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
-	ctx, done := m.observe(ctx, "compare_and_swap")
-	ok, err := m.Remote.CompareAndSwap(ctx, key, version, e)
-	done(err)
+	call := m.observe(ctx, "compare_and_swap")
+	ok, err := m.Remote.CompareAndSwap(call.ctx, key, version, e)
+	call.done(err)
 	return ok, err
 }
 
 func (m measuredRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
-	ctx, done := m.observe(ctx, "compare_and_delete")
-	ok, err := m.Remote.CompareAndDelete(ctx, key, version)
-	done(err)
+	call := m.observe(ctx, "compare_and_delete")
+	ok, err := m.Remote.CompareAndDelete(call.ctx, key, version)
+	call.done(err)
 	return ok, err
 }
