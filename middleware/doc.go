@@ -135,7 +135,8 @@
 // milliseconds, and any load of the key in flight stores nothing.
 //
 // PurgeTag works on the tags of the WithTagHeader field (Surrogate-Key,
-// space-separated). Each tag has a generation stored in the cache (key
+// space-separated; a response with more than MaxTags tags is not stored,
+// nor one with an invalid tag). Each tag has a generation stored in the cache (key
 // "t:<tag>"); a stored response records its tags' generations; PurgeTag
 // writes new generations (tiered.Cache.Set, broadcast on the bus), and a
 // response whose recorded generations are not the current ones is a miss.
@@ -193,7 +194,7 @@
 // URL an unsafe request invalidated: its own, Location, Content-Location),
 // purge (one per Purge) and purge_tag (one per tag given to PurgeTag). The
 // hit ratio is (hit + revalidated + stale + collapsed) over all requests
-// but bypass.
+// but bypass. Stats returns the same counters without OpenTelemetry.
 //
 // # Recommended tiered options
 //

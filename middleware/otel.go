@@ -84,6 +84,44 @@ type metrics struct {
 
 func (m *metrics) request(o outcome) { m.requests[o].Add(1) }
 
+// Stats is a snapshot of a middleware's counters: the values its metrics
+// report (see Metrics in the package documentation). Every counter only
+// grows.
+type Stats struct {
+	Hits        uint64 // fresh stored responses served (cache_status hit)
+	Revalidated uint64 // 304 Not Modified from a fresh stored response (revalidated)
+	Stale       uint64 // stale responses served: stale-while-revalidate, stale-if-error (stale)
+	Collapsed   uint64 // answered by another request's load (collapsed)
+	Misses      uint64 // went to the origin, its response stored; only-if-cached 504s (miss)
+	Uncacheable uint64 // went to the origin, nothing stored (uncacheable)
+	Bypassed    uint64 // not handled by the cache: unsafe methods, Range... (bypass)
+	Stored      uint64 // origin responses stored, background refreshes included
+
+	// Invalidations, by reason.
+	InvalidatedURLs uint64 // URLs invalidated by successful unsafe requests (unsafe_method)
+	Purges          uint64 // successful Purge calls (purge)
+	PurgedTags      uint64 // tags purged by PurgeTag (purge_tag)
+}
+
+// Stats returns the middleware's counters. It is safe to call at any time,
+// also after Close.
+func (m *Middleware) Stats() Stats {
+	c := &m.met
+	return Stats{
+		Hits:            c.requests[outHit].Load(),
+		Revalidated:     c.requests[outRevalidated].Load(),
+		Stale:           c.requests[outStale].Load(),
+		Collapsed:       c.requests[outCollapsed].Load(),
+		Misses:          c.requests[outMiss].Load(),
+		Uncacheable:     c.requests[outUncacheable].Load(),
+		Bypassed:        c.requests[outBypass].Load(),
+		Stored:          c.stored.Load(),
+		InvalidatedURLs: c.invalidations[reasonUnsafe].Load(),
+		Purges:          c.invalidations[reasonPurge].Load(),
+		PurgedTags:      c.invalidations[reasonPurgeTag].Load(),
+	}
+}
+
 func (m *metrics) invalidated(r reason, n int) { m.invalidations[r].Add(uint64(n)) }
 
 // register creates the instruments on mp and registers the callback that

@@ -176,6 +176,20 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
+	st := f.mw.Stats()
+	for k, v := range map[string]uint64{
+		"tiercache.http.requests/hit": st.Hits, "tiercache.http.requests/revalidated": st.Revalidated,
+		"tiercache.http.requests/stale": st.Stale, "tiercache.http.requests/collapsed": st.Collapsed,
+		"tiercache.http.requests/miss": st.Misses, "tiercache.http.requests/uncacheable": st.Uncacheable,
+		"tiercache.http.requests/bypass": st.Bypassed, "tiercache.http.stored": st.Stored,
+		"tiercache.http.invalidations/unsafe_method": st.InvalidatedURLs,
+		"tiercache.http.invalidations/purge":         st.Purges, "tiercache.http.invalidations/purge_tag": st.PurgedTags,
+	} {
+		if int64(v) != want[k] {
+			t.Errorf("Stats: %s = %d, want %d as in the metrics", k, v, want[k])
+		}
+	}
+
 	f.mw.Close()
 	if got := rig.counts(t, "http"); len(got) != 0 {
 		t.Errorf("after Close: %v, want no data points", got)

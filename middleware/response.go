@@ -27,13 +27,18 @@ const (
 	flagsKnown        = flagShared | flagNoStale
 )
 
+// MaxTags is the most tags (values of the WithTagHeader field) a stored
+// response may carry: a response with more is not stored, since a purge of
+// the tags left out would miss it.
+const MaxTags = 64
+
 // Limits of a stored response, enforced when storing and when decoding.
 const (
 	maxHeaderFields   = 256
 	maxFieldValues    = 64
 	maxFieldNameLen   = 256
 	maxFieldValueLen  = 64 << 10
-	maxTags           = 64
+	maxTags           = MaxTags
 	maxTagLen         = 256
 	maxVaryNames      = 32
 	maxStoredDuration = 100 * 365 * 24 * time.Hour
