@@ -1,7 +1,9 @@
 // Command example is a small products service on tiercache: an in-memory
 // catalog with a simulated query delay, read through a two-tier cache
 // (ristretto L1 in the process, Redis L2 shared by every replica), with
-// invalidation over Redis pub/sub after writes.
+// invalidation over Redis pub/sub after writes, and the JSON responses of
+// the read endpoints cached by the HTTP middleware (package middleware) on
+// a second two-tier cache.
 //
 // From the repository root:
 //
@@ -11,12 +13,31 @@
 //
 // Endpoints:
 //
-//	GET    /products/{id}       one product (404 if absent), via GetOrLoad
-//	GET    /products?ids=1,2,3  several products, via GetOrLoadMany
-//	PUT    /products/{id}       create or replace {"name": ..., "price_cents": ...}, then Delete the key
-//	DELETE /products/{id}       delete the product, then Delete the key
-//	GET    /stats               cache tier hits, DB queries and queries saved
+//	GET    /products/{id}       one product (404 if absent), via GetOrLoad; HTTP-cached
+//	GET    /products?ids=1,2,3  several products, via GetOrLoadMany; HTTP-cached
+//	PUT    /products/{id}       create or replace {"name": ..., "price_cents": ...}, then Delete the key and purge the product's HTTP responses
+//	DELETE /products/{id}       delete the product, then Delete the key and purge the product's HTTP responses
+//	GET    /stats               cache tier hits, HTTP cache counters, DB queries and queries saved
 //	GET    /metrics             OpenTelemetry metrics in the Prometheus text format
+//
+// HTTP cache: the four product endpoints run behind middleware.Middleware,
+// whose responses live in a second tiered cache (named after the products
+// cache plus "-http": L1 bounded to 64 MiB by (*middleware.Response).Size,
+// L2 in the same Redis with middleware.Codec, invalidations on the same
+// bus). The read handlers answer with "Cache-Control: public, max-age=5"
+// and a "Surrogate-Key" naming every product the response shows
+// (product-42; a batch names each id it asked for, found or not). A second
+// GET of the same URL within 5 s is answered from the cache, on any
+// replica, with "Cache-Status: tiercache; hit" and Age; its handler does
+// not run. PUT and DELETE go through the middleware, which invalidates
+// their URL on every replica when they succeed; the handlers also call
+// PurgeTag("product-<id>"), which drops every other cached response showing
+// the product (the batches, the same URL under another Host). A client
+// sending "Cache-Control: no-cache" (or max-age=0) skips the stored
+// response: its request runs the handler and refreshes what is stored. Any
+// client or CDN may still reuse a response for its 5 s. /stats and
+// /metrics are not cached. The middleware's metrics (tiercache_http_*) are
+// on /metrics and its counters in /stats under "http".
 //
 // Configuration (a flag overrides its environment variable):
 //
@@ -24,7 +45,7 @@
 //	-query-delay     QUERY_DELAY              simulated duration of a query (default 20ms)
 //	-products        PRODUCTS                 number of products in the catalog (default 500)
 //	-stats-interval  STATS_INTERVAL           period of the stats log line, 0 for none (default 10s)
-//	-cache-name      CACHE_NAME               namespace of the cache in Redis (default products)
+//	-cache-name      CACHE_NAME               namespace of the cache in Redis (default products; the HTTP cache's: products-http)
 //	-trace-stdout    TRACE_STDOUT=1           print spans to stdout, pretty JSON (default off)
 //	                 OTEL_EXPORTER_OTLP_ENDPOINT         export spans over OTLP/HTTP, e.g. http://localhost:4318
 //	                 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the same, full URL of the traces path (wins)
@@ -73,9 +94,14 @@ import (
 
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
+	"github.com/tiercache/tiercache/middleware"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
 )
+
+// httpCacheBytes bounds the memory the HTTP cache's L1 holds, as measured
+// by (*middleware.Response).Size.
+const httpCacheBytes = 64 << 20
 
 // Config configures the service. parseConfig fills it from flags and the
 // environment; tests fill it directly.
@@ -96,8 +122,9 @@ type Config struct {
 	// shutdown. Default 10s. A line is skipped when nothing changed.
 	StatsInterval time.Duration
 	// CacheName is the cache's namespace in Redis and on the bus. Default
-	// "products". Replicas of one service share it; tests on a shared Redis
-	// give each run its own.
+	// "products". The HTTP response cache uses CacheName+"-http". Replicas
+	// of one service share it; tests on a shared Redis give each run its
+	// own.
 	CacheName string
 	// Logger receives the service's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -289,9 +316,17 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 		l1.Close()
 		return err
 	}
-	// Deferred calls run in reverse: the cache closes before the bus, the
+	// Deferred calls run in reverse: the caches close before the bus, the
 	// bus before the Redis client.
 	defer cache.Close()
+
+	mw, err := newHTTPCache(cfg, rc, bus, tel, log)
+	if err != nil {
+		return err
+	}
+	// The middleware before its cache (deferred calls run in reverse).
+	defer mw.Cache().Close()
+	defer mw.Close()
 
 	catalog := cfg.Catalog
 	if catalog == nil {
@@ -304,6 +339,7 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 		redis:   rc.mode,
 		log:     log,
 		metrics: tel.metrics,
+		mw:      mw,
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -345,6 +381,53 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 		return fmt.Errorf("shutting down HTTP: %w", err)
 	}
 	return nil
+}
+
+// newHTTPCache builds the HTTP response cache: a tiered cache of its own
+// (the middleware owns its key space) with the options the middleware's
+// documentation recommends, and the middleware on it. The caller closes the
+// middleware, then its cache.
+func newHTTPCache(cfg Config, rc *redisConn, bus *invalidation.Bus, tel *telemetry, log *slog.Logger) (*middleware.Middleware, error) {
+	l1, err := local.New(local.Options[*middleware.Response]{
+		MaxCost: httpCacheBytes,
+		Cost:    (*middleware.Response).Size,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The compact codec; the default value limit (1 MiB) is above the
+	// middleware's body cap (512 KiB) plus headers.
+	l2, err := remote.New(rc.client, remote.WithCodec(middleware.Codec{}))
+	if err != nil {
+		l1.Close()
+		return nil, err
+	}
+	pages, err := tiered.New(cfg.CacheName+"-http", l1, l2,
+		// Writes and purges reach every replica's L1 at once.
+		tiered.WithInvalidation(bus),
+		tiered.WithMeterProvider(tel.meterProvider),
+		tiered.WithTracerProvider(tel.tracerProvider),
+		tiered.WithLogger(log),
+		// The L1 bound if bus messages are lost; freshness itself comes from
+		// the responses' Cache-Control.
+		tiered.WithLocalTTL(10*time.Second),
+		// Well above the responses' 5 s of freshness.
+		tiered.WithRemoteTTL(time.Minute))
+	if err != nil {
+		l1.Close()
+		return nil, err
+	}
+	mw, err := middleware.New(pages,
+		middleware.WithMeterProvider(tel.meterProvider),
+		middleware.WithIgnoredQueryParams("utm_*"),
+		middleware.WithErrorHandler(func(ctx context.Context, err error) {
+			log.WarnContext(ctx, "HTTP cache", "error", err)
+		}))
+	if err != nil {
+		pages.Close()
+		return nil, err
+	}
+	return mw, nil
 }
 
 // logStatsEvery logs the stats every interval until ctx ends, skipping a

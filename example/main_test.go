@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +38,13 @@ func TestServiceEmbedded(t *testing.T) {
 	testService(t, Config{}, "embedded")
 }
 
+// testService runs the data cache scenario and the HTTP cache scenario,
+// each on a service of its own.
+func testService(t *testing.T, cfg Config, wantMode string) {
+	t.Run("data cache", func(t *testing.T) { testDataCache(t, cfg, wantMode) })
+	t.Run("HTTP cache", func(t *testing.T) { testHTTPCache(t, cfg) })
+}
+
 func TestServiceStandalone(t *testing.T) {
 	addr := realRedis(t, "TIERCACHE_REDIS_ADDR")
 	testService(t, Config{RedisAddr: addr}, "standalone")
@@ -61,12 +70,16 @@ func realRedis(t *testing.T, env string) string {
 	return v
 }
 
-// testService runs the read, write and stats scenario on one node. It
-// checks DB query counts exactly; it checks tier hits as L1+L2 sums, since
-// on a shared Redis another bus's flush may move a hit from L1 to L2.
-func testService(t *testing.T, cfg Config, wantMode string) {
+// testDataCache runs the read, write and stats scenario of the data cache
+// on one node. It checks DB query counts exactly; it checks tier hits as
+// L1+L2 sums, since on a shared Redis another bus's flush may move a hit
+// from L1 to L2. Every request says Cache-Control: no-cache, so that the
+// HTTP cache does not answer it from a stored response: every read reaches
+// its handler and the data cache (testHTTPCache covers the HTTP cache).
+func testDataCache(t *testing.T, cfg Config, wantMode string) {
 	cfg.QueryDelay = time.Millisecond
 	c := startService(t, cfg)
+	c.header = http.Header{"Cache-Control": {"no-cache"}}
 
 	// A product twice: the second read costs no query.
 	p := c.product("/products/42", http.StatusOK)
@@ -140,19 +153,30 @@ func testService(t *testing.T, cfg Config, wantMode string) {
 	if st.Cache.L2Errors != 0 || st.Cache.HandledErrors != 0 {
 		t.Errorf("cache stats %+v, want no L2 or handled errors", st.Cache)
 	}
+	if st.HTTP.Hits != 0 || st.HTTP.Misses == 0 {
+		t.Errorf("HTTP stats %+v: want no hits (no-cache), responses stored", st.HTTP)
+	}
 
 	// /metrics tells the same story as /stats: both read the cache's
 	// counters, and nothing ran in between.
 	m := c.metrics()
+	cache := map[string]string{"tiercache_cache": c.name}
+	with := func(kv ...string) map[string]string {
+		l := maps.Clone(cache)
+		for i := 0; i < len(kv); i += 2 {
+			l[kv[i]] = kv[i+1]
+		}
+		return l
+	}
 	for _, tc := range []struct {
 		name   string
 		labels map[string]string
 		want   uint64
 	}{
-		{"tiercache_loader_calls_total", nil, st.Cache.Loads},
-		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l1", "tiercache_result": "hit"}, st.Cache.L1Hits},
-		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l2", "tiercache_result": "hit"}, st.Cache.L2Hits},
-		{"tiercache_requests_total", map[string]string{"tiercache_tier": "l2", "tiercache_result": "error"}, 0},
+		{"tiercache_loader_calls_total", cache, st.Cache.Loads},
+		{"tiercache_requests_total", with("tiercache_tier", "l1", "tiercache_result", "hit"), st.Cache.L1Hits},
+		{"tiercache_requests_total", with("tiercache_tier", "l2", "tiercache_result", "hit"), st.Cache.L2Hits},
+		{"tiercache_requests_total", with("tiercache_tier", "l2", "tiercache_result", "error"), 0},
 	} {
 		if got := m.value(tc.name, tc.labels); got != float64(tc.want) {
 			c.t.Errorf("/metrics %s with labels %v = %v, want %d as in /stats", tc.name, tc.labels, got, tc.want)
@@ -160,38 +184,199 @@ func testService(t *testing.T, cfg Config, wantMode string) {
 	}
 }
 
-// TestTwoNodes runs two replicas on one Redis and one catalog: the second
-// replica reads what the first loaded from L2, and drops its L1 copy when
-// the first one writes (through the invalidation bus).
+// testHTTPCache runs the HTTP cache scenario on one node: a read is
+// stored, the next one answered from the cache without reaching its handler;
+// writes invalidate the product's URL and purge its tag, so that neither the
+// product nor a batch showing it is served from an old response.
+func testHTTPCache(t *testing.T, cfg Config) {
+	cfg.QueryDelay = time.Millisecond
+	c := startService(t, cfg)
+
+	// A miss runs the handler and stores the response; the next read is a
+	// hit: no handler, no query, an Age.
+	var p Product
+	h := c.do(http.MethodGet, "/products/42", "", http.StatusOK, &p)
+	wantHeaders(t, "first GET /products/42", h, map[string]string{
+		"Cache-Status":  "tiercache; fwd=uri-miss; stored",
+		"Cache-Control": "public, max-age=5",
+		"Surrogate-Key": "product-42",
+	})
+	var again Product
+	h = c.do(http.MethodGet, "/products/42", "", http.StatusOK, &again)
+	wantHit(t, "second GET /products/42", h)
+	if again != p {
+		t.Errorf("cached GET /products/42 = %+v, want %+v", again, p)
+	}
+	c.wantQueries(1)
+	if st := c.stats(); st.Reads != 1 || st.HTTP.Hits != 1 || st.HTTP.Misses != 1 || st.HTTP.Stored != 1 {
+		t.Errorf("after a miss and a hit: reads %d, HTTP stats %+v; want 1 read, 1 hit, 1 miss, 1 stored", st.Reads, st.HTTP)
+	}
+	// /stats and /metrics are not cached.
+	if h := c.do(http.MethodGet, "/stats", "", http.StatusOK, nil); h.Get("Cache-Status") != "" {
+		t.Errorf("GET /stats went through the HTTP cache: Cache-Status %q", h.Get("Cache-Status"))
+	}
+
+	// A batch is cached too, tagged with every id it asked for.
+	var batch batchResponse
+	h = c.do(http.MethodGet, "/products?ids=1,42,100000", "", http.StatusOK, &batch)
+	wantHeaders(t, "first batch", h, map[string]string{
+		"Cache-Status":  "tiercache; fwd=uri-miss; stored",
+		"Surrogate-Key": "product-1 product-42 product-100000",
+	})
+	h = c.do(http.MethodGet, "/products?ids=1,42,100000", "", http.StatusOK, &batch)
+	wantHit(t, "second batch", h)
+	c.wantQueries(2) // 1 and 100000 in one query, 42 from the data cache
+	// So is an absence.
+	c.do(http.MethodGet, "/products/100000", "", http.StatusNotFound, nil)
+	wantHit(t, "second GET /products/100000", c.do(http.MethodGet, "/products/100000", "", http.StatusNotFound, nil))
+
+	// A client's no-cache skips the stored response and refreshes it.
+	h = c.doWith(http.Header{"Cache-Control": {"no-cache"}}, http.MethodGet, "/products/42", "", http.StatusOK, nil)
+	wantHeaders(t, "GET /products/42 with no-cache", h, map[string]string{"Cache-Status": "tiercache; fwd=request; stored"})
+
+	// A PUT goes through the middleware: the next reads of the product and
+	// of the batch show the new row, not a stored response.
+	h = c.do(http.MethodPut, "/products/42", `{"name": "Renamed", "price_cents": 1234}`, http.StatusOK, nil)
+	wantHeaders(t, "PUT /products/42", h, map[string]string{"Cache-Status": "tiercache; fwd=method"})
+	want := Product{ID: 42, Name: "Renamed", PriceCents: 1234}
+	h = c.do(http.MethodGet, "/products/42", "", http.StatusOK, &p)
+	if p != want {
+		t.Errorf("GET /products/42 after PUT = %+v, want %+v", p, want)
+	}
+	wantHeaders(t, "GET /products/42 after PUT", h, map[string]string{"Cache-Status": "tiercache; fwd=uri-miss; stored"})
+	h = c.do(http.MethodGet, "/products?ids=1,42,100000", "", http.StatusOK, &batch)
+	if len(batch.Products) != 2 || batch.Products[1] != want {
+		t.Errorf("batch after PUT = %+v, want product 1 and %+v", batch.Products, want)
+	}
+	wantHeaders(t, "batch after PUT", h, map[string]string{"Cache-Status": "tiercache; fwd=stale; stored"}) // purged by tag
+	wantHit(t, "GET /products/42 after the reload", c.do(http.MethodGet, "/products/42", "", http.StatusOK, nil))
+
+	// Creating a product drops its cached absence, alone and in batches.
+	c.do(http.MethodPut, "/products/100000", `{"name": "New", "price_cents": 1}`, http.StatusCreated, nil)
+	if got := c.product("/products/100000", http.StatusOK); got.Name != "New" {
+		t.Errorf("GET of a created product = %+v, want name New", got)
+	}
+	c.do(http.MethodGet, "/products?ids=1,42,100000", "", http.StatusOK, &batch)
+	if len(batch.Products) != 3 || len(batch.Missing) != 0 {
+		t.Errorf("batch after creating 100000 = %+v, want 3 products", batch)
+	}
+
+	// A DELETE too: the stored 200 is gone.
+	c.do(http.MethodDelete, "/products/42", "", http.StatusNoContent, nil)
+	c.do(http.MethodGet, "/products/42", "", http.StatusNotFound, nil)
+
+	st := c.stats()
+	if st.HTTP.InvalidatedURLs != 3 || st.HTTP.PurgedTags != 3 || st.HTTP.Bypassed != 3 {
+		t.Errorf("HTTP stats %+v: want 3 URLs invalidated, 3 tags purged, 3 requests bypassed (the writes)", st.HTTP)
+	}
+	if st.Cache.HandledErrors != 0 || st.Cache.L2Errors != 0 {
+		t.Errorf("cache stats %+v, want no L2 or handled errors", st.Cache)
+	}
+
+	// /metrics has the middleware's counters, the same as /stats.
+	m := c.metrics()
+	labels := func(kv ...string) map[string]string {
+		l := map[string]string{"tiercache_cache": c.name + "-http", "otel_scope_name": "github.com/tiercache/tiercache/middleware"}
+		for i := 0; i < len(kv); i += 2 {
+			l[kv[i]] = kv[i+1]
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   uint64
+	}{
+		{"tiercache_http_requests_total", labels("tiercache_http_cache_status", "hit"), st.HTTP.Hits},
+		{"tiercache_http_requests_total", labels("tiercache_http_cache_status", "miss"), st.HTTP.Misses},
+		{"tiercache_http_requests_total", labels("tiercache_http_cache_status", "bypass"), st.HTTP.Bypassed},
+		{"tiercache_http_stored_total", labels(), st.HTTP.Stored},
+		{"tiercache_http_invalidations_total", labels("tiercache_http_reason", "unsafe_method"), st.HTTP.InvalidatedURLs},
+		{"tiercache_http_invalidations_total", labels("tiercache_http_reason", "purge_tag"), st.HTTP.PurgedTags},
+	} {
+		if got := m.value(tc.name, tc.labels); got != float64(tc.want) {
+			t.Errorf("/metrics %s with labels %v = %v, want %d as in /stats", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// The HTTP cache's tiered cache reports as any other (its loads include
+	// the tags' generations).
+	if got := m.find("tiercache_requests_total", labels("otel_scope_name", "github.com/tiercache/tiercache/tiered")); len(got) == 0 {
+		t.Errorf("/metrics has no tiercache_requests_total of the HTTP cache %s-http", c.name)
+	}
+}
+
+// wantHeaders checks fields of a response header.
+func wantHeaders(t *testing.T, what string, h http.Header, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got := h.Get(k); got != v {
+			t.Errorf("%s: %s %q, want %q", what, k, got, v)
+		}
+	}
+}
+
+// wantHit checks that a response came from the HTTP cache: a Cache-Status
+// hit and an Age within the response's freshness.
+func wantHit(t *testing.T, what string, h http.Header) {
+	t.Helper()
+	if got := h.Get("Cache-Status"); !strings.Contains(got, "hit") {
+		t.Errorf("%s: Cache-Status %q, want a hit", what, got)
+	}
+	if age, err := strconv.Atoi(h.Get("Age")); err != nil || age < 0 || age > 5 {
+		t.Errorf("%s: Age %q, want 0 to 5 seconds", what, h.Get("Age"))
+	}
+}
+
+// TestTwoNodes runs two replicas on one Redis and one catalog, behind one
+// host name as behind a load balancer: the second replica answers from the
+// HTTP response the first stored in L2, and reads through its data cache
+// what the first loaded; both drop their copies when the first one writes
+// (through the invalidation bus).
 func TestTwoNodes(t *testing.T) {
 	m := miniredis.RunT(t)
 	catalog := NewCatalog(100, 0)
 	cfg := Config{RedisAddr: m.Addr(), Catalog: catalog, CacheName: "products"}
 	a, b := startService(t, cfg), startService(t, cfg)
+	a.host, b.host = "products.test", "products.test"
+	noCache := http.Header{"Cache-Control": {"no-cache"}}
 
 	old := a.product("/products/7", http.StatusOK)
-	if got := b.product("/products/7", http.StatusOK); got != old {
+	var got Product
+	h := b.do(http.MethodGet, "/products/7", "", http.StatusOK, &got)
+	if got != old {
+		t.Fatalf("node b read %+v, want %+v", got, old)
+	}
+	wantHit(t, "node b's first GET", h) // a's response, from L2
+	if st := b.stats(); st.HTTP.Hits != 1 || st.Reads != 0 {
+		t.Errorf("node b: HTTP stats %+v, %d reads; want 1 hit and no read reaching the handler", st.HTTP, st.Reads)
+	}
+	// Past the HTTP cache, b's data cache has the row from L2 too.
+	b.doWith(noCache, http.MethodGet, "/products/7", "", http.StatusOK, &got)
+	if got != old {
 		t.Fatalf("node b read %+v, want %+v", got, old)
 	}
 	if st := b.stats(); st.Cache.L2Hits != 1 || st.Cache.Loads != 0 {
 		t.Errorf("node b: cache stats %+v, want 1 L2 hit and no load", st.Cache)
 	}
-	if got := b.product("/products/7", http.StatusOK); got != old { // now in b's L1
-		t.Fatalf("node b read %+v, want %+v", got, old)
-	}
+	wantHit(t, "node b's third GET", b.do(http.MethodGet, "/products/7", "", http.StatusOK, nil))
 	if q := catalog.Queries(); q != 1 {
-		t.Errorf("%d queries after three reads on two nodes, want 1", q)
+		t.Errorf("%d queries after four reads on two nodes, want 1", q)
 	}
 
+	// Node a publishes four keys for the write, and nothing before it
+	// (loads publish nothing): the product's data cache key, the purge
+	// epoch and the product's tag (PurgeTag), and the URL (the middleware).
+	// Node b hears of them asynchronously, over pub/sub: wait until its bus
+	// has applied them. It must then read the new row.
 	a.do(http.MethodPut, "/products/7", `{"name": "Changed on a", "price_cents": 1}`, http.StatusOK, nil)
-	// Node b hears of the write asynchronously, over pub/sub: wait until
-	// its bus has applied it. It must then read the new row.
-	b.await(func(st Stats) bool { return st.Bus != nil && st.Bus.KeysInvalidated >= 1 })
-	if got := b.product("/products/7", http.StatusOK); got.Name != "Changed on a" {
+	b.await(func(st Stats) bool { return st.Bus != nil && st.Bus.KeysInvalidated >= 4 })
+	h = b.do(http.MethodGet, "/products/7", "", http.StatusOK, &got)
+	if got.Name != "Changed on a" {
 		t.Errorf("node b read %+v after the write on node a, want the new row", got)
 	}
-	if q := catalog.Queries(); q > 2 {
-		t.Errorf("%d queries, want at most 2 (one per version of the row)", q)
+	wantHeaders(t, "node b's GET after the write", h, map[string]string{"Cache-Status": "tiercache; fwd=uri-miss; stored"})
+	if q := catalog.Queries(); q != 2 {
+		t.Errorf("%d queries, want 2 (one per version of the row)", q)
 	}
 }
 
@@ -199,6 +384,11 @@ func TestTwoNodes(t *testing.T) {
 type testClient struct {
 	t    *testing.T
 	base string
+	name string // the service's cache name (the HTTP cache's is name+"-http")
+	// header is added to every request; host, if set, replaces the Host
+	// header (replicas behind one load balancer all see the same).
+	header http.Header
+	host   string
 	// stop shuts the service down and waits for run to return; it checks
 	// that run returned nil. It may be called more than once.
 	stop func()
@@ -229,7 +419,7 @@ func startService(t *testing.T, cfg Config) *testClient {
 	t.Cleanup(stop)
 	select {
 	case addr := <-ready:
-		return &testClient{t: t, base: "http://" + addr, stop: stop}
+		return &testClient{t: t, base: "http://" + addr, name: cfg.CacheName, stop: stop}
 	case err := <-done:
 		t.Fatalf("run failed to start: %v", err)
 		return nil
@@ -237,12 +427,26 @@ func startService(t *testing.T, cfg Config) *testClient {
 }
 
 // do sends a request and checks the status; a JSON answer goes into out
-// when out is not nil.
-func (c *testClient) do(method, path, body string, wantStatus int, out any) {
+// when out is not nil. It returns the response's header.
+func (c *testClient) do(method, path, body string, wantStatus int, out any) http.Header {
+	c.t.Helper()
+	return c.doWith(nil, method, path, body, wantStatus, out)
+}
+
+// doWith is do with hdr added to the request (after c.header).
+func (c *testClient) doWith(hdr http.Header, method, path, body string, wantStatus int, out any) http.Header {
 	c.t.Helper()
 	req, err := http.NewRequestWithContext(c.t.Context(), method, c.base+path, strings.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	for _, h := range []http.Header{c.header, hdr} {
+		for k, vs := range h {
+			req.Header[k] = append(req.Header[k], vs...)
+		}
+	}
+	if c.host != "" {
+		req.Host = c.host
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -261,6 +465,7 @@ func (c *testClient) do(method, path, body string, wantStatus int, out any) {
 			c.t.Fatalf("%s %s: decoding %s: %v", method, path, data, err)
 		}
 	}
+	return resp.Header
 }
 
 func (c *testClient) product(path string, wantStatus int) Product {

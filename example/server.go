@@ -13,14 +13,23 @@ import (
 	"sync/atomic"
 
 	"github.com/tiercache/tiercache/invalidation"
+	"github.com/tiercache/tiercache/middleware"
 	"github.com/tiercache/tiercache/tiered"
 )
 
 // maxBatch is the largest number of ids GET /products accepts.
 const maxBatch = 100
 
+// readCacheControl is the Cache-Control of the read endpoints' answers
+// (200 and 404): any cache, the middleware included, may reuse them for
+// 5 s. Writes invalidate the middleware's copies at once; the lifetime
+// bounds what a client or CDN reuses after a write, and what a replica
+// serves if it misses an invalidation.
+const readCacheControl = "public, max-age=5"
+
 // server is the products service: HTTP handlers reading the catalog through
-// the cache, and writing the catalog then deleting the cache keys.
+// the cache, and writing the catalog then deleting the cache keys; the
+// product endpoints behind the HTTP response cache.
 type server struct {
 	catalog *Catalog
 	cache   *tiered.Cache[Product]
@@ -28,22 +37,64 @@ type server struct {
 	redis   string            // Redis mode, shown in /stats
 	log     *slog.Logger
 	metrics http.Handler // GET /metrics; nil for none
+	// mw caches the product endpoints' responses; nil for no HTTP cache.
+	mw *middleware.Middleware
 
-	reads atomic.Uint64 // product read requests answered (each costs one query without a cache)
+	reads atomic.Uint64 // product read requests the handlers answered (each costs one query without a cache)
 }
 
-// handler returns the service's routes.
+// handler returns the service's routes. The product endpoints, reads and
+// writes, go through the HTTP cache (writes so that they invalidate the
+// URLs they change); /stats and /metrics do not.
 func (s *server) handler() http.Handler {
+	cached := func(h http.HandlerFunc) http.Handler {
+		if s.mw == nil {
+			return h
+		}
+		return s.mw.Handler(h)
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /products/{id}", s.getProduct)
-	mux.HandleFunc("GET /products", s.getProducts)
-	mux.HandleFunc("PUT /products/{id}", s.putProduct)
-	mux.HandleFunc("DELETE /products/{id}", s.deleteProduct)
+	mux.Handle("GET /products/{id}", cached(s.getProduct))
+	mux.Handle("GET /products", cached(s.getProducts))
+	mux.Handle("PUT /products/{id}", cached(s.putProduct))
+	mux.Handle("DELETE /products/{id}", cached(s.deleteProduct))
 	mux.HandleFunc("GET /stats", s.getStats)
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics)
 	}
 	return mux
+}
+
+// productTag is the tag (Surrogate-Key) of every HTTP response showing
+// product id, found or absent: PurgeTag(productTag(id)) drops them all.
+func productTag(id int) string { return "product-" + strconv.Itoa(id) }
+
+// cacheable lets the HTTP cache store the response about to be written,
+// tagged with the products it shows. A response with more tags than the
+// middleware keeps is marked no-store: a purge of a tag left out would
+// miss it.
+func cacheable(w http.ResponseWriter, ids ...int) {
+	h := w.Header()
+	if len(ids) > middleware.MaxTags {
+		h.Set("Cache-Control", "no-store")
+		return
+	}
+	tags := make([]string, len(ids))
+	for i, id := range ids {
+		tags[i] = productTag(id)
+	}
+	h.Set("Cache-Control", readCacheControl)
+	h.Set("Surrogate-Key", strings.Join(tags, " "))
+}
+
+// purge drops the HTTP cache's responses that show product id, on every
+// replica. The middleware invalidates the written URL itself; this reaches
+// the others (batches, other Host names).
+func (s *server) purge(ctx context.Context, id int) error {
+	if s.mw == nil {
+		return nil
+	}
+	return s.mw.PurgeTag(ctx, productTag(id))
 }
 
 // cacheKey is the cache key of a product id: its decimal form, so "007" and
@@ -94,7 +145,8 @@ func (s *server) loadProducts(ctx context.Context, keys []string) (map[string]Pr
 	return out, nil
 }
 
-// getProduct serves GET /products/{id}: the product, or 404.
+// getProduct serves GET /products/{id}: the product, or 404. Both may be
+// cached for 5 s.
 func (s *server) getProduct(w http.ResponseWriter, r *http.Request) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
@@ -105,10 +157,12 @@ func (s *server) getProduct(w http.ResponseWriter, r *http.Request) {
 	p, err := s.cache.GetOrLoad(r.Context(), cacheKey(id), s.loadProduct)
 	switch {
 	case errors.Is(err, tiered.ErrNotFound):
+		cacheable(w, id)
 		writeError(w, http.StatusNotFound, fmt.Errorf("product %d not found", id))
 	case err != nil:
 		s.fail(w, r, err)
 	default:
+		cacheable(w, id)
 		writeJSON(w, http.StatusOK, p)
 	}
 }
@@ -120,7 +174,8 @@ type batchResponse struct {
 }
 
 // getProducts serves GET /products?ids=1,2,3 with one GetOrLoadMany call:
-// ids no tier holds are loaded with a single catalog query.
+// ids no tier holds are loaded with a single catalog query. The answer may
+// be cached for 5 s, tagged with every id asked for.
 func (s *server) getProducts(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.Query().Get("ids")
 	if raw == "" {
@@ -160,6 +215,7 @@ func (s *server) getProducts(w http.ResponseWriter, r *http.Request) {
 			resp.Missing = append(resp.Missing, id)
 		}
 	}
+	cacheable(w, ids...)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -170,8 +226,11 @@ type productInput struct {
 }
 
 // putProduct serves PUT /products/{id}: it writes the catalog first, then
-// deletes the cache key, so the next read on any node loads the new row.
-// It answers 201 for a new product and 200 for a replaced one.
+// deletes the cache key and purges the HTTP responses showing the product,
+// so the next read on any node loads the new row. It answers 201 for a new
+// product and 200 for a replaced one (and the middleware, seeing a 2xx,
+// invalidates the URL). The invalidations run even if the client goes
+// away once the catalog changed.
 func (s *server) putProduct(w http.ResponseWriter, r *http.Request) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
@@ -195,8 +254,13 @@ func (s *server) putProduct(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.cache.Delete(r.Context(), cacheKey(id)); err != nil {
+	ctx := context.WithoutCancel(r.Context())
+	if err := s.cache.Delete(ctx, cacheKey(id)); err != nil {
 		s.fail(w, r, fmt.Errorf("product %d saved, but the cache still holds the old one (retry the request): %w", id, err))
+		return
+	}
+	if err := s.purge(ctx, id); err != nil {
+		s.fail(w, r, fmt.Errorf("product %d saved, but cached responses may still show the old one (retry the request): %w", id, err))
 		return
 	}
 	status := http.StatusOK
@@ -207,7 +271,8 @@ func (s *server) putProduct(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteProduct serves DELETE /products/{id}: 204, or 404 for an unknown
-// id. The cache key is deleted after the catalog row.
+// id. The cache key is deleted and the HTTP responses showing the product
+// purged after the catalog row.
 func (s *server) deleteProduct(w http.ResponseWriter, r *http.Request) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
@@ -221,8 +286,13 @@ func (s *server) deleteProduct(w http.ResponseWriter, r *http.Request) {
 	}
 	// Delete the key even for an absent row: it is cheap and idempotent,
 	// and repairs a cache that missed an earlier delete.
-	if cerr := s.cache.Delete(r.Context(), cacheKey(id)); cerr != nil {
+	ctx := context.WithoutCancel(r.Context())
+	if cerr := s.cache.Delete(ctx, cacheKey(id)); cerr != nil {
 		s.fail(w, r, fmt.Errorf("product %d deleted, but the cache still holds it (retry the request): %w", id, cerr))
+		return
+	}
+	if cerr := s.purge(ctx, id); cerr != nil {
+		s.fail(w, r, fmt.Errorf("product %d deleted, but cached responses may still show it (retry the request): %w", id, cerr))
 		return
 	}
 	if errors.Is(err, errNoRows) {
@@ -236,9 +306,13 @@ func (s *server) deleteProduct(w http.ResponseWriter, r *http.Request) {
 type Stats struct {
 	Redis string     `json:"redis"` // "embedded", "standalone" or "cluster"
 	Cache CacheStats `json:"cache"`
-	DB    DBStats    `json:"db"`
-	// Reads counts product read requests answered (GET /products/{id} and
-	// GET /products): without a cache, each would be one query.
+	// HTTP counts what the HTTP response cache did (zero without one).
+	HTTP HTTPStats `json:"http"`
+	DB   DBStats   `json:"db"`
+	// Reads counts product read requests the handlers answered (GET
+	// /products/{id} and GET /products), past the HTTP cache: without a
+	// cache, each would be one query. Requests the HTTP cache answered are
+	// not among them (see HTTP).
 	Reads uint64 `json:"reads"`
 	// QueriesSaved is Reads minus DB.Queries: reads answered without a
 	// query.
@@ -258,6 +332,23 @@ type CacheStats struct {
 	LeaseWaits    uint64 `json:"lease_waits"`
 	FillsRejected uint64 `json:"fills_rejected"`
 	HandledErrors uint64 `json:"handled_errors"`
+}
+
+// HTTPStats is the middleware's counters (middleware.Stats): what it did
+// with each request to the product endpoints.
+type HTTPStats struct {
+	Hits        uint64 `json:"hits"`        // answered from a fresh stored response
+	Revalidated uint64 `json:"revalidated"` // 304 from a stored response
+	Stale       uint64 `json:"stale"`       // stale response served
+	Collapsed   uint64 `json:"collapsed"`   // answered by a concurrent request's load
+	Misses      uint64 `json:"misses"`      // handler ran, response stored
+	Uncacheable uint64 `json:"uncacheable"` // handler ran, nothing stored (errors, HEAD misses, no-store)
+	Bypassed    uint64 `json:"bypassed"`    // not handled by the cache: PUT, DELETE, Range...
+	Stored      uint64 `json:"stored"`      // responses stored
+	// InvalidatedURLs counts URLs invalidated by successful PUTs and
+	// DELETEs; PurgedTags the tags their handlers purged.
+	InvalidatedURLs uint64 `json:"invalidated_urls"`
+	PurgedTags      uint64 `json:"purged_tags"`
 }
 
 // DBStats counts the catalog's queries.
@@ -305,6 +396,21 @@ func (s *server) stats() Stats {
 		Reads:        reads,
 		QueriesSaved: reads - min(reads, queries),
 	}
+	if s.mw != nil {
+		hs := s.mw.Stats()
+		st.HTTP = HTTPStats{
+			Hits:            hs.Hits,
+			Revalidated:     hs.Revalidated,
+			Stale:           hs.Stale,
+			Collapsed:       hs.Collapsed,
+			Misses:          hs.Misses,
+			Uncacheable:     hs.Uncacheable,
+			Bypassed:        hs.Bypassed,
+			Stored:          hs.Stored,
+			InvalidatedURLs: hs.InvalidatedURLs,
+			PurgedTags:      hs.PurgedTags,
+		}
+	}
 	if s.bus != nil {
 		bs := s.bus.Stats()
 		f := bs.Flushes
@@ -327,6 +433,7 @@ func (s *server) getStats(w http.ResponseWriter, r *http.Request) {
 func logStats(log *slog.Logger, msg string, st Stats) {
 	c := st.Cache
 	log.Info(msg,
+		"http_hits", st.HTTP.Hits, "http_misses", st.HTTP.Misses,
 		"l1_hits", c.L1Hits, "l2_hits", c.L2Hits, "loads", c.Loads,
 		"db_queries", st.DB.Queries, "db_writes", st.DB.Writes,
 		"reads", st.Reads, "queries_saved", st.QueriesSaved,
@@ -337,7 +444,7 @@ func logStats(log *slog.Logger, msg string, st Stats) {
 // otherwise, and logs the error.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, tiered.ErrClosed) {
+	if errors.Is(err, tiered.ErrClosed) || errors.Is(err, middleware.ErrClosed) {
 		status = http.StatusServiceUnavailable
 	}
 	s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)

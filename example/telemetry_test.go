@@ -35,14 +35,18 @@ import (
 	"github.com/tiercache/tiercache/tiered"
 )
 
-// TestMetrics scrapes GET /metrics after a miss and a hit on one product,
-// and checks the cache's metrics under the names the Prometheus exporter
-// gives them: dots become underscores, counters end in _total, and the
-// unit "s" becomes _seconds.
+// TestMetrics scrapes GET /metrics after three reads of one product, and
+// checks the caches' metrics under the names the Prometheus exporter gives
+// them: dots become underscores, counters end in _total, and the unit "s"
+// becomes _seconds.
 func TestMetrics(t *testing.T) {
 	c := startService(t, Config{CacheName: "metrics-test", QueryDelay: 0})
-	c.product("/products/42", http.StatusOK) // L1 miss, L2 miss, one load
-	c.product("/products/42", http.StatusOK) // L1 hit
+	// An HTTP miss: the data cache misses L1 and L2, one load.
+	c.product("/products/42", http.StatusOK)
+	// An HTTP hit: the handler does not run.
+	c.product("/products/42", http.StatusOK)
+	// Past the HTTP cache (no-cache): a data cache L1 hit.
+	c.doWith(http.Header{"Cache-Control": {"no-cache"}}, http.MethodGet, "/products/42", "", http.StatusOK, nil)
 
 	resp, err := http.Get(c.base + "/metrics")
 	if err != nil {
@@ -68,6 +72,10 @@ func TestMetrics(t *testing.T) {
 		"# TYPE tiercache_loader_duration_seconds histogram",
 		"# TYPE tiercache_remote_duration_seconds histogram",
 		"# TYPE tiercache_invalidation_messages_sent_total counter",
+		"# TYPE tiercache_http_requests_total counter",
+		`tiercache_cache="metrics-test-http",tiercache_http_cache_status="hit"} 1`,
+		"# TYPE tiercache_http_stored_total counter",
+		"# TYPE tiercache_http_invalidations_total counter",
 		`target_info{service_name="tiercache-example"`,
 	} {
 		if !bytes.Contains(body, []byte(want)) {
@@ -79,6 +87,13 @@ func TestMetrics(t *testing.T) {
 	cache := map[string]string{"tiercache_cache": "metrics-test", "otel_scope_name": "github.com/tiercache/tiercache/tiered"}
 	with := func(kv ...string) map[string]string {
 		l := maps.Clone(cache)
+		for i := 0; i < len(kv); i += 2 {
+			l[kv[i]] = kv[i+1]
+		}
+		return l
+	}
+	httpCache := func(kv ...string) map[string]string {
+		l := map[string]string{"tiercache_cache": "metrics-test-http", "otel_scope_name": "github.com/tiercache/tiercache/middleware"}
 		for i := 0; i < len(kv); i += 2 {
 			l[kv[i]] = kv[i+1]
 		}
@@ -99,7 +114,12 @@ func TestMetrics(t *testing.T) {
 		{"tiercache_l1_entries", cache, 1},
 		{"tiercache_loader_duration_seconds", cache, 1}, // a histogram: its count
 		{"tiercache_remote_duration_seconds", with("tiercache_operation", "get"), 1},
-		{"http_server_request_duration_seconds", map[string]string{"http_route": "/products/{id}", "http_response_status_code": "200"}, 2},
+		{"http_server_request_duration_seconds", map[string]string{"http_route": "/products/{id}", "http_response_status_code": "200"}, 3},
+		{"tiercache_http_requests_total", httpCache("tiercache_http_cache_status", "miss"), 2}, // the first read, and the no-cache one
+		{"tiercache_http_requests_total", httpCache("tiercache_http_cache_status", "hit"), 1},
+		{"tiercache_http_requests_total", httpCache("tiercache_http_cache_status", "bypass"), 0},
+		{"tiercache_http_stored_total", httpCache(), 2},
+		{"tiercache_http_invalidations_total", httpCache("tiercache_http_reason", "purge_tag"), 0},
 		{"target_info", map[string]string{"service_name": serviceName}, 1},
 	} {
 		if got := m.value(tc.name, tc.labels); got != tc.want {
@@ -122,15 +142,15 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestTraces checks that the cache's spans have the request's server span
-// as their parent, that the server span continues an incoming trace, and
-// that an L1 hit makes no cache span.
+// TestTraces checks that the data cache's spans have the request's server
+// span as their parent, that the server span continues an incoming trace,
+// and that an HTTP cache hit makes no cache span (an L1 hit never does).
 func TestTraces(t *testing.T) {
 	rec := &spanRecorder{}
 	c := startService(t, Config{QueryDelay: 0, SpanExporter: rec})
 
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	for range 2 { // a miss, then an L1 hit
+	for range 2 { // a miss, then an HTTP cache hit (its L1)
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, c.base+"/products/42", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -164,9 +184,26 @@ func TestTraces(t *testing.T) {
 				s.SpanContext().TraceID(), s.Parent().SpanID(), s.SpanKind())
 		}
 	}
+	// The HTTP cache's tiered cache makes spans too; those of the data
+	// cache carry its name.
+	var cacheSpans []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if strings.HasPrefix(s.Name(), "tiercache.") {
+			cacheSpans = append(cacheSpans, s)
+			if s.Parent().SpanID() == servers[1].SpanContext().SpanID() {
+				t.Errorf("the HTTP cache hit made a span %s", s.Name())
+			}
+		}
+	}
+	byName = map[string][]sdktrace.ReadOnlySpan{}
+	for _, s := range cacheSpans {
+		if cacheAttr(s) == c.name {
+			byName[s.Name()] = append(byName[s.Name()], s)
+		}
+	}
 	gets := byName["tiercache.get"]
 	if len(gets) != 1 {
-		t.Fatalf("%d tiercache.get spans, want 1 (the L1 hit makes none); spans: %v", len(gets), spanNames(spans))
+		t.Fatalf("%d tiercache.get spans of the data cache, want 1; spans: %v", len(gets), spanNames(spans))
 	}
 	get := gets[0]
 	if get.Parent().SpanID() != servers[0].SpanContext().SpanID() {
@@ -394,6 +431,16 @@ func (r *spanRecorder) spans() []sdktrace.ReadOnlySpan {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.list)
+}
+
+// cacheAttr returns a span's tiercache.cache attribute.
+func cacheAttr(s sdktrace.ReadOnlySpan) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == tiered.AttrCache {
+			return kv.Value.AsString()
+		}
+	}
+	return ""
 }
 
 func spanNames(spans []sdktrace.ReadOnlySpan) string {
