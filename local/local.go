@@ -40,7 +40,10 @@ type Options[V any] struct {
 	BufferItems int64
 }
 
-// item is what the store keeps under a key.
+// item is what the store keeps under a key. ristretto holds a pointer to it:
+// a pointer-shaped value lets Go share one fast instantiation of ristretto's
+// generic code, where a struct of a type parameter would go through a
+// dictionary and typed memory moves (about 40 % slower per Get).
 type item[V any] struct {
 	value  V
 	absent bool
@@ -48,7 +51,7 @@ type item[V any] struct {
 
 // Store is an L1 store on ristretto. Create it with New.
 type Store[V any] struct {
-	cache   *ristretto.Cache[string, item[V]]
+	cache   *ristretto.Cache[string, *item[V]]
 	seed    maphash.Seed
 	stripes [Stripes]atomic.Uint64
 	epoch   atomic.Uint64
@@ -83,12 +86,12 @@ func New[V any](opts Options[V]) (*Store[V], error) {
 		return nil, fmt.Errorf("%w: BufferItems %d is negative", ErrInvalidOptions, opts.BufferItems)
 	}
 	maxCost, counters := opts.MaxEntries, opts.MaxEntries*10
-	cost := func(item[V]) int64 { return 1 }
+	cost := func(*item[V]) int64 { return 1 }
 	if opts.MaxCost > 0 {
 		// Assume entries of about 64 cost units for the admission counters.
 		maxCost, counters = opts.MaxCost, max(opts.MaxCost/64, 1000)*10
 		userCost := opts.Cost
-		cost = func(it item[V]) int64 {
+		cost = func(it *item[V]) int64 {
 			if it.absent {
 				return 1
 			}
@@ -102,14 +105,14 @@ func New[V any](opts Options[V]) (*Store[V], error) {
 		buffer = 64
 	}
 	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: opts.MaxCost == 0}
-	c, err := ristretto.NewCache(&ristretto.Config[string, item[V]]{
+	c, err := ristretto.NewCache(&ristretto.Config[string, *item[V]]{
 		NumCounters:        counters,
 		MaxCost:            maxCost,
 		BufferItems:        buffer,
 		Cost:               cost,
 		IgnoreInternalCost: true,
-		OnReject:           func(*ristretto.Item[item[V]]) { s.rejected.Add(1) },
-		OnEvict:            func(*ristretto.Item[item[V]]) { s.evicted.Add(1) },
+		OnReject:           func(*ristretto.Item[*item[V]]) { s.rejected.Add(1) },
+		OnEvict:            func(*ristretto.Item[*item[V]]) { s.evicted.Add(1) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
@@ -125,7 +128,10 @@ func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
 		return value, false, false
 	}
 	it, ok := s.cache.Get(key)
-	return it.value, it.absent, ok
+	if !ok {
+		return value, false, false
+	}
+	return it.value, it.absent, true
 }
 
 func (s *Store[V]) stripe(key string) *atomic.Uint64 {
@@ -168,7 +174,7 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 	if s.Generation(key) != gen {
 		return false
 	}
-	if !s.cache.SetWithTTL(key, item[V]{value: value, absent: absent}, 0, ttl) {
+	if !s.cache.SetWithTTL(key, &item[V]{value: value, absent: absent}, 0, ttl) {
 		s.dropped.Add(1)
 		return false
 	}
