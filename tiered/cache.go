@@ -26,13 +26,14 @@ type BatchLoader[V any] func(ctx context.Context, keys []string) (map[string]V, 
 // Cache is a two-tier cache of values of type V under one name (namespace).
 // Create it with New; it is safe for concurrent use. Close it when done.
 type Cache[V any] struct {
-	name   string
-	prefix string // name + ":", prepended to keys in L2
-	l1     Local[V]
-	l2     Remote
-	cfg    config
-	stats  counters
-	tel    *telemetry
+	name    string
+	prefix  string // name + ":", prepended to keys in L2
+	l1      Local[V]
+	l2      Remote
+	cfg     config
+	stats   counters
+	tel     *telemetry
+	breaker *breaker // nil when off
 
 	// closing is cancelled by Close; flights derive their context from it.
 	closing context.Context
@@ -100,6 +101,10 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	c.tel = tel
 	if l2 != nil {
 		c.l2 = measuredRemote{Remote: l2, t: tel}
+		if cfg.breakerThreshold > 0 {
+			c.breaker = &breaker{threshold: int64(cfg.breakerThreshold), coolDown: cfg.breakerCoolDown, onOpen: c.breakerOpened}
+			c.l2 = guardedRemote{Remote: c.l2, b: c.breaker}
+		}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
@@ -149,8 +154,13 @@ func (c *Cache[V]) check(key string) error {
 	return nil
 }
 
-// report hands an error the cache handled itself to the error handler.
+// report hands an error the cache handled itself to the error handler. A
+// call refused by the open circuit breaker is not reported again: the
+// opening was.
 func (c *Cache[V]) report(ctx context.Context, err error) {
+	if errors.Is(err, ErrCircuitOpen) {
+		return
+	}
 	c.stats.handledErrors.Add(1)
 	c.cfg.onError(ctx, err)
 }

@@ -24,6 +24,12 @@ const (
 	DefaultLeaseMargin  = 2 * time.Second
 	DefaultLeasePollMin = time.Millisecond
 	DefaultLeasePollMax = 8 * time.Millisecond
+	// DefaultBreakerThreshold is how many consecutive L2 failures open the
+	// circuit breaker.
+	DefaultBreakerThreshold = 5
+	// DefaultBreakerCoolDown is how long the open breaker refuses L2 calls
+	// before it lets one probe through.
+	DefaultBreakerCoolDown = time.Second
 	// DefaultEarlyRefreshBeta is the beta of probabilistic early refresh.
 	DefaultEarlyRefreshBeta = 1.0
 )
@@ -36,6 +42,8 @@ type config struct {
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
+	breakerThreshold                 int
+	breakerCoolDown                  time.Duration
 	meterProvider                    metric.MeterProvider
 	tracerProvider                   trace.TracerProvider
 	onError                          func(ctx context.Context, err error)
@@ -53,6 +61,9 @@ func defaultConfig() config {
 		pollMin:       DefaultLeasePollMin,
 		pollMax:       DefaultLeasePollMax,
 		beta:          DefaultEarlyRefreshBeta,
+
+		breakerThreshold: DefaultBreakerThreshold,
+		breakerCoolDown:  DefaultBreakerCoolDown,
 	}
 }
 
@@ -171,6 +182,26 @@ func WithEarlyRefresh(beta float64) Option {
 			return fmt.Errorf("%w: early refresh beta %v must be finite and >= 0", ErrInvalidOption, beta)
 		}
 		c.beta = beta
+		return nil
+	}
+}
+
+// WithCircuitBreaker sets the L2 circuit breaker: after threshold
+// consecutive L2 failures (timeouts included; calls the caller cancelled are
+// not counted) the breaker opens and L2 calls fail at once with
+// ErrCircuitOpen for coolDown: reads go from L1 straight to the loader
+// (still one flight per key on this node), writes return the error. Then
+// one call probes L2; success closes the breaker. The opening is reported to
+// the error handler once; refused calls are counted. Default
+// DefaultBreakerThreshold (5) and DefaultBreakerCoolDown (1 s); threshold 0
+// turns the breaker off; negative values and a zero cool-down with a
+// threshold are errors.
+func WithCircuitBreaker(threshold int, coolDown time.Duration) Option {
+	return func(c *config) error {
+		if threshold < 0 || (threshold > 0 && coolDown <= 0) {
+			return fmt.Errorf("%w: circuit breaker threshold %d, cool-down %v: need threshold >= 0 and a positive cool-down", ErrInvalidOption, threshold, coolDown)
+		}
+		c.breakerThreshold, c.breakerCoolDown = threshold, coolDown
 		return nil
 	}
 }

@@ -137,6 +137,8 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	refreshes := counter("tiercache.refreshes", "{refresh}", "Early refreshes, by result (started, skipped, error).")
 	handled := counter("tiercache.errors.handled", "{error}", "Errors given to the error handler instead of a caller.")
 	corrupt := counter("tiercache.l2.corrupt", "{value}", "L2 values the codec could not decode (deleted and reloaded).")
+	breakerOpen := gauge("tiercache.remote.breaker.open", "1", "1 while the L2 circuit breaker refuses calls, else 0.")
+	breakerRejected := counter("tiercache.remote.breaker.rejected", "{call}", "L2 calls refused by the open circuit breaker.")
 	l1Entries := gauge("tiercache.l1.entries", "{entry}", "Entries held in L1.")
 	l1Cost := gauge("tiercache.l1.cost", "{cost}", "Cost held in L1, in the unit of the cost function.")
 	l1Dropped := counter("tiercache.l1.sets.dropped", "{set}", "L1 fills dropped because its buffers were full.")
@@ -189,6 +191,14 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 		o.ObserveInt64(rejected, int64(s.fillsRejected.Load()), plain)
 		o.ObserveInt64(handled, int64(s.handledErrors.Load()), plain)
 		o.ObserveInt64(corrupt, int64(s.l2Corrupt.Load()), plain)
+		if b := c.breaker; b != nil {
+			open := int64(0)
+			if b.isOpen() {
+				open = 1
+			}
+			o.ObserveInt64(breakerOpen, open, plain)
+			o.ObserveInt64(breakerRejected, int64(b.rejected.Load()), plain)
+		}
 		if lm != nil {
 			entries, cost, dropped, rej := lm.Metrics()
 			o.ObserveInt64(l1Entries, int64(entries), plain)
@@ -197,7 +207,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 			o.ObserveInt64(l1Rejected, int64(rej), plain)
 		}
 		return nil
-	}, requests, refreshes, loads, leases, waits, takeovers, rejected, handled, corrupt, l1Entries, l1Cost, l1Dropped, l1Rejected)
+	}, requests, refreshes, loads, leases, waits, takeovers, rejected, handled, corrupt, breakerOpen, breakerRejected, l1Entries, l1Cost, l1Dropped, l1Rejected)
 	if err != nil {
 		return nil, fmt.Errorf("tiered: registering metrics callback: %w", err)
 	}

@@ -51,12 +51,16 @@ type Stats struct {
 	RefreshErrors    uint64 // early refreshes whose loader failed
 
 	HandledErrors uint64 // errors given to the error handler
+
+	BreakerOpen     bool   // the L2 circuit breaker refuses calls now
+	BreakerOpenings uint64 // times the breaker opened
+	BreakerRejected uint64 // L2 calls refused while it was open
 }
 
 // Stats returns the cache's counters. It is safe to call at any time.
 func (c *Cache[V]) Stats() Stats {
 	s := &c.stats
-	return Stats{
+	st := Stats{
 		L1Hits:           s.l1Hit.Load(),
 		L1NotFound:       s.l1NotFound.Load(),
 		L1Misses:         s.l1Miss.Load(),
@@ -79,4 +83,10 @@ func (c *Cache[V]) Stats() Stats {
 		RefreshErrors:    s.refreshErrors.Load(),
 		HandledErrors:    s.handledErrors.Load(),
 	}
+	if b := c.breaker; b != nil {
+		st.BreakerOpen = b.isOpen()
+		st.BreakerOpenings = b.opened.Load()
+		st.BreakerRejected = b.rejected.Load()
+	}
+	return st
 }

@@ -90,10 +90,23 @@ func TestInvalidationBetweenL2ReadAndL1Fill(t *testing.T) {
 	ctx := ctxT(t)
 	nodes := newNodes(t, topologies()[0], 2, redistest.Name(t), nodeConfig{})
 	a, b := nodes[0], nodes[1]
+	invalidated := b.l1.watchInvalidations()
+	waitInvalidated := func() {
+		t.Helper()
+		for k := ""; k != "k"; {
+			select {
+			case k = <-invalidated:
+			case <-ctx.Done():
+				t.Fatal("the invalidation never reached B")
+			}
+		}
+	}
 	if err := a.cache.Set(ctx, "k", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	invalidated := b.l1.watchInvalidations()
+	// Let the invalidation of this first Set reach B now, so that the one
+	// awaited below is the second Set's.
+	waitInvalidated()
 
 	// B's read: L1 miss, generation snapshot, L2 GET (v1), then held in Fill.
 	reached, release := b.l1.holdNextFill()
@@ -117,13 +130,7 @@ func TestInvalidationBetweenL2ReadAndL1Fill(t *testing.T) {
 	if err := a.cache.Set(ctx, "k", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	for k := ""; k != "k"; {
-		select {
-		case k = <-invalidated:
-		case <-ctx.Done():
-			t.Fatal("the invalidation never reached B")
-		}
-	}
+	waitInvalidated()
 	close(release)
 	r := <-got
 	if r.err != nil || !r.ok || r.v != "v1" {
