@@ -33,7 +33,10 @@
 // lease is released. ErrNotFound from a loader is cached for NotFoundTTL. A
 // loader panic becomes an error matching ErrLoaderPanic, with the stack.
 // When L2 fails, GetOrLoad answers from the loader (keeping the result in L1
-// only) and reports the L2 error to the error handler.
+// only) and reports the L2 error to the error handler. After consecutive
+// failures a circuit breaker (WithCircuitBreaker) makes L2 calls fail at
+// once for a cool-down, so an outage costs no timeouts; one probe per
+// cool-down finds Redis back.
 //
 // # Write path
 //
