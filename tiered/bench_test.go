@@ -290,3 +290,42 @@ func BenchmarkStampede(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetOrLoadManyCold: 100 cold keys in one call (leases and fills
+// for each), on the standalone server and the Cluster.
+func BenchmarkGetOrLoadManyCold(b *testing.B) {
+	for _, dep := range []string{"standalone", "cluster"} {
+		b.Run(dep, func(b *testing.B) {
+			var rdb remote.Client = redistest.Standalone(b)
+			if dep == "cluster" {
+				rdb = redistest.Cluster(b)
+			}
+			st, _ := remote.New(rdb)
+			c, err := tiered.New[user](redistest.Name(b), nil, st)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			load := func(_ context.Context, keys []string) (map[string]user, error) {
+				out := make(map[string]user, len(keys))
+				for _, k := range keys {
+					out[k] = user{ID: k}
+				}
+				return out, nil
+			}
+			ctx := context.Background()
+			keys := make([]string, 100)
+			round := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				round++
+				for i := range keys {
+					keys[i] = strconv.Itoa(round) + ":" + strconv.Itoa(i)
+				}
+				if m, err := c.GetOrLoadMany(ctx, keys, load); err != nil || len(m) != len(keys) {
+					b.Fatal(len(m), err)
+				}
+			}
+		})
+	}
+}

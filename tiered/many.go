@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -156,6 +157,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		tokens   = make(map[int]uint64)
 		degraded []int
 		awaited  []int
+		contest  []int // indexes into remain of the keys to take the lease of
 	)
 	for n, i := range remain {
 		e := entries[n]
@@ -175,17 +177,33 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 			won = append(won, i)
 			continue
 		}
-		token, cur, ok, err := c.takeLease(ctx, full[n], e)
+		contest = append(contest, n)
+	}
+	// Take the leases, a few round trips in flight at once.
+	type leaseResult struct {
+		token uint64
+		cur   RemoteEntry
+		won   bool
+		err   error
+	}
+	leases := make([]leaseResult, len(contest))
+	inParallel(len(contest), func(j int) {
+		n := contest[j]
+		r := &leases[j]
+		r.token, r.cur, r.won, r.err = c.takeLease(ctx, full[n], entries[n])
+	})
+	for j, n := range contest {
+		i, r := remain[n], leases[j]
 		switch {
-		case err != nil:
-			c.report(ctx, c.remoteErr("lease", keys[i], err))
+		case r.err != nil:
+			c.report(ctx, c.remoteErr("lease", keys[i], r.err))
 			degraded = append(degraded, i)
-		case ok:
+		case r.won:
 			c.stats.leaseAcquired.Add(1)
 			won = append(won, i)
-			tokens[i] = token
+			tokens[i] = r.token
 		default:
-			if v, err := c.accept(ctx, keys[i], cur, gens[i]); !errors.Is(err, errUnusable) {
+			if v, err := c.accept(ctx, keys[i], r.cur, gens[i]); !errors.Is(err, errUnusable) {
 				results[i] = result[V]{v, err}
 			} else {
 				awaited = append(awaited, i)
@@ -196,7 +214,8 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		start := time.Now()
 		m, err := c.callBatch(ctx, pickKeys(keys, won), load)
 		took := time.Since(start)
-		for _, i := range won {
+		inParallel(len(won), func(j int) {
+			i := won[j]
 			v, kerr := batchResult(m, err, keys[i])
 			if c.cfg.noLeases {
 				v, kerr = c.storeUnleased(ctx, keys[i], gens[i], v, kerr, took)
@@ -204,7 +223,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 				v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
 			}
 			results[i] = result[V]{v, kerr}
-		}
+		})
 	}
 	if len(degraded) > 0 {
 		c.loadLocal(ctx, keys, degraded, gens, results, load)
@@ -220,6 +239,29 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	}
 	wg.Wait()
 	return results
+}
+
+// maxInFlight bounds the L2 round trips a batch keeps in flight at once
+// (below go-redis's default pool of 10 connections per CPU).
+const maxInFlight = 16
+
+// inParallel calls f(0) ... f(n-1) from up to maxInFlight goroutines and
+// returns when all calls have.
+func inParallel(n int, f func(i int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, maxInFlight) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // oneOf loads key alone with a batch loader.
