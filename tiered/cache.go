@@ -33,7 +33,8 @@ type Cache[V any] struct {
 	cfg     config
 	stats   counters
 	tel     *telemetry
-	breaker *breaker // nil when off
+	breaker *breaker      // nil when off
+	loadSem chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
 
 	// closing is cancelled by Close; flights derive their context from it.
 	closing context.Context
@@ -93,6 +94,9 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		cfg:        cfg,
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
+	}
+	if cfg.maxLoads > 0 {
+		c.loadSem = make(chan struct{}, cfg.maxLoads)
 	}
 	tel, err := newTelemetry(c)
 	if err != nil {
@@ -622,6 +626,11 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 // callLoader runs load, counting and timing it, and turns a panic into an
 // error carrying the stack.
 func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (v V, err error) {
+	release, err := c.loadSlot(ctx)
+	if err != nil {
+		return v, err
+	}
+	defer release()
 	c.stats.loads.Add(1)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
 	start := time.Now()
@@ -634,6 +643,22 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (
 	}()
 	return load(ctx, key)
 }
+
+// loadSlot waits for one of the WithMaxConcurrentLoads slots, if there is a
+// limit, and returns the function that gives it back.
+func (c *Cache[V]) loadSlot(ctx context.Context) (release func(), err error) {
+	if c.loadSem == nil {
+		return noCancel, nil
+	}
+	select {
+	case c.loadSem <- struct{}{}:
+		return c.releaseSlot, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("tiered: waiting for a loader slot in cache %q: %w", c.name, context.Cause(ctx))
+	}
+}
+
+func (c *Cache[V]) releaseSlot() { <-c.loadSem }
 
 // endLoad records a loader call's duration and ends its span.
 func (c *Cache[V]) endLoad(ctx context.Context, span trace.Span, start time.Time, err error) {

@@ -308,6 +308,11 @@ func batchResult[V any](m map[string]V, err error, key string) (V, error) {
 // callBatch runs a batch loader, counting and timing it, and turns a panic
 // into an error carrying the stack.
 func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (m map[string]V, err error) {
+	release, err := c.loadSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	c.stats.loads.Add(1)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
 	start := time.Now()

@@ -43,6 +43,7 @@ type config struct {
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
 	breakerThreshold                 int
+	maxLoads                         int
 	breakerCoolDown                  time.Duration
 	meterProvider                    metric.MeterProvider
 	tracerProvider                   trace.TracerProvider
@@ -202,6 +203,21 @@ func WithCircuitBreaker(threshold int, coolDown time.Duration) Option {
 			return fmt.Errorf("%w: circuit breaker threshold %d, cool-down %v: need threshold >= 0 and a positive cool-down", ErrInvalidOption, threshold, coolDown)
 		}
 		c.breakerThreshold, c.breakerCoolDown = threshold, coolDown
+		return nil
+	}
+}
+
+// WithMaxConcurrentLoads caps the loader calls (single and batch) this
+// cache runs at once on this node; more wait for a slot, bounded by the
+// load timeout. It protects the source of truth when many keys miss at
+// once, for instance while the circuit breaker is open and L2 absorbs
+// nothing. Default 0: no cap; negative is an error.
+func WithMaxConcurrentLoads(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: max concurrent loads %d is negative", ErrInvalidOption, n)
+		}
+		c.maxLoads = n
 		return nil
 	}
 }
