@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -623,12 +624,18 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 	return e, false
 }
 
-// callLoader runs load, counting and timing it, and turns a panic into an
-// error carrying the stack.
-func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (v V, err error) {
+// callLoader runs load for one key (see runLoad).
+func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (V, error) {
+	return runLoad(c, ctx, "key "+strconv.Quote(key), func(ctx context.Context) (V, error) { return load(ctx, key) })
+}
+
+// runLoad runs one loader call (single or batch): it waits for a loader slot,
+// counts and times the call in a span, and turns a panic into an error
+// carrying the stack. what names the call in that error.
+func runLoad[V, T any](c *Cache[V], ctx context.Context, what string, call func(context.Context) (T, error)) (out T, err error) {
 	release, err := c.loadSlot(ctx)
 	if err != nil {
-		return v, err
+		return out, err
 	}
 	defer release()
 	c.stats.loads.Add(1)
@@ -636,12 +643,12 @@ func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: key %q in cache %q: %v\n%s", ErrLoaderPanic, key, c.name, r, debug.Stack())
+			err = fmt.Errorf("%w: %s in cache %q: %v\n%s", ErrLoaderPanic, what, c.name, r, debug.Stack())
 		}
 		c.endLoad(ctx, span, start, err)
 		c.countLoad(err)
 	}()
-	return load(ctx, key)
+	return call(ctx)
 }
 
 // loadSlot waits for one of the WithMaxConcurrentLoads slots, if there is a

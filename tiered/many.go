@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,25 +305,7 @@ func batchResult[V any](m map[string]V, err error, key string) (V, error) {
 	return v, nil
 }
 
-// callBatch runs a batch loader, counting and timing it, and turns a panic
-// into an error carrying the stack.
-func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (m map[string]V, err error) {
-	release, err := c.loadSlot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	c.stats.loads.Add(1)
-	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
-	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %d keys in cache %q: %v\n%s", ErrLoaderPanic, len(keys), c.name, r, debug.Stack())
-		}
-		c.endLoad(ctx, span, start, err)
-		if err != nil {
-			c.stats.loadErrors.Add(1)
-		}
-	}()
-	return load(ctx, keys)
+// callBatch runs a batch loader (see runLoad).
+func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
+	return runLoad(c, ctx, strconv.Itoa(len(keys))+" keys", func(ctx context.Context) (map[string]V, error) { return load(ctx, keys) })
 }
