@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/tiercache/tiercache/internal/stripe"
 	"github.com/tiercache/tiercache/tiered"
 )
 
@@ -76,7 +76,7 @@ var reasonNames = [reasonCount]string{"unsafe_method", "purge", "purge_tag"}
 // nothing on a hit touches OpenTelemetry or allocates. Request outcomes are
 // striped (hits run in parallel on every core); the rest are rare.
 type metrics struct {
-	requests      [outCount]stripedCounter
+	requests      [outCount]stripe.Counter
 	stored        atomic.Uint64
 	invalidations [reasonCount]atomic.Uint64
 	reg           metric.Registration
@@ -174,41 +174,4 @@ func (m *metrics) unregister() {
 	if m.reg != nil {
 		m.reg.Unregister() //nolint:errcheck // nothing to do about it
 	}
-}
-
-// counterStripes spreads a hot counter over cache lines so parallel hits on
-// different cores do not fight over one.
-const counterStripes = 16
-
-// paddedUint64 is a counter alone on its cache line. Go aligns it to 8
-// bytes only, so the padding is a full 128-byte stride: two counters are
-// never on one 64-byte line, wherever the array starts.
-type paddedUint64 struct {
-	atomic.Uint64
-	_ [120]byte
-}
-
-// stripedCounter is a counter cheap to increment from many goroutines at
-// once (the same as tiered's): reads sum the stripes, and each goroutine
-// increments the stripe its stack address hashes to. Goroutine stacks are
-// distinct, so concurrent goroutines mostly keep to different cache lines,
-// and one goroutine keeps to one. No allocation, no lock.
-type stripedCounter struct {
-	_       [64]byte // keeps the first stripe off the line of the field before
-	stripes [counterStripes]paddedUint64
-}
-
-func (c *stripedCounter) Add(n uint64) {
-	var onStack byte
-	// Stacks are at least 8 KiB apart; mix the bits above that.
-	h := uint64(uintptr(unsafe.Pointer(&onStack))>>13) * 0x9E3779B97F4A7C15
-	c.stripes[h>>60%counterStripes].Add(n)
-}
-
-func (c *stripedCounter) Load() uint64 {
-	var sum uint64
-	for i := range c.stripes {
-		sum += c.stripes[i].Load()
-	}
-	return sum
 }

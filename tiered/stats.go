@@ -3,11 +3,13 @@ package tiered
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/tiercache/tiercache/internal/stripe"
 )
 
 // counters are the cache's own atomics. Hot-path ones are striped.
 type counters struct {
-	l1Hit, l1NotFound stripedCounter
+	l1Hit, l1NotFound stripe.Counter
 	l1Miss            atomic.Uint64
 
 	l2Hit, l2NotFound, l2Miss, l2Error atomic.Uint64
