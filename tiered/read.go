@@ -1,0 +1,238 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Read path: L1, the per-node flight, L2 (DESIGN §3).
+
+// lookL1 reads L1. found reports an entry; err is ErrNotFound for a cached
+// not-found. It allocates nothing.
+func (c *Cache[V]) lookL1(key string) (v V, found bool, err error) {
+	if c.l1 == nil {
+		return v, false, nil
+	}
+	v, absent, ok := c.l1.Get(key)
+	switch {
+	case !ok:
+		return v, false, nil
+	case absent:
+		c.stats.l1NotFound.Add(1)
+		return v, true, ErrNotFound
+	}
+	c.stats.l1Hit.Add(1)
+	return v, true, nil
+}
+
+// fillL1 stores an entry read from or written to L2 in L1 for
+// min(LocalTTL, remaining L2 TTL), if key's generation is still gen.
+func (c *Cache[V]) fillL1(key string, v V, absent bool, expiresAt time.Time, gen uint64) {
+	if c.l1 == nil {
+		return
+	}
+	ttl := c.cfg.localTTL
+	if !expiresAt.IsZero() {
+		ttl = min(ttl, time.Until(expiresAt))
+	}
+	c.l1.Fill(key, v, absent, ttl, gen)
+}
+
+// jittered returns d moved by a random fraction in [-jitter, +jitter].
+func (c *Cache[V]) jittered(d time.Duration) time.Duration {
+	if c.cfg.jitter == 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + c.cfg.jitter*(2*rand.Float64()-1)))
+}
+
+// Get returns the value of key from L1 or L2 without loading it. A miss,
+// including a cached not-found, is ok == false with a nil error; an L2
+// failure is returned.
+func (c *Cache[V]) Get(ctx context.Context, key string) (v V, ok bool, err error) {
+	if err := c.check(key); err != nil {
+		return v, false, err
+	}
+	if v, found, err := c.lookL1(key); found {
+		return v, err == nil, nil
+	}
+	c.stats.l1Miss.Add(1)
+	if c.l2 == nil {
+		return v, false, nil
+	}
+	ctx, span := c.tel.startSpan(ctx, "tiercache.get")
+	defer func() { endSpan(span, err) }()
+	gen := c.generation(key)
+	rctx, cancel := c.remoteCtx(ctx)
+	e, err := c.l2.Get(rctx, c.prefix+key)
+	cancel()
+	if err != nil {
+		return v, false, c.remoteErr("GET", key, err)
+	}
+	v, err = c.accept(ctx, key, e, gen)
+	switch {
+	case errors.Is(err, errUnusable):
+		return v, false, nil
+	case errors.Is(err, ErrNotFound):
+		return v, false, nil
+	}
+	return v, err == nil, err
+}
+
+func (c *Cache[V]) generation(key string) uint64 {
+	if c.l1 == nil {
+		return 0
+	}
+	return c.l1.Generation(key)
+}
+
+// errUnusable means an L2 entry holds no value: a miss, a lease, or a payload
+// the codec could not decode (deleted).
+var errUnusable = errors.New("tiered: no usable L2 entry")
+
+// accept turns an L2 entry into a result: a value (stored in L1), ErrNotFound
+// (stored in L1), or errUnusable. A payload the codec cannot decode is
+// deleted from L2 so the next read reloads it.
+func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen uint64) (v V, err error) {
+	switch e.Kind {
+	case KindValue:
+		if err := c.l2.Unmarshal(e.Payload, &v); err != nil {
+			c.stats.l2Corrupt.Add(1)
+			c.report(ctx, fmt.Errorf("%w: decoding %q in cache %q (deleting it): %w", ErrCodec, key, c.name, err))
+			rctx, cancel := c.remoteCtx(ctx)
+			if err := c.l2.Delete(rctx, c.prefix+key); err != nil {
+				c.report(ctx, c.remoteErr("DEL", key, err))
+			}
+			cancel()
+			return v, errUnusable
+		}
+		c.stats.l2Hit.Add(1)
+		c.fillL1(key, v, false, c.localExpiry(e), gen)
+		return v, nil
+	case KindNotFound:
+		c.stats.l2NotFound.Add(1)
+		c.fillL1(key, v, true, c.localExpiry(e), gen)
+		return v, ErrNotFound
+	}
+	return v, errUnusable
+}
+
+// GetOrLoad returns the value of key: from L1, else from L2, else from load,
+// storing what it loads in both tiers. Concurrent callers of one key on this
+// node share one flight; across nodes, a lease in L2 makes one node load
+// while the others wait for its result. It returns ErrNotFound when the key
+// is known to be absent.
+//
+// The shared work runs detached from ctx (bounded by the load timeout), so
+// one caller's cancellation never fails the others; each caller still
+// returns when its own ctx ends. If L2 fails, the value comes from load and
+// the L2 error goes to the error handler.
+func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V, error) {
+	if err := c.check(key); err != nil {
+		var zero V
+		return zero, err
+	}
+	if v, found, err := c.lookL1(key); found {
+		return v, err
+	}
+	if load == nil {
+		var zero V
+		return zero, fmt.Errorf("%w: nil loader", ErrInvalidOption)
+	}
+	c.stats.l1Miss.Add(1)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.get")
+	f, leader, err := c.join(key)
+	if err != nil {
+		endSpan(span, err)
+		var zero V
+		return zero, err
+	}
+	span.SetAttributes(AttrShared.Bool(!leader))
+	if leader {
+		fctx, done := c.flightCtx(ctx)
+		go func() {
+			defer c.wg.Done()
+			defer done()
+			v, err := c.fetch(fctx, key, load)
+			c.finish(key, f, v, err)
+		}()
+	}
+	v, err := wait(ctx, f)
+	endSpan(span, err)
+	return v, err
+}
+
+// join returns key's flight on this node, creating it if there is none; the
+// creator is the leader and must run it and call finish.
+func (c *Cache[V]) join(key string) (f *flight[V], leader bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	if f := c.flights[key]; f != nil {
+		return f, false, nil
+	}
+	f = &flight[V]{done: make(chan struct{})}
+	c.flights[key] = f
+	c.wg.Add(1)
+	return f, true, nil
+}
+
+func (c *Cache[V]) finish(key string, f *flight[V], v V, err error) {
+	f.value, f.err = v, err
+	c.mu.Lock()
+	delete(c.flights, key)
+	c.mu.Unlock()
+	close(f.done)
+}
+
+func wait[V any](ctx context.Context, f *flight[V]) (V, error) {
+	select {
+	case <-f.done:
+		return f.value, f.err
+	case <-ctx.Done():
+		var zero V
+		return zero, context.Cause(ctx)
+	}
+}
+
+// flightCtx returns the context of shared work started for a caller with
+// ctx: it keeps ctx's values (trace context) but not its cancellation, ends
+// after the load timeout, and is cancelled by Close.
+func (c *Cache[V]) flightCtx(ctx context.Context) (context.Context, func()) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.loadTimeout)
+	stop := context.AfterFunc(c.closing, cancel)
+	return fctx, func() { stop(); cancel() }
+}
+
+// fetch is the shared work of one key's flight (read path steps 2-6).
+func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, error) {
+	// Another flight may have filled L1 since the caller looked.
+	if v, found, err := c.lookL1(key); found {
+		return v, err
+	}
+	gen := c.generation(key)
+	if c.l2 == nil {
+		v, err := c.callLoader(ctx, key, load)
+		return c.keepLocal(key, v, err, gen)
+	}
+	return c.fetchRemote(ctx, key, gen, func(ctx context.Context) (V, error) {
+		return c.callLoader(ctx, key, load)
+	})
+}
+
+// keepLocal stores a load result in L1 only (no L2, or L2 failing) and
+// returns it.
+func (c *Cache[V]) keepLocal(key string, v V, err error, gen uint64) (V, error) {
+	switch {
+	case err == nil:
+		c.fillL1(key, v, false, time.Time{}, gen)
+	case errors.Is(err, ErrNotFound) && c.cfg.notFoundTTL > 0:
+		c.fillL1(key, v, true, time.Now().Add(c.cfg.notFoundTTL), gen)
+	}
+	return v, err
+}
