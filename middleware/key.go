@@ -256,16 +256,6 @@ func (m *Middleware) ignored(name string) bool {
 	return false
 }
 
-// hasKeyHeader reports whether r carries one of the key headers.
-func (m *Middleware) hasKeyHeader(r *http.Request) bool {
-	for _, k := range m.cfg.keyHeaders {
-		if _, ok := r.Header[k]; ok {
-			return true
-		}
-	}
-	return false
-}
-
 // specNames returns the fields a vary spec for a response with the given
 // Vary names selects on: those names plus the key headers, sorted, unique.
 func (m *Middleware) specNames(vary []string) []string {

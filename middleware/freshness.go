@@ -30,8 +30,8 @@ func seconds(n int64) time.Duration {
 // or returns nil when it must not be stored (RFC 9111, Section 3, with the
 // shared-cache rules). vary is the response's Vary field names, canonical,
 // sorted and unique. reqTime and respTime bracket the handler call.
-func (m *Middleware) buildRecord(ri *reqInfo, c *capture, reqTime, respTime time.Time) (rec *Response, vary []string) {
-	if c.passedThrough() || c.flushed || c.overflow || ri.head || ri.cc.noStore {
+func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time.Time) (rec *Response, vary []string) {
+	if c.passedThrough() || c.flushed || c.overflow || rq.head || rq.cc.noStore {
 		return nil, nil
 	}
 	status := c.status
@@ -61,7 +61,7 @@ func (m *Middleware) buildRecord(ri *reqInfo, c *capture, reqTime, respTime time
 		return nil, nil
 	}
 	shared := cc.public || cc.sMaxAge != unset || cc.mustRevalidate
-	if ri.has(rqAuth) && !shared {
+	if rq.has(rqAuth) && !shared {
 		return nil, nil // RFC 9111, Section 3.5
 	}
 	for _, v := range headerTokens(h["Vary"]) {

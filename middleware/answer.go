@@ -74,13 +74,6 @@ func newStatusValues(name string) statusValues {
 	return s
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // addStatus appends the middleware's Cache-Status member to h, after any
 // set by caches closer to the origin.
 func addStatus(h http.Header, status []string) {
@@ -107,10 +100,10 @@ func (m *Middleware) ageValue(age time.Duration) []string {
 // Cache-Status, and its body unless the request is HEAD; or 304 Not
 // Modified when the request's validators match. It counts the request's
 // outcome (a fresh hit answered with 304 is "revalidated").
-func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *reqInfo, rec *Response, now time.Time, status cacheStatus) {
+func (m *Middleware) writeRecord(w http.ResponseWriter, rq *request, rec *Response, now time.Time, status cacheStatus) {
 	h := w.Header()
 	age := m.ageValue(rec.age(now))
-	if ri.has(rqConditional) && rec.status >= 200 && rec.status < 300 && notModified(r.Header, rec) {
+	if rq.has(rqConditional) && rec.status >= 200 && rec.status < 300 && notModified(rq.r.Header, rec) {
 		out := status.out
 		if out == outHit {
 			out = outRevalidated
@@ -131,7 +124,7 @@ func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *req
 	h["Age"] = age
 	h["Cache-Status"] = status.field
 	w.WriteHeader(rec.status)
-	if !ri.head && len(rec.body) > 0 {
+	if !rq.head && len(rec.body) > 0 {
 		w.Write(rec.body) //nolint:errcheck // the client went away
 	}
 }
@@ -139,7 +132,7 @@ func (m *Middleware) writeRecord(w http.ResponseWriter, r *http.Request, ri *req
 // writeCaptured answers with a response the origin handler just wrote (not
 // stored): the header as it was when the status was written, the body, and
 // any trailers set later. It counts the request's outcome.
-func (m *Middleware) writeCaptured(w http.ResponseWriter, ri *reqInfo, c *capture, status cacheStatus) {
+func (m *Middleware) writeCaptured(w http.ResponseWriter, rq *request, c *capture, status cacheStatus) {
 	m.met.request(status.out)
 	h := w.Header()
 	src := c.snapshot
@@ -153,7 +146,7 @@ func (m *Middleware) writeCaptured(w http.ResponseWriter, ri *reqInfo, c *captur
 		code = http.StatusOK
 	}
 	w.WriteHeader(code)
-	if !ri.head && len(c.body) > 0 {
+	if !rq.head && len(c.body) > 0 {
 		w.Write(c.body) //nolint:errcheck // the client went away
 	}
 	declared := headerTokens(src["Trailer"])
@@ -218,4 +211,10 @@ func etagListMatches(list, etag string) bool {
 		}
 		s = s[end+2:]
 	}
+}
+
+func (m *Middleware) gatewayTimeout(w http.ResponseWriter) {
+	m.met.request(m.status.onlyIfCached.out)
+	w.Header()["Cache-Status"] = m.status.onlyIfCached.field
+	w.WriteHeader(http.StatusGatewayTimeout)
 }

@@ -1,0 +1,103 @@
+package middleware
+
+import (
+	"net/http"
+)
+
+// Stage 1: classify the request. What the middleware needs from a request
+// is read once here: its method, the header fields that change what the
+// cache does, the request's Cache-Control directives and its URL key.
+
+// route is what classify decided about a request.
+type route uint8
+
+const (
+	routeCache  route = iota // look it up (the usual case)
+	routeReload              // request no-cache or max-age=0: load it, skipping the lookup
+	routeUnsafe              // POST, PUT, ...: run it, invalidate on success
+	routeMethod              // OPTIONS, TRACE, CONNECT: not cached
+	routeBypass              // Range, Upgrade, ..., unkeyable URL, after Close
+)
+
+// Request fields that change what the middleware does.
+const (
+	rqAuth         uint16 = 1 << iota // Authorization
+	rqCacheControl                    // Cache-Control
+	rqConditional                     // If-None-Match or If-Modified-Since
+	rqBypass                          // Upgrade, Range, If-Range, If-Match, If-Unmodified-Since
+	rqKeyHeader                       // one of the key headers
+)
+
+// interestingFields returns the request fields classify looks for, with
+// their flags.
+func interestingFields(keyHeaders []string) map[string]uint16 {
+	m := make(map[string]uint16)
+	for name, f := range map[string]uint16{
+		"Authorization":       rqAuth,
+		"Cache-Control":       rqCacheControl,
+		"If-None-Match":       rqConditional,
+		"If-Modified-Since":   rqConditional,
+		"Upgrade":             rqBypass,
+		"Range":               rqBypass,
+		"If-Range":            rqBypass,
+		"If-Match":            rqBypass,
+		"If-Unmodified-Since": rqBypass,
+	} {
+		m[name] |= f
+	}
+	for _, k := range keyHeaders {
+		m[k] |= rqKeyHeader
+	}
+	return m
+}
+
+// request is what the middleware read from a GET or HEAD request.
+type request struct {
+	r     *http.Request
+	flags uint16
+	head  bool
+	cc    directives // parsed only with rqCacheControl
+	u     requestURL
+}
+
+func (rq *request) has(f uint16) bool { return rq.flags&f != 0 }
+
+// noDirectives is the directives of a request without Cache-Control.
+var noDirectives = directives{maxAge: unset, sMaxAge: unset, minFresh: unset, staleWhileRevalidate: unset, staleIfError: unset}
+
+// classify routes r, filling rq for the routes that use it (routeCache,
+// routeReload).
+func (m *Middleware) classify(r *http.Request, rq *request) route {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		return routeMethod
+	default:
+		return routeUnsafe
+	}
+	if m.closed.Load() {
+		return routeBypass
+	}
+	rq.r = r
+	rq.head = r.Method == http.MethodHead
+	for k := range r.Header {
+		rq.flags |= m.interesting[k]
+	}
+	if rq.has(rqBypass) {
+		return routeBypass
+	}
+	if rq.has(rqCacheControl) && !m.cfg.ignoreReqCC {
+		rq.cc = parseCacheControl(r.Header["Cache-Control"])
+	} else {
+		rq.cc = noDirectives
+	}
+	u, ok := m.urlKey(r)
+	if !ok {
+		return routeBypass
+	}
+	rq.u = u
+	if rq.cc.noCache || rq.cc.maxAge == 0 {
+		return routeReload
+	}
+	return routeCache
+}
