@@ -52,6 +52,8 @@ func runLoad[V, T any](c *Cache[V], ctx context.Context, what string, call func(
 	}
 	defer release()
 	c.stats.loads.Add(1)
+	c.stats.loadsRunning.Add(1)
+	defer c.stats.loadsRunning.Add(-1)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
 	start := time.Now()
 	defer func() {

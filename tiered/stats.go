@@ -25,6 +25,8 @@ type counters struct {
 	refreshErrors                             atomic.Uint64
 
 	handledErrors atomic.Uint64
+
+	loadsRunning atomic.Int64 // loader calls running now (Status)
 }
 
 // Stats is a snapshot of a cache's counters. Every counter only grows.
