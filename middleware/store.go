@@ -73,16 +73,10 @@ func (h *handler) place(ctx context.Context, rq *request, p plan, rec *Response,
 			m.delete(ctx, p.u.key)
 			return nil, pass
 		}
-		// Replace the stale response only if it is still there: a purge
-		// or a newer response that landed meanwhile wins.
-		if cur, ok := m.get(ctx, p.key); ok && cur.id == p.stale.id {
-			err := m.cache.Set(ctx, p.key, rec)
-			if err == nil || errors.Is(err, tiered.ErrInvalidation) {
-				// The successor key only says where the response went, so
-				// it is not stored twice; waiters read it from there.
-				return &Response{kind: kindMoved, id: rec.id}, nil
-			}
-			m.cfg.onError(ctx, fmt.Errorf("middleware: storing the refreshed %s: %w", r.URL, err))
+		if m.replace(ctx, p.key, p.stale.id, rec) {
+			// The successor key only says where the response went, so
+			// it is not stored twice; waiters read it from there.
+			return &Response{kind: kindMoved, id: rec.id}, nil
 		}
 		return rec, nil
 	case planDirect:
@@ -128,4 +122,20 @@ func (m *Middleware) delete(ctx context.Context, key string) {
 	if err := m.cache.Delete(ctx, key); err != nil {
 		m.cfg.onError(ctx, fmt.Errorf("middleware: deleting a stored response: %w", err))
 	}
+}
+
+// replace writes rec under key in place of the stored response staleID
+// with tiered's conditional write, and reports whether it did: a purge (or
+// a newer response) that landed since the read wins, even one that lands
+// between the read and the write.
+func (m *Middleware) replace(ctx context.Context, key string, staleID uint64, rec *Response) bool {
+	cur, version, ok, err := m.cache.GetVersioned(ctx, key)
+	if err != nil || !ok || cur == nil || cur.id != staleID {
+		return false
+	}
+	swapped, err := m.cache.CompareAndSet(ctx, key, version, rec)
+	if err != nil && !errors.Is(err, tiered.ErrInvalidation) {
+		m.cfg.onError(ctx, fmt.Errorf("middleware: storing a refreshed response: %w", err))
+	}
+	return swapped
 }
