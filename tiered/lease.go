@@ -147,7 +147,7 @@ func (c *Cache[V]) storeUnleased(ctx context.Context, key string, gen uint64, v 
 // L1 only.
 func (c *Cache[V]) loadDegraded(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
 	v, err := load(ctx)
-	return c.keepLocal(key, v, err, gen)
+	return c.keepLocal(ctx, key, v, err, gen)
 }
 
 // loadLeased runs the loader under the lease with token and stores the
@@ -186,7 +186,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 	switch {
 	case ferr != nil:
 		c.report(ctx, c.remoteErr("fill", key, ferr))
-		return c.keepLocal(key, v, err, gen)
+		return c.keepLocal(ctx, key, v, err, gen)
 	case !filled:
 		// A Delete or Set removed our lease while we loaded: what we
 		// loaded may be stale. Callers get it; no tier stores it.

@@ -26,20 +26,28 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 			c.report(ctx, fmt.Errorf("%w: encoding %q in cache %q: %w", ErrCodec, key, c.name, merr))
 			return e, false
 		}
+		ttl, _ := c.ttlFor(ctx, key, false)
 		e.Kind, e.Payload = KindValue, payload
-		e.ExpiresAt = time.Now().Add(c.jittered(c.cfg.remoteTTL))
+		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
 		return e, true
-	case errors.Is(err, ErrNotFound) && c.cfg.notFoundTTL > 0:
+	case errors.Is(err, ErrNotFound):
+		ttl, store := c.ttlFor(ctx, key, true)
+		if !store {
+			return e, false
+		}
 		e.Kind = KindNotFound
-		e.ExpiresAt = time.Now().Add(c.jittered(c.cfg.notFoundTTL))
+		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
 		return e, true
 	}
 	return e, false
 }
 
-// callLoader runs load for one key (see runLoad).
+// callLoader runs load for one key (see runLoad). The loader's context
+// carries the call's scope (SetTTL and the other setters).
 func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (V, error) {
-	return runLoad(c, ctx, "key "+strconv.Quote(key), func(ctx context.Context) (V, error) { return load(ctx, key) })
+	ctx, sc := withScope(ctx, []string{key})
+	v, err := runLoad(c, ctx, "key "+strconv.Quote(key), func(ctx context.Context) (V, error) { return load(ctx, key) })
+	return v, sc.result(err)
 }
 
 // runLoad runs one loader call (single or batch): it waits for a loader slot,

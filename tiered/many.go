@@ -278,7 +278,7 @@ func (c *Cache[V]) loadLocal(ctx context.Context, keys []string, idx []int, gens
 	m, err := c.callBatch(ctx, pickKeys(keys, idx), load)
 	for _, i := range idx {
 		v, kerr := batchResult(m, err, keys[i])
-		v, kerr = c.keepLocal(keys[i], v, kerr, gens[i])
+		v, kerr = c.keepLocal(ctx, keys[i], v, kerr, gens[i])
 		results[i] = result[V]{v, kerr}
 	}
 }
@@ -307,5 +307,7 @@ func batchResult[V any](m map[string]V, err error, key string) (V, error) {
 
 // callBatch runs a batch loader (see runLoad).
 func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
-	return runLoad(c, ctx, strconv.Itoa(len(keys))+" keys", func(ctx context.Context) (map[string]V, error) { return load(ctx, keys) })
+	ctx, sc := withScope(ctx, keys)
+	m, err := runLoad(c, ctx, strconv.Itoa(len(keys))+" keys", func(ctx context.Context) (map[string]V, error) { return load(ctx, keys) })
+	return m, sc.result(err)
 }

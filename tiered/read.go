@@ -202,9 +202,10 @@ func wait[V any](ctx context.Context, f *flight[V]) (V, error) {
 
 // flightCtx returns the context of shared work started for a caller with
 // ctx: it keeps ctx's values (trace context) but not its cancellation, ends
-// after the load timeout, and is cancelled by Close.
+// after the load timeout, and is cancelled by Close. It carries a fresh
+// loadMeta: what the flight's loader calls set (SetTTL, tags).
 func (c *Cache[V]) flightCtx(ctx context.Context) (context.Context, func()) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.loadTimeout)
+	fctx, cancel := context.WithTimeout(withMeta(context.WithoutCancel(ctx)), c.cfg.loadTimeout)
 	stop := context.AfterFunc(c.closing, cancel)
 	return fctx, func() { stop(); cancel() }
 }
@@ -218,7 +219,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 	gen := c.generation(key)
 	if c.l2 == nil {
 		v, err := c.callLoader(ctx, key, load)
-		return c.keepLocal(key, v, err, gen)
+		return c.keepLocal(ctx, key, v, err, gen)
 	}
 	return c.fetchRemote(ctx, key, gen, func(ctx context.Context) (V, error) {
 		return c.callLoader(ctx, key, load)
@@ -227,12 +228,18 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 
 // keepLocal stores a load result in L1 only (no L2, or L2 failing) and
 // returns it.
-func (c *Cache[V]) keepLocal(key string, v V, err error, gen uint64) (V, error) {
+func (c *Cache[V]) keepLocal(ctx context.Context, key string, v V, err error, gen uint64) (V, error) {
 	switch {
 	case err == nil:
-		c.fillL1(key, v, false, time.Time{}, gen)
-	case errors.Is(err, ErrNotFound) && c.cfg.notFoundTTL > 0:
-		c.fillL1(key, v, true, time.Now().Add(c.cfg.notFoundTTL), gen)
+		var expiresAt time.Time
+		if km, ok := keyMetaFrom(ctx, key); ok && km.ttl > 0 {
+			expiresAt = time.Now().Add(km.ttl)
+		}
+		c.fillL1(key, v, false, expiresAt, gen)
+	case errors.Is(err, ErrNotFound):
+		if ttl, store := c.ttlFor(ctx, key, true); store {
+			c.fillL1(key, v, true, time.Now().Add(ttl), gen)
+		}
 	}
 	return v, err
 }

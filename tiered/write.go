@@ -10,11 +10,18 @@ import (
 
 // Set writes v under key through both tiers and tells the other nodes to
 // drop their copies. An L2 failure is returned (L1 is left without the key);
-// a failed broadcast returns an error matching ErrInvalidation.
-func (c *Cache[V]) Set(ctx context.Context, key string, v V) (err error) {
+// a failed broadcast returns an error matching ErrInvalidation. Options
+// (TTL, Tags) apply to this write only; an invalid one fails the call
+// before anything is written.
+func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption) (err error) {
 	if err := c.check(key); err != nil {
 		return err
 	}
+	w, err := writeOptions(opts)
+	if err != nil {
+		return err
+	}
+	ctx = writeCtx(ctx, w, key)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
 	defer func() { endSpan(span, err) }()
 	var expiresAt time.Time
@@ -31,6 +38,8 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) (err error) {
 			return c.remoteErr("SET", key, err)
 		}
 		expiresAt = e.ExpiresAt
+	} else if w.ttl > 0 {
+		expiresAt = time.Now().Add(w.ttl)
 	}
 	// Invalidate after the L2 write: a flight that read the old value
 	// before it must not fill L1 afterwards.

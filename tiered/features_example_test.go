@@ -1,0 +1,106 @@
+package tiered_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tiercache/tiercache/local"
+	"github.com/tiercache/tiercache/tiered"
+)
+
+// A loader sets the TTL of the value it returns on the context it is given;
+// a loader that does not care changes nothing.
+func ExampleSetTTL() {
+	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	prices, err := tiered.New[string]("prices", l1, nil, tiered.WithRemoteTTL(time.Hour))
+	if err != nil {
+		panic(err)
+	}
+	defer prices.Close()
+
+	findPrice := func(ctx context.Context, sku string) (string, error) {
+		if sku == "flash-sale" {
+			// A volatile row: 5 seconds instead of the cache's hour.
+			if err := tiered.SetTTL(ctx, 5*time.Second); err != nil {
+				return "", err
+			}
+		}
+		return "price of " + sku, nil
+	}
+	ctx := context.Background()
+	p, err := prices.GetOrLoad(ctx, "flash-sale", findPrice)
+	fmt.Println(p, err)
+
+	// A bad TTL fails the load instead of being ignored.
+	_, err = prices.GetOrLoad(ctx, "broken", func(ctx context.Context, sku string) (string, error) {
+		tiered.SetTTL(ctx, -time.Second)
+		return "never cached", nil
+	})
+	fmt.Println(errors.Is(err, tiered.ErrInvalidTTL))
+	// Output:
+	// price of flash-sale <nil>
+	// true
+}
+
+// A batch loader sets TTLs per key with SetKeyTTL (SetTTL sets them all).
+func ExampleSetKeyTTL() {
+	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	rows, err := tiered.New[string]("rows", l1, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer rows.Close()
+
+	findRows := func(ctx context.Context, ids []string) (map[string]string, error) {
+		out := make(map[string]string, len(ids))
+		for _, id := range ids {
+			if id == "static" {
+				if err := tiered.SetKeyTTL(ctx, id, 24*time.Hour); err != nil {
+					return nil, err
+				}
+			}
+			out[id] = "row " + id
+		}
+		return out, nil
+	}
+	m, err := rows.GetOrLoadMany(context.Background(), []string{"static", "volatile"}, findRows)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Println(k, "=", m[k])
+	}
+	fmt.Println(err)
+	// Output:
+	// static = row static
+	// volatile = row volatile
+	// <nil>
+}
+
+// Set and SetMany take a TTL per call.
+func ExampleTTL() {
+	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	sessions, err := tiered.New[string]("sessions", l1, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer sessions.Close()
+
+	ctx := context.Background()
+	fmt.Println(sessions.Set(ctx, "s1", "alice", tiered.TTL(15*time.Minute)))
+	fmt.Println(sessions.SetMany(ctx, map[string]string{"s2": "bob", "s3": "carol"}, tiered.TTL(time.Minute)))
+	l1.Wait()
+	v, ok, _ := sessions.Get(ctx, "s3")
+	fmt.Println(v, ok)
+	fmt.Println(errors.Is(sessions.Set(ctx, "s4", "dave", tiered.TTL(0)), tiered.ErrInvalidTTL))
+	// Output:
+	// <nil>
+	// <nil>
+	// carol true
+	// true
+}
