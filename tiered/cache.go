@@ -25,6 +25,7 @@ type Cache[V any] struct {
 	prefix  string // name + ":", prepended to keys in L2
 	l1      Local[V]
 	l2      Remote
+	l2many  multiSetter // l2's batch write, if it has one
 	cfg     config
 	stats   counters
 	tel     *telemetry
@@ -99,6 +100,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	}
 	c.tel = tel
 	if l2 != nil {
+		c.l2many, _ = l2.(multiSetter)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
 			c.breaker = &breaker{threshold: int64(cfg.breakerThreshold), coolDown: cfg.breakerCoolDown, onOpen: c.breakerOpened}

@@ -1,0 +1,156 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// multiSetter is the batch write an L2 store may offer (package remote's
+// Store does): one SET per key, all in one pipeline, an error per key. A
+// Remote without it gets one Set per key, a few in flight at once.
+type multiSetter interface {
+	SetMany(ctx context.Context, keys []string, entries []RemoteEntry) []error
+}
+
+// SetMany writes items through both tiers as Set does for one key, with one
+// pipelined L2 write for the batch (the L2 store groups it per slot, a
+// round trip per Cluster node) and one invalidation published for the keys
+// written, so that every other node drops its copies and no load in flight
+// anywhere fills a value older than the batch (the writes replace its
+// lease). Options (TTL, Tags) apply to every item.
+//
+// Keys that failed are reported in a KeyErrors (the other keys are written);
+// L1 keeps none of them. A failed broadcast adds an error matching
+// ErrInvalidation; retry the call, it is idempotent. An empty key, a closed
+// cache or an invalid option fail the call before anything is written.
+func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...WriteOption) (err error) {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	keys := make([]string, 0, len(items))
+	for k := range items {
+		if err := c.check(k); err != nil {
+			return err
+		}
+		keys = append(keys, k)
+	}
+	w, err := writeOptions(opts)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ctx = writeCtx(ctx, w, keys...)
+	ctx, span := c.tel.startSpan(ctx, "tiercache.set_many")
+	defer func() { endSpan(span, err) }()
+
+	errs := KeyErrors{}
+	expiries := make([]time.Time, len(keys))
+	written := make([]bool, len(keys))
+	if c.l2 != nil {
+		full := make([]string, 0, len(keys))
+		entries := make([]RemoteEntry, 0, len(keys))
+		idx := make([]int, 0, len(keys))
+		for i, k := range keys {
+			e, _ := c.entryFor(ctx, k, items[k], nil, 0)
+			if e.Kind != KindValue {
+				errs[k] = fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, k, c.name)
+				continue
+			}
+			full, entries, idx = append(full, c.prefix+k), append(entries, e), append(idx, i)
+			expiries[i] = e.ExpiresAt
+		}
+		for j, rerr := range c.setManyRemote(ctx, full, entries) {
+			i := idx[j]
+			if rerr != nil {
+				errs[keys[i]] = c.remoteErr("SET", keys[i], rerr)
+				continue
+			}
+			written[i] = true
+		}
+	} else {
+		for i := range keys {
+			written[i] = true
+			if w.ttl > 0 {
+				expiries[i] = time.Now().Add(w.ttl)
+			}
+		}
+	}
+	// Invalidate after the L2 writes (see Set), failed keys included.
+	c.invalidateLocal(keys...)
+	var done []string
+	for i, k := range keys {
+		if written[i] {
+			c.fillL1(k, items[k], false, expiries[i], c.generation(k))
+			done = append(done, k)
+		}
+	}
+	var perr error
+	if len(done) > 0 {
+		perr = c.publish(ctx, done)
+	}
+	switch {
+	case len(errs) > 0 && perr != nil:
+		return errors.Join(errs, perr)
+	case len(errs) > 0:
+		return errs
+	}
+	return perr
+}
+
+// setManyRemote writes entries[i] under full[i] in L2 and returns an error
+// per key: one pipelined batch if the store offers it, else one Set per key.
+func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []RemoteEntry) []error {
+	if len(full) == 0 {
+		return nil
+	}
+	if c.l2many == nil {
+		errs := make([]error, len(full))
+		inParallel(len(full), func(i int) {
+			rctx, cancel := c.remoteCtx(ctx)
+			errs[i] = c.l2.Set(rctx, full[i], entries[i])
+			cancel()
+		})
+		return errs
+	}
+	rctx, cancel := c.remoteCtx(ctx)
+	defer cancel()
+	batch := func() ([]error, error) {
+		call := measuredRemote{t: c.tel}.observe(rctx, "set_many")
+		errs := c.l2many.SetMany(call.ctx, full, entries)
+		if len(errs) != len(full) {
+			err := fmt.Errorf("tiered: the L2 store answered SetMany of %d keys with %d results", len(full), len(errs))
+			errs = make([]error, len(full))
+			for i := range errs {
+				errs[i] = err
+			}
+		}
+		first := firstErr(errs)
+		call.done(first)
+		return errs, first
+	}
+	if c.breaker == nil {
+		errs, _ := batch()
+		return errs
+	}
+	errs, err := guard(c.breaker, batch)
+	if errs == nil {
+		errs = make([]error, len(full))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
