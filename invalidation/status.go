@@ -1,0 +1,84 @@
+package invalidation
+
+import (
+	"slices"
+	"time"
+)
+
+// Status is a snapshot of a bus's live state beside its counters (Stats):
+// what a status page (package debugpage) shows. Take it with Bus.Status.
+type Status struct {
+	// Origin is this bus's random id (see Bus.Origin).
+	Origin uint64
+	// Sharded reports sharded pub/sub (SPUBLISH/SSUBSCRIBE).
+	Sharded bool
+	// HeartbeatInterval is the configured interval.
+	HeartbeatInterval time.Duration
+	// Silence is how long a channel or an origin may stay unheard before the
+	// bus flushes for it (the loss-detection time).
+	Silence time.Duration
+	// Channels has one entry per channel, in shard order.
+	Channels []ChannelStatus
+}
+
+// ChannelStatus is the state of one channel of a bus.
+type ChannelStatus struct {
+	// Name is the channel's name.
+	Name string
+	// Subscribed reports that a subscription is open (go-redis may still be
+	// reconnecting it).
+	Subscribed bool
+	// Healthy reports that the channel was heard (a message, a heartbeat,
+	// this bus's own included, or a subscription confirmation) within the
+	// silence time.
+	Healthy bool
+	// SinceHeard is the time since the channel was last heard.
+	SinceHeard time.Duration
+	// Origins are the other buses heard on the channel, by origin id.
+	Origins []OriginStatus
+}
+
+// OriginStatus is what a channel knows of another bus.
+type OriginStatus struct {
+	// Origin is the other bus's id.
+	Origin uint64
+	// Seq is the last sequence number heard from it on the channel.
+	Seq uint64
+	// SinceHeard is the time since it was last heard on the channel.
+	SinceHeard time.Duration
+	// Silent reports that it fell silent and the bus flushed for it.
+	Silent bool
+}
+
+// Status returns a snapshot of the bus's live state. It is safe to call at
+// any time, also after Close, and never waits on Redis.
+func (b *Bus) Status() Status {
+	now := b.since()
+	st := Status{
+		Origin:            b.origin,
+		Sharded:           b.sharded,
+		HeartbeatInterval: b.cfg.heartbeat,
+		Silence:           b.silence(),
+	}
+	for _, s := range b.subs {
+		heard := now - time.Duration(s.lastHeard.Load())
+		cs := ChannelStatus{Name: s.channel, SinceHeard: heard, Healthy: heard <= st.Silence}
+		s.mu.Lock()
+		cs.Subscribed = s.ps != nil
+		for o, p := range s.peers {
+			cs.Origins = append(cs.Origins, OriginStatus{Origin: o, Seq: p.seq, SinceHeard: now - p.heard, Silent: p.silent})
+		}
+		s.mu.Unlock()
+		slices.SortFunc(cs.Origins, func(a, b OriginStatus) int {
+			switch {
+			case a.Origin < b.Origin:
+				return -1
+			case a.Origin > b.Origin:
+				return 1
+			}
+			return 0
+		})
+		st.Channels = append(st.Channels, cs)
+	}
+	return st
+}
