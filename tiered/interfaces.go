@@ -24,7 +24,11 @@ type Local[V any] interface {
 	// gen, and reports whether it was stored. An Invalidate or Flush racing
 	// with Fill always wins: the entry is either not stored or removed.
 	Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool
-	// Invalidate changes the generation of keys, then removes them.
+	// Invalidate changes the generation of keys, then removes them. With
+	// one key and nothing else changing it concurrently, Invalidate adds
+	// exactly one to the key's generation: a Set tells its own invalidation
+	// from another's by it (an implementation that does otherwise stays
+	// correct but loses the L1 fill after a Set).
 	Invalidate(keys ...string)
 	// Flush changes every generation, then removes every entry.
 	Flush()

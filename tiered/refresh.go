@@ -97,6 +97,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, loa
 		}
 		return
 	}
+	gen := c.generation(key) // before the swap: a Delete landing after it wins
 	rctx, cancel = c.remoteCtx(ctx)
 	swapped, err := c.l2.CompareAndSwap(rctx, c.prefix+key, old.Version, e)
 	cancel()
@@ -108,8 +109,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, loa
 		c.stats.fillsRejected.Add(1)
 		return
 	}
-	c.invalidateLocal(key)
-	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), c.generation(key))
+	c.fillAfterWrite(key, gen, v, e.Kind == KindNotFound, c.localExpiry(e))
 	if e.Kind != old.Kind || !bytes.Equal(e.Payload, old.Payload) {
 		if err := c.publish(ctx, []string{key}); err != nil {
 			c.report(ctx, err)

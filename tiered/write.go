@@ -25,6 +25,9 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
 	defer func() { endSpan(span, err) }()
 	var expiresAt time.Time
+	// The snapshot for our L1 fill is taken before the L2 write, so an
+	// invalidation from another node that lands in between wins (DESIGN §4).
+	gen := c.generation(key)
 	if c.l2 != nil {
 		e, _ := c.entryFor(ctx, key, v, nil, 0)
 		if e.Kind != KindValue {
@@ -41,11 +44,30 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	} else if w.ttl > 0 {
 		expiresAt = time.Now().Add(w.ttl)
 	}
-	// Invalidate after the L2 write: a flight that read the old value
-	// before it must not fill L1 afterwards.
-	c.invalidateLocal(key)
-	c.fillL1(key, v, false, expiresAt, c.generation(key))
+	c.fillAfterWrite(key, gen, v, false, expiresAt)
 	return c.publish(ctx, []string{key})
+}
+
+// fillAfterWrite puts v in L1 after this node wrote it to L2. gen is key's
+// generation taken before the L2 write. It first invalidates key, so that a
+// flight of this node that read the old value before the write cannot fill
+// L1 afterwards; then it fills only if that invalidation was the only one
+// since gen. An invalidation that landed between the snapshot and the fill
+// (another node's write or delete of key, a concurrent Delete or Set on this
+// node, a flush) may be about a write later than ours, so it wins: the key
+// stays out of L1 and the next read goes to L2.
+//
+// Telling our own invalidation from another's relies on the Local contract
+// that Invalidate of one key adds exactly one to its generation; a Local
+// that does otherwise stays correct and only loses the fill.
+func (c *Cache[V]) fillAfterWrite(key string, gen uint64, v V, absent bool, expiresAt time.Time) {
+	c.invalidateLocal(key)
+	if c.l1 == nil {
+		return
+	}
+	if now := c.l1.Generation(key); now == gen+1 {
+		c.fillL1(key, v, absent, expiresAt, now)
+	}
 }
 
 // Delete removes keys from both tiers (killing any lease in flight, so no

@@ -48,6 +48,8 @@ type node struct {
 type nodeConfig struct {
 	busOpts   []invalidation.Option
 	cacheOpts []tiered.Option
+	// wrapRemote, when set, wraps node i's L2 store (to hook its calls).
+	wrapRemote func(i int, r tiered.Remote) tiered.Remote
 }
 
 // newNodes starts n nodes sharing cache name and the bus channel prefix.
@@ -71,12 +73,16 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 		if err != nil {
 			t.Fatalf("remote.New: %v", err)
 		}
+		var r tiered.Remote = l2
+		if cfg.wrapRemote != nil {
+			r = cfg.wrapRemote(i, l2)
+		}
 		opts := append([]tiered.Option{
 			tiered.WithInvalidation(bus),
 			tiered.WithRemoteTimeout(2 * time.Second),
 			tiered.WithRemoteTTL(time.Minute),
 		}, cfg.cacheOpts...)
-		cache, err := tiered.New[string](name, l1, l2, opts...)
+		cache, err := tiered.New[string](name, l1, r, opts...)
 		if err != nil {
 			t.Fatalf("tiered.New: %v", err)
 		}

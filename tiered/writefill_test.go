@@ -1,0 +1,302 @@
+package tiered_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/local"
+	"github.com/tiercache/tiercache/remote"
+	"github.com/tiercache/tiercache/tiered"
+)
+
+// hub is an in-memory invalidation bus joining several nodes of one test:
+// a publish reaches the subscribers of every other node synchronously,
+// before Publish returns (an instant, lossless bus).
+type hub struct {
+	mu   sync.Mutex
+	subs map[*hubNode][]hubSub
+}
+
+type hubSub struct {
+	namespace  string
+	invalidate func([]string)
+}
+
+// hubNode is one node's tiered.Bus on a hub.
+type hubNode struct{ h *hub }
+
+func (h *hub) node() *hubNode {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.subs == nil {
+		h.subs = make(map[*hubNode][]hubSub)
+	}
+	n := &hubNode{h: h}
+	h.subs[n] = nil
+	return n
+}
+
+func (n *hubNode) Publish(_ context.Context, namespace string, keys []string) error {
+	n.h.mu.Lock()
+	var calls []func([]string)
+	for other, subs := range n.h.subs {
+		if other == n {
+			continue
+		}
+		for _, s := range subs {
+			if s.namespace == namespace {
+				calls = append(calls, s.invalidate)
+			}
+		}
+	}
+	n.h.mu.Unlock()
+	for _, f := range calls {
+		f(keys)
+	}
+	return nil
+}
+
+func (n *hubNode) Subscribe(namespace string, invalidate func([]string), _ func()) (func(), error) {
+	n.h.mu.Lock()
+	defer n.h.mu.Unlock()
+	n.h.subs[n] = append(n.h.subs[n], hubSub{namespace, invalidate})
+	return func() {}, nil
+}
+
+var _ tiered.Bus = (*hubNode)(nil)
+
+// hookedRemote runs hooks after the calls of its Remote: it forces an
+// interleaving between this node's L2 write and its L1 fill.
+type hookedRemote struct {
+	tiered.Remote
+	afterSet    func(key string)
+	beforeCAS   func(key string)
+	afterCAS    func(key string, swapped bool)
+	afterCAD    func(key string)
+	afterAcquir func(key string, won bool)
+}
+
+func (r *hookedRemote) Set(ctx context.Context, key string, e tiered.RemoteEntry) error {
+	err := r.Remote.Set(ctx, key, e)
+	if r.afterSet != nil && err == nil {
+		r.afterSet(key)
+	}
+	return err
+}
+
+func (r *hookedRemote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (tiered.RemoteEntry, bool, error) {
+	cur, won, err := r.Remote.Acquire(ctx, key, token, exp)
+	if r.afterAcquir != nil && err == nil {
+		r.afterAcquir(key, won)
+	}
+	return cur, won, err
+}
+
+func (r *hookedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
+	if r.beforeCAS != nil {
+		r.beforeCAS(key)
+	}
+	ok, err := r.Remote.CompareAndSwap(ctx, key, version, e)
+	if r.afterCAS != nil && err == nil {
+		r.afterCAS(key, ok)
+	}
+	return ok, err
+}
+
+func (r *hookedRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
+	ok, err := r.Remote.CompareAndDelete(ctx, key, version)
+	if r.afterCAD != nil {
+		r.afterCAD(key)
+	}
+	return ok, err
+}
+
+// hookedNode is a node whose L2 calls go through a hookedRemote.
+func hookedNode(t *testing.T, name string, store *remote.Store, bus tiered.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *hookedRemote) {
+	t.Helper()
+	l1, err := local.New(local.Options[string]{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hookedRemote{Remote: store}
+	all := append([]tiered.Option{tiered.WithRemoteTimeout(5 * time.Second), tiered.WithInvalidation(bus)}, opts...)
+	c, err := tiered.New[string](name, l1, r, all...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, l1, r
+}
+
+// TestConcurrentSetsAcrossNodes is issue 10 item 1 with the interleaving
+// forced: A's L2 write lands, then B's whole Set (its L2 write and its
+// invalidation reaching A), then A's L1 fill. A must not keep "A" in L1
+// while L2 holds "B".
+func TestConcurrentSetsAcrossNodes(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	store, err := remote.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := redistest.Name(t)
+	var h hub
+	a, aL1, aRemote := hookedNode(t, name, store, h.node())
+	b, _, _ := hookedNode(t, name, store, h.node())
+	ctx := context.Background()
+	var once sync.Once
+	aRemote.afterSet = func(string) {
+		once.Do(func() {
+			if err := b.Set(ctx, "k", "B"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if err := a.Set(ctx, "k", "A"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, ok := aL1.Get("k"); ok {
+		t.Fatalf("A's L1 holds %q after B's later Set; L2 holds B", v)
+	}
+	for name, c := range map[string]*tiered.Cache[string]{"A": a, "B": b} {
+		if v, ok, err := c.Get(ctx, "k"); err != nil || !ok || v != "B" {
+			t.Errorf("%s reads %q, %v, %v; want B", name, v, ok, err)
+		}
+	}
+
+	// Without interference the writer still reads its own write from L1.
+	aRemote.afterSet = nil
+	if err := a.Set(ctx, "k2", "A2"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, ok := aL1.Get("k2"); !ok || v != "A2" {
+		t.Fatalf("A's L1 after its own Set = %q, %v; want A2", v, ok)
+	}
+}
+
+// TestSetRacingLocalDelete: a Delete on the same node that lands between a
+// Set's L2 write and its L1 fill wins too.
+func TestSetRacingLocalDelete(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	store, err := remote.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h hub
+	a, aL1, aRemote := hookedNode(t, redistest.Name(t), store, h.node())
+	ctx := context.Background()
+	aRemote.afterSet = func(string) {
+		if err := a.Delete(ctx, "k"); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := a.Set(ctx, "k", "A"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, ok := aL1.Get("k"); ok {
+		t.Fatalf("L1 holds %q after a Delete that followed the L2 write", v)
+	}
+}
+
+// TestRefreshRacingDelete is issue 10 item 2 with the interleaving forced:
+// a Delete on another node lands between an early refresh's
+// compare-and-swap and its L1 fill. The refreshing node must not keep the
+// refreshed value in L1 while L2 is empty.
+func TestRefreshRacingDelete(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	store, err := remote.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := redistest.Name(t)
+	var h hub
+	// A huge beta with a 20 ms first load: every L2 hit starts a refresh
+	// (unless -ln(rand) < 0.03), and the first value's L1 copy ends at
+	// once, so every read reaches L2. The refresh's own load is instant, so
+	// its L1 copy lives (LocalTTL).
+	opts := []tiered.Option{tiered.WithRemoteTTL(time.Minute), tiered.WithJitter(0), tiered.WithEarlyRefresh(100_000)}
+	a, aL1, aRemote := hookedNode(t, name, store, h.node(), opts...)
+	b, _, _ := hookedNode(t, name, store, h.node())
+	ctx := context.Background()
+	var loads atomic.Int64
+	load := func(ctx context.Context, key string) (string, error) {
+		if loads.Add(1) == 1 {
+			time.Sleep(20 * time.Millisecond) // the first query's duration, for XFetch
+			return "v1", nil
+		}
+		return "refreshed", nil
+	}
+	started := make(chan struct{}, 1)
+	proceed := make(chan struct{})
+	done := make(chan struct{})
+	var deleted, refreshing atomic.Bool
+	aRemote.afterAcquir = func(key string, won bool) {
+		if strings.Contains(key, "\x00refresh:") && won {
+			refreshing.Store(true)
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}
+	}
+	// The first load's conditional fill is a CAS too: only the refresh's
+	// waits.
+	aRemote.beforeCAS = func(string) {
+		if refreshing.Load() {
+			<-proceed
+		}
+	}
+	aRemote.afterCAS = func(_ string, swapped bool) {
+		if swapped && refreshing.Load() && !deleted.Swap(true) {
+			if err := b.Delete(ctx, "k"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	aRemote.afterCAD = func(key string) {
+		if strings.Contains(key, "\x00refresh:") && deleted.Load() {
+			close(done)
+		}
+	}
+	if v, err := a.GetOrLoad(ctx, "k", load); err != nil || v != "v1" {
+		t.Fatalf("first load = %q, %v", v, err)
+	}
+	// Read until a refresh has started. Reads while it runs are L2 hits of
+	// v1 (the refresh cannot swap before proceed is closed).
+	for i := 0; ; i++ {
+		if i == 200 {
+			t.Fatal("no early refresh started in 200 L2 hits")
+		}
+		if v, err := a.GetOrLoad(ctx, "k", load); err != nil || v != "v1" {
+			t.Fatalf("read %d = %q, %v; want v1", i, v, err)
+		}
+		select {
+		case <-started:
+		default:
+			continue
+		}
+		break
+	}
+	close(proceed)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refresh did not finish in 10 s")
+	}
+	if !deleted.Load() {
+		t.Fatal("the refresh's swap did not succeed")
+	}
+	if v, _, ok := aL1.Get("k"); ok {
+		t.Fatalf("A's L1 holds %q after B's Delete emptied L2", v)
+	}
+	if v, ok, err := a.Get(ctx, "k"); err != nil || ok {
+		t.Fatalf("A reads %q, %v, %v; want a miss", v, ok, err)
+	}
+	if got := loads.Load(); got != 2 {
+		t.Fatalf("loads = %d, want 2", got)
+	}
+}
