@@ -78,6 +78,7 @@ func (c *Cache[V]) CompareAndSet(ctx context.Context, key string, version uint64
 	if e.Kind != KindValue {
 		return false, fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 	}
+	gen := c.generation(key) // before the L2 write, as in Set
 	rctx, cancel := c.remoteCtx(ctx)
 	swapped, err = c.l2.CompareAndSwap(rctx, c.prefix+key, version, e)
 	cancel()
@@ -88,8 +89,6 @@ func (c *Cache[V]) CompareAndSet(ctx context.Context, key string, version uint64
 		c.stats.fillsRejected.Add(1)
 		return false, nil
 	}
-	// As in Set: drop the old L1 copy after the L2 write, then fill.
-	c.invalidateLocal(key)
-	c.fillL1(key, v, false, c.localExpiry(e), c.generation(key))
+	c.fillAfterWrite(key, gen, v, false, c.localExpiry(e))
 	return true, c.publish(ctx, []string{key})
 }

@@ -50,6 +50,11 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 	errs := KeyErrors{}
 	expiries := make([]time.Time, len(keys))
 	written := make([]bool, len(keys))
+	// L1 generations before the L2 writes, as in Set.
+	gens := make([]uint64, len(keys))
+	for i, k := range keys {
+		gens[i] = c.generation(k)
+	}
 	if c.l2 != nil {
 		full := make([]string, 0, len(keys))
 		entries := make([]RemoteEntry, 0, len(keys))
@@ -80,13 +85,14 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 		}
 	}
 	// Invalidate after the L2 writes (see Set), failed keys included.
-	c.invalidateLocal(keys...)
 	var done []string
 	for i, k := range keys {
-		if written[i] {
-			c.fillL1(k, items[k], false, expiries[i], c.generation(k))
-			done = append(done, k)
+		if !written[i] {
+			c.invalidateLocal(k)
+			continue
 		}
+		c.fillAfterWrite(k, gens[i], items[k], false, expiries[i])
+		done = append(done, k)
 	}
 	var perr error
 	if len(done) > 0 {

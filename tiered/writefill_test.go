@@ -300,3 +300,55 @@ func TestRefreshRacingDelete(t *testing.T) {
 		t.Fatalf("loads = %d, want 2", got)
 	}
 }
+
+// TestSetManyAndCompareAndSetRacingOtherNode: the other writes that fill
+// L1 after an L2 write (SetMany, CompareAndSet) lose to another node's
+// write landing between the two, as Set does.
+func TestSetManyAndCompareAndSetRacingOtherNode(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	store, err := remote.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := redistest.Name(t)
+	var h hub
+	a, aL1, aRemote := hookedNode(t, name, store, h.node())
+	b, _, _ := hookedNode(t, name, store, h.node())
+	ctx := context.Background()
+
+	var once sync.Once
+	aRemote.afterSet = func(string) {
+		once.Do(func() {
+			if err := b.Set(ctx, "m", "B"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if err := a.SetMany(ctx, map[string]string{"m": "A"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, ok := aL1.Get("m"); ok {
+		t.Fatalf("SetMany: A's L1 holds %q after B's later Set", v)
+	}
+
+	if err := a.Set(ctx, "c", "old"); err != nil {
+		t.Fatal(err)
+	}
+	_, version, ok, err := a.GetVersioned(ctx, "c")
+	if err != nil || !ok {
+		t.Fatalf("GetVersioned = %v, %v", ok, err)
+	}
+	aRemote.afterCAS = func(_ string, swapped bool) {
+		if swapped {
+			if err := b.Delete(ctx, "c"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if swapped, err := a.CompareAndSet(ctx, "c", version, "new"); err != nil || !swapped {
+		t.Fatalf("CompareAndSet = %v, %v", swapped, err)
+	}
+	if v, _, ok := aL1.Get("c"); ok {
+		t.Fatalf("CompareAndSet: A's L1 holds %q after B's Delete emptied L2", v)
+	}
+}
