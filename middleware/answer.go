@@ -178,9 +178,9 @@ func notModified(h http.Header, rec *Response) bool {
 	if len(ims) == 0 || rec.validator.IsZero() {
 		return false
 	}
-	t, err := http.ParseTime(ims[0])
-	if err != nil {
-		return false
+	t, ok := headerDate(ims)
+	if !ok {
+		return false // an invalid date is ignored (RFC 9110, Section 13.1.3)
 	}
 	return !rec.validator.After(t)
 }

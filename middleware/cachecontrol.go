@@ -3,6 +3,7 @@ package middleware
 import (
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 )
 
@@ -202,4 +203,80 @@ func removeHopByHop(h http.Header) {
 	for _, name := range hopByHop {
 		delete(h, name)
 	}
+}
+
+// responseDirectives returns the caching directives of a response for this
+// cache (RFC 9213): those of the first targeted field with a valid,
+// non-empty value, in the order WithTargetedHeader's field (if set), then
+// CDN-Cache-Control; else Cache-Control. targeted reports that a targeted
+// field was used: Cache-Control and Expires are then ignored.
+func (m *Middleware) responseDirectives(h http.Header) (d directives, targeted bool) {
+	for _, name := range m.targets {
+		if lines := h[name]; len(lines) > 0 {
+			if d, ok := parseTargeted(lines); ok {
+				return d, true
+			}
+		}
+	}
+	return parseCacheControl(h["Cache-Control"]), false
+}
+
+// parseTargeted parses a targeted cache-control field (a structured-field
+// dictionary of the Cache-Control directives). ok is false when it holds no
+// directive or is not a valid dictionary; the field is then ignored.
+func parseTargeted(lines []string) (d directives, ok bool) {
+	n := 0
+	for _, line := range lines {
+		for m := range strings.SplitSeq(line, ",") {
+			m = strings.TrimSpace(m)
+			if m == "" {
+				return d, false // an empty member: not a dictionary
+			}
+			key, val, hasVal := strings.Cut(m, "=")
+			if !sfKey(key) {
+				return d, false
+			}
+			if hasVal && !sfItem(val) {
+				return d, false
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return d, false
+	}
+	return parseCacheControl(lines), true
+}
+
+// sfKey reports whether s is a structured-field dictionary key: lower-case
+// letter or "*", then lower-case letters, digits, "_-.*".
+func sfKey(s string) bool {
+	if s == "" || !(s[0] == '*' || ('a' <= s[0] && s[0] <= 'z')) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !(('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || strings.IndexByte("_-.*", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// sfItem reports whether s is a bare item this cache understands in a
+// targeted field: an integer, a token or a quoted string (parameters are
+// allowed and ignored).
+func sfItem(s string) bool {
+	s, _, _ = strings.Cut(s, ";")
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return false
+	case s[0] == '"':
+		return len(s) >= 2 && s[len(s)-1] == '"'
+	case s[0] == '-' || ('0' <= s[0] && s[0] <= '9'):
+		_, err := strconv.ParseInt(s, 10, 64)
+		return err == nil
+	}
+	return sfToken(s) || s == "?0" || s == "?1"
 }

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"net/http"
+	"strings"
 )
 
 // Stage 1: classify the request. What the middleware needs from a request
@@ -26,6 +27,7 @@ const (
 	rqConditional                     // If-None-Match or If-Modified-Since
 	rqBypass                          // Upgrade, Range, If-Range, If-Match, If-Unmodified-Since
 	rqKeyHeader                       // one of the key headers
+	rqCookie                          // Cookie
 )
 
 // interestingFields returns the request fields classify looks for, with
@@ -34,6 +36,7 @@ func interestingFields(keyHeaders []string) map[string]uint16 {
 	m := make(map[string]uint16)
 	for name, f := range map[string]uint16{
 		"Authorization":       rqAuth,
+		"Cookie":              rqCookie,
 		"Cache-Control":       rqCacheControl,
 		"If-None-Match":       rqConditional,
 		"If-Modified-Since":   rqConditional,
@@ -46,9 +49,22 @@ func interestingFields(keyHeaders []string) map[string]uint16 {
 		m[name] |= f
 	}
 	for _, k := range keyHeaders {
-		m[k] |= rqKeyHeader
+		if !strings.HasSuffix(k, "*") {
+			m[k] |= rqKeyHeader
+		}
 	}
 	return m
+}
+
+// keyPrefixes returns the key headers given as prefixes, without the "*".
+func keyPrefixes(keyHeaders []string) []string {
+	var out []string
+	for _, k := range keyHeaders {
+		if p, ok := strings.CutSuffix(k, "*"); ok {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // request is what the middleware read from a GET or HEAD request.
@@ -82,8 +98,15 @@ func (m *Middleware) classify(r *http.Request, rq *request) route {
 	rq.head = r.Method == http.MethodHead
 	for k := range r.Header {
 		rq.flags |= m.interesting[k]
+		for _, p := range m.keyPrefixes {
+			if strings.HasPrefix(k, p) {
+				rq.flags |= rqKeyHeader
+			}
+		}
 	}
-	if rq.has(rqBypass) {
+	if rq.has(rqBypass) || hasBody(r) {
+		// A GET or HEAD with a body: its response may depend on the body,
+		// which is not keyed (RFC 9110, Section 9.3.1).
 		return routeBypass
 	}
 	if rq.has(rqCacheControl) && !m.cfg.ignoreReqCC {
@@ -100,4 +123,9 @@ func (m *Middleware) classify(r *http.Request, rq *request) route {
 		return routeReload
 	}
 	return routeCache
+}
+
+// hasBody reports whether r carries a body (or may: a chunked one).
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
 }

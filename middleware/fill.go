@@ -141,6 +141,7 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, rq *request, 
 	epoch, epochOK := m.generation(ctx, epochKey)
 	status := m.status.fwd[reason][0][0]
 	c = newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status.field) })
+	c.storable = m.mayStore
 	reqTime := m.cfg.clock()
 	h.next.ServeHTTP(c, originRequest(rq))
 	c.finish()

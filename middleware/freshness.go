@@ -8,12 +8,33 @@ import (
 	"time"
 )
 
-// cacheableStatus reports whether responses with code may be stored: the
-// status codes RFC 9110 (Section 15.1) defines as heuristically cacheable,
-// less 206 (the middleware does not handle ranges).
-func cacheableStatus(code int) bool {
+// heuristicStatus reports whether responses with code may be stored
+// without explicit freshness (with WithDefaultTTL): the status codes RFC
+// 9110 (Section 15.1) defines as heuristically cacheable, less 206 (a
+// partial response is never stored; ranges are answered from complete
+// ones).
+func heuristicStatus(code int) bool {
 	switch code {
 	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
+		return true
+	}
+	return false
+}
+
+// understoodStatus reports whether the cache understands the final status
+// code well enough to store a response with it when the response has
+// explicit freshness (RFC 9111, Section 3): every final status RFC 9110
+// defines, less 206 (partial) and 304 (which updates a stored response
+// instead).
+func understoodStatus(code int) bool {
+	switch {
+	case code >= 200 && code <= 208, code == 226:
+		return code != 206
+	case code >= 300 && code <= 308:
+		return code != 304 && code != 306
+	case code >= 400 && code <= 418, code == 421, code == 422, code == 426, code == 428, code == 429, code == 431, code == 451:
+		return true
+	case code >= 500 && code <= 505, code == 511:
 		return true
 	}
 	return false
@@ -31,14 +52,14 @@ func seconds(n int64) time.Duration {
 // shared-cache rules). vary is the response's Vary field names, canonical,
 // sorted and unique. reqTime and respTime bracket the handler call.
 func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time.Time) (rec *Response, vary []string) {
-	if c.passedThrough() || c.flushed || c.overflow || rq.head || rq.cc.noStore {
+	if c.passedThrough() || c.overflow || rq.head || rq.cc.noStore {
 		return nil, nil
 	}
 	status := c.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if !cacheableStatus(status) {
+	if !understoodStatus(status) {
 		return nil, nil
 	}
 	h := c.snapshot
@@ -56,7 +77,7 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 			return nil, nil
 		}
 	}
-	cc := parseCacheControl(h["Cache-Control"])
+	cc, targeted := m.responseDirectives(h)
 	if cc.noStore || cc.private || cc.noCache {
 		return nil, nil
 	}
@@ -82,7 +103,7 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 	// Freshness lifetime (RFC 9111, Section 4.2.1).
 	dateValue := respTime
 	if vs := h["Date"]; len(vs) > 0 {
-		if t, err := http.ParseTime(vs[0]); err == nil {
+		if t, ok := parseHTTPDate(vs[0]); ok {
 			dateValue = t
 		}
 	}
@@ -92,22 +113,32 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		fresh = seconds(cc.sMaxAge)
 	case cc.maxAge != unset:
 		fresh = seconds(cc.maxAge)
-	case len(h["Expires"]) > 0:
-		if t, err := http.ParseTime(h["Expires"][0]); err == nil && t.After(dateValue) {
+	case len(h["Expires"]) > 0 && !targeted:
+		// An invalid Expires (also one given twice) means already
+		// expired (RFC 9111, Section 5.3).
+		if t, ok := headerDate(h["Expires"]); ok && t.After(dateValue) {
 			fresh = t.Sub(dateValue)
 		}
 	default:
-		if m.cfg.defaultTTL == 0 {
+		if m.cfg.defaultTTL == 0 || !heuristicStatus(status) {
+			return nil, nil
+		}
+		if rq.has(rqCookie|rqAuth) && !cc.public {
+			// A default lifetime is the cache's guess: a page for a
+			// logged-in user must not become everybody's.
 			return nil, nil
 		}
 		fresh = m.cfg.defaultTTL
 	}
 	fresh = min(fresh, maxStoredDuration)
 
-	// Corrected initial age (RFC 9111, Section 4.2.3).
+	// Corrected initial age (RFC 9111, Section 4.2.3). Age is a single
+	// delta-seconds; a list (two lines, or "7200, 0") counts by its first
+	// member.
 	var ageValue time.Duration
 	if vs := h["Age"]; len(vs) > 0 {
-		if a := parseDelta(strings.TrimSpace(vs[0])); a >= 0 {
+		first, _, _ := strings.Cut(vs[0], ",")
+		if a := parseDelta(strings.TrimSpace(first)); a >= 0 {
 			ageValue = seconds(a)
 		}
 	}
@@ -180,4 +211,25 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		return nil, nil
 	}
 	return rec, vary
+}
+
+// mayStore is a quick look at a response being written, at a flush: false
+// when it is an event stream or clearly may not be stored, so the flush
+// goes through at once instead of being held back for storing.
+func (m *Middleware) mayStore(status int, h http.Header) bool {
+	if strings.HasPrefix(strings.TrimSpace(h.Get("Content-Type")), "text/event-stream") {
+		return false
+	}
+	if !understoodStatus(status) {
+		return false
+	}
+	if _, ok := h["Set-Cookie"]; ok {
+		return false
+	}
+	cc, targeted := m.responseDirectives(h)
+	if cc.noStore || cc.private || cc.noCache {
+		return false
+	}
+	explicit := cc.sMaxAge != unset || cc.maxAge != unset || (!targeted && len(h["Expires"]) > 0)
+	return explicit || (m.cfg.defaultTTL > 0 && heuristicStatus(status))
 }

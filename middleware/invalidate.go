@@ -37,7 +37,10 @@ func (m *Middleware) invalidate(r *http.Request, header http.Header) {
 	if host == "" {
 		host = r.URL.Host
 	}
-	scheme := schemeOf(r)
+	scheme, ok := m.schemeOf(r)
+	if !ok {
+		return
+	}
 	var keys []string
 	if u, ok := m.keyOf(scheme, host, r.URL.EscapedPath(), r.URL.RawQuery); ok {
 		keys = append(keys, u.key)

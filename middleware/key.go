@@ -58,6 +58,10 @@ func variantKey(urlKey string, spec *Response, h http.Header) string {
 	b = strconv.AppendUint(b, spec.id, 16)
 	for _, name := range spec.vary {
 		b = append(b, 0)
+		if prefix, ok := strings.CutSuffix(name, "*"); ok {
+			b = appendPrefixed(b, prefix, h)
+			continue
+		}
 		vs, ok := h[name]
 		if !ok {
 			b = append(b, '-')
@@ -72,6 +76,31 @@ func variantKey(urlKey string, spec *Response, h http.Header) string {
 	return hashLong(string(b))
 }
 
+// appendPrefixed appends the fields of h whose names start with prefix,
+// sorted by name, each as name=len:value; "-" when there is none.
+func appendPrefixed(b []byte, prefix string, h http.Header) []byte {
+	var names []string
+	for k := range h {
+		if strings.HasPrefix(k, prefix) {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return append(b, '-')
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		v := strings.Join(h[k], ", ")
+		b = append(b, '=')
+		b = append(b, k...)
+		b = append(b, '=')
+		b = strconv.AppendInt(b, int64(len(v)), 10)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return b
+}
+
 // requestURL is what the middleware derives from a request's URL.
 type requestURL struct {
 	key string // the URL key
@@ -81,16 +110,27 @@ type requestURL struct {
 	stripped bool
 }
 
-// schemeOf returns the request's scheme: the URL's when it has one (a
-// proxy-style request), else https with TLS and http without.
-func schemeOf(r *http.Request) string {
-	if s := r.URL.Scheme; s != "" {
-		return s
+// schemeOf returns the scheme the client used: from the trusted scheme
+// header if one is configured and present, else https when the connection
+// is TLS and http otherwise. Never from the request target: over plain
+// HTTP, "GET https://victim/login" must not be keyed as https. ok is false
+// when the scheme header holds something other than http or https.
+func (m *Middleware) schemeOf(r *http.Request) (scheme string, ok bool) {
+	if name := m.cfg.schemeHeader; name != "" {
+		if vs := r.Header[name]; len(vs) > 0 {
+			switch {
+			case len(vs) == 1 && strings.EqualFold(vs[0], "https"):
+				return "https", true
+			case len(vs) == 1 && strings.EqualFold(vs[0], "http"):
+				return "http", true
+			}
+			return "", false
+		}
 	}
 	if r.TLS != nil {
-		return "https"
+		return "https", true
 	}
-	return "http"
+	return "http", true
 }
 
 // urlKey builds the URL key of a request. ok is false when the URL cannot be
@@ -101,7 +141,11 @@ func (m *Middleware) urlKey(r *http.Request) (u requestURL, ok bool) {
 	if host == "" {
 		host = r.URL.Host
 	}
-	return m.keyOf(schemeOf(r), host, r.URL.EscapedPath(), r.URL.RawQuery)
+	scheme, ok := m.schemeOf(r)
+	if !ok {
+		return u, false
+	}
+	return m.keyOf(scheme, host, r.URL.EscapedPath(), r.URL.RawQuery)
 }
 
 func (m *Middleware) keyOf(scheme, host, path, rawQuery string) (u requestURL, ok bool) {

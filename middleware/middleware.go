@@ -19,6 +19,8 @@ type Middleware struct {
 	cfg   config
 
 	interesting map[string]uint16 // request fields that matter, by canonical name
+	keyPrefixes []string          // key headers given as prefixes ("X-Forwarded-")
+	targets     []string          // targeted cache-control fields, most specific first
 	status      statusValues
 	ages        [ageTable][]string
 	newGen      tiered.Loader[*Response]
@@ -61,8 +63,13 @@ func New(cache *tiered.Cache[*Response], opts ...Option) (*Middleware, error) {
 		cache:       cache,
 		cfg:         cfg,
 		interesting: interestingFields(cfg.keyHeaders),
+		keyPrefixes: keyPrefixes(cfg.keyHeaders),
 		slots:       make(chan struct{}, cfg.maxRefreshes),
 	}
+	if cfg.targeted != "" {
+		m.targets = append(m.targets, cfg.targeted)
+	}
+	m.targets = append(m.targets, "Cdn-Cache-Control")
 	m.closing, m.cancel = context.WithCancel(context.Background())
 	m.newGen = func(context.Context, string) (*Response, error) {
 		return &Response{kind: kindGen, id: newID()}, nil

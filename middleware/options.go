@@ -26,22 +26,23 @@ const (
 	// DefaultMaxRefreshes bounds the background refreshes
 	// (stale-while-revalidate) running at once on a node.
 	DefaultMaxRefreshes = 64
+	// DefaultHitForPass is how long a URL whose origin answered with a
+	// response that may not be stored is remembered as such.
+	DefaultHitForPass = 5 * time.Second
 )
 
-// DefaultKeyHeaders returns the request header fields that commonly change what a
-// handler generates (links built from the forwarded host or scheme, method
-// overrides, URL rewrites) without any Vary naming them: left unkeyed, one
-// request carrying `X-Forwarded-Host: evil` could poison the entry served
-// to everyone else. The middleware keys on them as if every response
-// varied on them. Replace the list with WithKeyHeaders.
+// DefaultKeyHeaders returns the request header fields that commonly change
+// what a handler generates (links built from the forwarded host or scheme,
+// method overrides, URL rewrites) without any Vary naming them: left
+// unkeyed, one request carrying `X-Forwarded-Host: evil` could poison the
+// entry served to everyone else. The middleware keys on them as if every
+// response varied on them. An entry ending in "*" is a prefix: the default
+// "X-Forwarded-*" keys every X-Forwarded- field (X-Forwarded-Host,
+// -Proto, -Server, -Prefix...). Replace the list with WithKeyHeaders.
 func DefaultKeyHeaders() []string {
 	return []string{
 		"Forwarded",
-		"X-Forwarded-Host",
-		"X-Forwarded-Port",
-		"X-Forwarded-Prefix",
-		"X-Forwarded-Proto",
-		"X-Forwarded-Scheme",
+		"X-Forwarded-*",
 		"X-Host",
 		"X-Http-Method",
 		"X-Http-Method-Override",
@@ -55,7 +56,10 @@ type config struct {
 	defaultTTL    time.Duration
 	maxBody       int
 	ignoredParams []string
-	keyHeaders    []string // canonical, sorted, unique
+	keyHeaders    []string // canonical, sorted, unique; "Prefix-*" entries are prefixes
+	targeted      string   // canonical cache-specific targeted field; "" for none
+	schemeHeader  string   // canonical trusted scheme field; "" for none
+	hitForPass    time.Duration
 	tagHeader     string   // canonical
 	cacheName     string
 	clock         func() time.Time
@@ -72,6 +76,7 @@ func defaultConfig() config {
 		cacheName:    DefaultCacheName,
 		clock:        time.Now,
 		maxRefreshes: DefaultMaxRefreshes,
+		hitForPass:   DefaultHitForPass,
 	}
 	c.keyHeaders = canonicalNames(DefaultKeyHeaders())
 	return c
@@ -137,17 +142,72 @@ func WithIgnoredQueryParams(names ...string) Option {
 	}
 }
 
-// WithKeyHeaders replaces DefaultKeyHeaders(): the request header fields the
-// cache keys on as if every response listed them in Vary. With none, only
-// Vary selects variants. Invalid field names are an error.
+// WithKeyHeaders replaces DefaultKeyHeaders(): the request header fields
+// the cache keys on as if every response listed them in Vary. A name ending
+// in "*" is a prefix ("X-Forwarded-*" keys every field starting with
+// X-Forwarded-). With none, only Vary selects variants. Invalid field
+// names, and more than 32 entries, are an error. The key headers do not
+// count against the limit of 32 names in a response's Vary.
 func WithKeyHeaders(names ...string) Option {
 	return func(c *config) error {
 		for _, n := range names {
-			if !validFieldName(n) {
-				return invalidOption("key header %q is not a field name", n)
+			if !validFieldName(n) || n == "*" || strings.Count(n, "*") > 1 || (strings.Contains(n, "*") && !strings.HasSuffix(n, "*")) {
+				return invalidOption("key header %q is not a field name or a prefix ending in *", n)
 			}
 		}
+		if len(names) > maxKeyHeaders {
+			return invalidOption("%d key headers, at most %d", len(names), maxKeyHeaders)
+		}
 		c.keyHeaders = canonicalNames(names)
+		return nil
+	}
+}
+
+// WithTargetedHeader names a response header field that carries caching
+// directives for this cache only, ahead of CDN-Cache-Control and
+// Cache-Control (RFC 9213 targeted fields; for example
+// "Tiercache-Cache-Control"). Default: none, so CDN-Cache-Control (always
+// honoured) then Cache-Control decide. An invalid field name is an error.
+func WithTargetedHeader(name string) Option {
+	return func(c *config) error {
+		if !validFieldName(name) {
+			return invalidOption("targeted header %q is not a field name", name)
+		}
+		c.targeted = textproto.CanonicalMIMEHeaderKey(name)
+		return nil
+	}
+}
+
+// WithSchemeHeader names a request header field, set by a trusted proxy in
+// front of the service, that carries the scheme the client used ("http" or
+// "https"; X-Forwarded-Proto, say). Default: none, and the scheme in cache
+// keys is https when the connection to this server is TLS, else http; it is
+// never taken from an absolute-form request target. With a scheme header,
+// a request whose field holds anything else bypasses the cache. Use it
+// only when every request passes through that proxy, which must overwrite
+// the field. An invalid field name is an error.
+func WithSchemeHeader(name string) Option {
+	return func(c *config) error {
+		if !validFieldName(name) {
+			return invalidOption("scheme header %q is not a field name", name)
+		}
+		c.schemeHeader = textproto.CanonicalMIMEHeaderKey(name)
+		return nil
+	}
+}
+
+// WithHitForPass sets how long the middleware remembers that a URL's
+// origin answered with a response that may not be stored (private,
+// no-store, Set-Cookie, no freshness...): meanwhile requests for it go
+// straight to the origin, concurrently, instead of queueing behind one
+// another's load. Default DefaultHitForPass (5 s); zero turns it off;
+// negative is an error.
+func WithHitForPass(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalidOption("hit-for-pass duration %v is negative", d)
+		}
+		c.hitForPass = d
 		return nil
 	}
 }

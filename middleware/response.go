@@ -40,7 +40,9 @@ const (
 	maxFieldValueLen  = 64 << 10
 	maxTags           = MaxTags
 	maxTagLen         = 256
-	maxVaryNames      = 32
+	maxVaryNames      = 32 // names in a response's Vary
+	maxKeyHeaders     = 32 // WithKeyHeaders entries
+	maxSpecNames      = maxVaryNames + maxKeyHeaders
 	maxStoredDuration = 100 * 365 * 24 * time.Hour
 )
 
@@ -179,7 +181,7 @@ func (r *Response) finish() error {
 		if r.status != 0 || len(r.header) != 0 || len(r.body) != 0 || len(r.tags) != 0 {
 			return fmt.Errorf("%w: vary record with response fields", ErrMalformed)
 		}
-		if len(r.vary) == 0 || len(r.vary) > maxVaryNames {
+		if len(r.vary) == 0 || len(r.vary) > maxSpecNames {
 			return fmt.Errorf("%w: vary record with %d names", ErrMalformed, len(r.vary))
 		}
 		for i, v := range r.vary {
@@ -270,7 +272,7 @@ func (r *Response) finish() error {
 	r.validator = time.Time{}
 	for _, k := range [...]string{"Last-Modified", "Date"} {
 		if vs := r.header[k]; len(vs) > 0 {
-			if t, err := http.ParseTime(vs[0]); err == nil {
+			if t, ok := parseHTTPDate(vs[0]); ok {
 				r.validator = t
 				break
 			}
@@ -432,7 +434,7 @@ func (r *Response) UnmarshalBinary(data []byte) error {
 	switch r.kind {
 	case kindGen, kindMoved:
 	case kindVary:
-		n := d.count(maxVaryNames, "vary names")
+		n := d.count(maxSpecNames, "vary names")
 		r.vary = make([]string, 0, n)
 		for range n {
 			r.vary = append(r.vary, d.string(maxFieldNameLen, "vary name"))

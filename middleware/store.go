@@ -47,9 +47,6 @@ func (h *handler) place(ctx context.Context, rq *request, p plan, rec *Response,
 			return rec, nil
 		}
 		names := m.specNames(vary)
-		if len(names) > maxVaryNames {
-			return nil, pass
-		}
 		spec := &Response{kind: kindVary, id: newID(), vary: names}
 		if err := m.cache.Set(ctx, variantKey(p.u.key, spec, r.Header), rec); err != nil {
 			m.cfg.onError(ctx, fmt.Errorf("middleware: storing a variant of %s: %w", r.URL, err))
@@ -108,8 +105,6 @@ func (m *Middleware) storeDirect(ctx context.Context, rq *request, rec *Response
 		return m.cache.Set(ctx, variantKey(u.key, cur, r.Header), rec)
 	case len(vary) == 0 && !rq.has(rqKeyHeader):
 		return m.cache.Set(ctx, u.key, rec)
-	case len(names) > maxVaryNames:
-		return fmt.Errorf("middleware: %d vary names, limit %d", len(names), maxVaryNames)
 	}
 	spec := &Response{kind: kindVary, id: newID(), vary: names}
 	if err := m.cache.Set(ctx, variantKey(u.key, spec, r.Header), rec); err != nil {

@@ -11,11 +11,14 @@ import (
 // capture is the ResponseWriter the origin handler writes to when its
 // response may be stored. It buffers the status, header and body. With a
 // client (the request that runs the origin for everyone), it switches to
-// passthrough when the response cannot be stored anyway: the handler flushes
-// (streaming), the body outgrows the cap, or the connection is upgraded or
-// hijacked; from then on everything goes to the client as written, and the
-// response is not stored. Without a client (a background refresh), such a
-// response is discarded.
+// passthrough when the response cannot be stored anyway: the body outgrows
+// the cap, the connection is upgraded or hijacked, or the handler flushes
+// a response that may not be stored (or an event stream); from then on
+// everything goes to the client as written, and the response is not
+// stored. A flush of a response that may be stored is held back: the
+// response is stored once its whole body has arrived (httputil.ReverseProxy
+// flushes every chunk of a body without Content-Length). Without a client
+// (a background refresh), a response over the cap is discarded.
 //
 // Unwrap returns the client's writer, so http.ResponseController reaches
 // SetReadDeadline, SetWriteDeadline and EnableFullDuplex; Flush and Hijack
@@ -33,6 +36,9 @@ type capture struct {
 	// started is called once, just before the client's header is written on
 	// a switch to passthrough, with the client's header map.
 	started func(h http.Header)
+	// storable tells, at a flush, whether the response may be stored, so
+	// the flush is held back; nil streams on every flush.
+	storable func(status int, h http.Header) bool
 
 	streaming bool // passthrough to the client started
 	flushed   bool // the handler flushed (background: nothing was sent)
@@ -65,10 +71,18 @@ func (c *capture) WriteHeader(code int) {
 		return
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		// Informational responses (103 Early Hints) go out at once.
+		// Informational responses (103 Early Hints) go out at once, with
+		// the fields set so far; those must not stay in the client's
+		// header map, where net/http would send them again with the final
+		// response (httputil.ReverseProxy clears its own map after a 1xx,
+		// but only ours).
 		if c.client != nil {
-			copyHeader(c.client.Header(), c.header)
+			h := c.client.Header()
+			saved := h.Clone()
+			copyHeader(h, c.header)
 			c.client.WriteHeader(code)
+			clear(h)
+			copyHeader(h, saved)
 		}
 		return
 	}
@@ -137,7 +151,8 @@ func (c *capture) stream() {
 func (c *capture) Flush() { _ = c.FlushError() }
 
 // FlushError switches to passthrough and flushes the client (a streamed
-// response is never stored).
+// response is never stored), unless the response may be stored: then the
+// flush is held back until the handler returns.
 func (c *capture) FlushError() error {
 	if c.hijacked {
 		return http.ErrHijacked
@@ -148,6 +163,9 @@ func (c *capture) FlushError() error {
 	c.flushed = true
 	if c.client == nil {
 		return nil
+	}
+	if !c.streaming && c.storable != nil && c.storable(c.status, c.snapshot) {
+		return nil // buffered: the whole body goes out (and is stored) at the end
 	}
 	c.stream()
 	return http.NewResponseController(c.client).Flush()
