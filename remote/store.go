@@ -27,6 +27,11 @@ var (
 	ErrKeyTooLong     = errors.New("remote: key too long")
 	ErrValueTooLarge  = errors.New("remote: value too large")
 	ErrInvalidOptions = errors.New("remote: invalid options")
+	// ErrPermission marks a refusal by Redis that no retry fixes: a wrong
+	// password (WRONGPASS, NOAUTH) or a missing ACL permission (NOPERM; the
+	// message names the command or key). It is not unavailability: the
+	// server answered. See the README for the ACL rule tiercache needs.
+	ErrPermission = errors.New("remote: Redis refused the credentials or an ACL permission")
 )
 
 // Client is the part of go-redis the store uses. *redis.Client (standalone
@@ -90,16 +95,52 @@ type Store struct {
 	// older than 7.0); Acquire then uses a Lua script.
 	acquireByScript atomic.Bool
 	corrupt         atomic.Uint64
+
+	// clusterClient is client as a Cluster client, nil otherwise; reloader
+	// is what reloads its slot map (the same client; a field for tests).
+	clusterClient *redis.ClusterClient
+	reloader      interface{ ReloadState(context.Context) }
+	reloadEvery   time.Duration
+	lastReload    atomic.Int64 // unix nanos of the last reload asked for
+	reloads       atomic.Uint64
 }
 
-// New returns a Store on client.
+// WithReloadInterval sets the least time between two reloads of a Cluster
+// client's slot map that the store asks for after a connection error,
+// MOVED, READONLY or CLUSTERDOWN (go-redis itself reloads only
+// periodically), so writes reach a promoted replica soon after a failover.
+// Default DefaultReloadInterval (500 ms); it must be positive. It has no
+// effect on other clients.
+func WithReloadInterval(d time.Duration) Option {
+	return func(s *Store) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: reload interval %v must be positive", ErrInvalidOptions, d)
+		}
+		s.reloadEvery = d
+		return nil
+	}
+}
+
+// New returns a Store on client. It does no I/O: a Redis that is down when
+// the application starts must not keep it from starting (the cache then
+// serves from L1 and the loader). A wrong password or a missing ACL
+// permission therefore shows on the first call, as an error matching
+// ErrPermission that names the refused command; tiered passes it to the
+// caller (writes) or its error handler (reads), and never counts it as
+// unavailability. A nil option is an error.
 func New(client Client, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
 	}
-	s := &Store{client: client, codec: JSON{}, maxKey: DefaultMaxKeyBytes, maxValue: DefaultMaxValueBytes}
-	_, s.cluster = client.(*redis.ClusterClient)
+	s := &Store{client: client, codec: JSON{}, maxKey: DefaultMaxKeyBytes, maxValue: DefaultMaxValueBytes,
+		reloadEvery: DefaultReloadInterval}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		s.cluster, s.clusterClient, s.reloader = true, cc, cc
+	}
 	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil option", ErrInvalidOptions)
+		}
 		if err := o(s); err != nil {
 			return nil, err
 		}
@@ -112,10 +153,15 @@ type Stats struct {
 	// Corrupt counts values found under the store's keys that were not valid
 	// envelopes; each was deleted and treated as a miss.
 	Corrupt uint64
+	// SlotReloads counts the Cluster slot map reloads the store asked for
+	// after errors (see WithReloadInterval).
+	SlotReloads uint64
 }
 
 // Stats returns the store's counters.
-func (s *Store) Stats() Stats { return Stats{Corrupt: s.corrupt.Load()} }
+func (s *Store) Stats() Stats {
+	return Stats{Corrupt: s.corrupt.Load(), SlotReloads: s.reloads.Load()}
+}
 
 // Marshal encodes v with the store's codec.
 func (s *Store) Marshal(v any) ([]byte, error) { return s.codec.Marshal(v) }
@@ -152,7 +198,7 @@ func (s *Store) decode(ctx context.Context, key string, raw string) (Entry, erro
 	}
 	s.corrupt.Add(1)
 	if derr := s.client.Del(ctx, key).Err(); derr != nil {
-		return Entry{}, fmt.Errorf("remote: deleting corrupt value under %q: %w", key, derr)
+		return Entry{}, s.wrap(derr, "deleting corrupt value under %q", key)
 	}
 	return Entry{}, nil
 }
@@ -167,7 +213,7 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 		return Entry{}, nil
 	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("remote: GET %q: %w", key, err)
+		return Entry{}, s.wrap(err, "GET %q", key)
 	}
 	return s.decode(ctx, key, raw)
 }
@@ -182,7 +228,7 @@ func (s *Store) Set(ctx context.Context, key string, e Entry) error {
 		return err
 	}
 	if err := s.client.Set(ctx, key, b, ttl(e.ExpiresAt)).Err(); err != nil {
-		return fmt.Errorf("remote: SET %q: %w", key, err)
+		return s.wrap(err, "SET %q", key)
 	}
 	return nil
 }
@@ -241,7 +287,7 @@ func (s *Store) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
 		cmds[i] = pipe.MGet(ctx, pick(keys, g)...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("remote: MGET of %d keys: %w", len(keys), err)
+		return nil, s.wrap(err, "MGET of %d keys", len(keys))
 	}
 	var corrupt []string
 	for i, g := range groups {
@@ -279,7 +325,7 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 		return nil
 	case 1:
 		if err := s.client.Del(ctx, keys[0]).Err(); err != nil {
-			return fmt.Errorf("remote: DEL %q: %w", keys[0], err)
+			return s.wrap(err, "DEL %q", keys[0])
 		}
 		return nil
 	}
@@ -288,7 +334,7 @@ func (s *Store) Delete(ctx context.Context, keys ...string) error {
 		pipe.Del(ctx, pick(keys, g)...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("remote: DEL of %d keys: %w", len(keys), err)
+		return s.wrap(err, "DEL of %d keys", len(keys))
 	}
 	return nil
 }
@@ -348,7 +394,7 @@ func (s *Store) Acquire(ctx context.Context, key string, token uint64, expiresAt
 		return Entry{}, true, nil
 	}
 	if err != nil {
-		return Entry{}, false, fmt.Errorf("remote: acquiring lease on %q: %w", key, err)
+		return Entry{}, false, s.wrap(err, "acquiring lease on %q", key)
 	}
 	current, err = s.decode(ctx, key, raw)
 	return current, false, err
@@ -373,7 +419,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, 
 	}
 	n, err := casScript.Run(ctx, s.client, []string{key}, tokenBytes(version), b, ttl(e.ExpiresAt).Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("remote: compare-and-swap of %q: %w", key, err)
+		return false, s.wrap(err, "compare-and-swap of %q", key)
 	}
 	return n == 1, nil
 }
@@ -386,7 +432,7 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, version uint64
 	}
 	n, err := cadScript.Run(ctx, s.client, []string{key}, tokenBytes(version)).Int()
 	if err != nil {
-		return false, fmt.Errorf("remote: compare-and-delete of %q: %w", key, err)
+		return false, s.wrap(err, "compare-and-delete of %q", key)
 	}
 	return n == 1, nil
 }

@@ -1,112 +1,341 @@
 package tiered
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // ErrCircuitOpen is returned (wrapped in ErrRemote) for L2 calls the circuit
-// breaker refused because L2 kept failing.
+// breaker of the key's shard refused because that shard kept being
+// unavailable.
 var ErrCircuitOpen = errors.New("tiered: L2 circuit open")
 
-// breaker is a circuit breaker in front of the L2 store. After threshold
-// consecutive failures it opens: L2 calls fail at once with ErrCircuitOpen,
-// so reads go straight from L1 to the loader instead of each waiting for
-// Redis to time out. After coolDown one call is let through as a probe; its
-// success closes the breaker, its failure opens it for another coolDown.
-//
-// Only failures of Redis count: a call the caller gave up on
-// (context.Canceled) does not.
-type breaker struct {
-	threshold int64
-	coolDown  time.Duration
-	onOpen    func(err error) // told when the breaker opens
+// errRemoteTimeout is the cause of the context of an L2 call whose remote
+// timeout (WithRemoteTimeout) expired: a shard that does not answer within
+// it counts as unavailable, unlike the caller's own deadline.
+var errRemoteTimeout = errors.New("tiered: L2 call exceeded the remote timeout")
 
-	failures  atomic.Int64 // consecutive failures
-	openUntil atomic.Int64 // unix nanos; 0 when closed
-	probing   atomic.Bool  // a half-open probe is in flight
+// sharder is the optional interface of a Remote that spreads keys over
+// shards (package remote implements it): Shard returns the address of the
+// primary serving key, "" for a single shard. Each shard gets its own
+// circuit breaker.
+type sharder interface {
+	Shard(key string) string
+}
+
+// unavailable is the structural mark of an L2 error that says the shard is
+// unavailable (connection errors, CLUSTERDOWN, LOADING, TRYAGAIN,
+// MASTERDOWN). Package remote marks its errors so; tiered never imports it.
+type unavailable interface {
+	Unavailable() bool
+}
+
+// outcome classifies the result of an L2 call for the breaker.
+type outcome uint8
+
+const (
+	// neutral says nothing about the shard's health: the caller's own
+	// cancellation or deadline, our validation errors (key too long, value
+	// too large), and error replies that prove the server is up (NOPERM,
+	// WRONGTYPE, script errors).
+	neutral outcome = iota
+	// healthy is a call the shard answered.
+	healthy
+	// down is a call that found the shard unavailable.
+	down
+)
+
+// classify returns the outcome of an L2 call made with ctx that returned
+// err.
+func classify(ctx context.Context, err error) outcome {
+	if err == nil {
+		return healthy
+	}
+	if ctx.Err() != nil {
+		// The call's context ended: our remote timeout means the shard did
+		// not answer in time; anything else is the caller giving up.
+		if context.Cause(ctx) == errRemoteTimeout {
+			return down
+		}
+		return neutral
+	}
+	if isUnavailable(err) {
+		return down
+	}
+	return neutral
+}
+
+// isUnavailable reports whether err carries the unavailability mark.
+func isUnavailable(err error) bool {
+	var u unavailable
+	return errors.As(err, &u) && u.Unavailable()
+}
+
+// breaker is the circuit breaker of one shard. After threshold consecutive
+// calls that found the shard unavailable it opens: calls fail at once with
+// ErrCircuitOpen, so reads go from L1 straight to the loader instead of each
+// waiting for a timeout. After coolDown one call is let through as a probe;
+// its success closes the breaker, its failure keeps it open for another
+// coolDown.
+//
+// Every opening and closing starts a new generation. A call records its
+// outcome only against the generation it was admitted in, so a call admitted
+// before an opening can neither close the breaker nor count towards another
+// opening.
+type breaker struct {
+	shard string
+	set   *breakers
+
+	openUntil atomic.Int64  // unix nanos of the end of the cool-down; 0 when closed
+	failures  atomic.Int64  // consecutive unavailable outcomes in this generation
+	gen       atomic.Uint64 // generation; changes on every opening and closing
+	probing   atomic.Bool   // a half-open probe is in flight
 	rejected  atomic.Uint64
 	opened    atomic.Uint64
+	mu        sync.Mutex // serialises openings and closings
 }
 
-// allow reports whether an L2 call may go ahead, and whether it is the probe
-// of a half-open breaker.
-func (b *breaker) allow() (ok, probe bool) {
+// ticket is what an admitted call carries to record.
+type ticket struct {
+	gen   uint64
+	probe bool
+}
+
+// allow reports whether a call may go ahead, with its ticket.
+func (b *breaker) allow() (ticket, bool) {
+	gen := b.gen.Load()
 	until := b.openUntil.Load()
 	if until == 0 {
-		return true, false
+		return ticket{gen: gen}, true
 	}
-	if time.Now().UnixNano() < until || !b.probing.CompareAndSwap(false, true) {
+	if b.set.now().UnixNano() < until || !b.probing.CompareAndSwap(false, true) {
 		b.rejected.Add(1)
-		return false, false
+		return ticket{}, false
 	}
-	return true, true
+	// Re-read: the breaker may have closed between the loads above.
+	return ticket{gen: b.gen.Load(), probe: true}, true
 }
 
-// record takes the outcome of an allowed call.
-func (b *breaker) record(err error, probe bool) {
-	if probe {
+// record takes the outcome of a call admitted with t.
+func (b *breaker) record(t ticket, o outcome, err error) {
+	if t.probe {
 		defer b.probing.Store(false)
 	}
-	if err == nil || errors.Is(err, context.Canceled) {
-		if err == nil {
+	if b.gen.Load() != t.gen {
+		return // admitted before an opening or closing: it says nothing now
+	}
+	switch o {
+	case healthy:
+		if t.probe {
+			b.close(t.gen)
+		} else if b.failures.Load() != 0 {
 			b.failures.Store(0)
-			b.openUntil.Store(0)
 		}
+	case down:
+		if t.probe {
+			// Still down: another cool-down, no new report.
+			b.openUntil.Store(b.set.now().Add(b.set.coolDown).UnixNano())
+			return
+		}
+		if b.failures.Add(1) >= b.set.threshold {
+			b.open(t.gen, err)
+		}
+	}
+}
+
+// open opens the breaker if it is still in generation gen and closed.
+func (b *breaker) open(gen uint64, err error) {
+	b.mu.Lock()
+	if b.gen.Load() != gen || b.openUntil.Load() != 0 {
+		b.mu.Unlock()
 		return
 	}
-	if n := b.failures.Add(1); n >= b.threshold || probe {
-		if b.openUntil.Swap(time.Now().Add(b.coolDown).UnixNano()) == 0 {
-			b.opened.Add(1)
-			b.onOpen(err)
-		}
+	b.openUntil.Store(b.set.now().Add(b.set.coolDown).UnixNano())
+	b.failures.Store(0)
+	b.gen.Add(1)
+	b.opened.Add(1)
+	b.mu.Unlock()
+	b.set.onOpen(b.shard, err)
+}
+
+// close closes the breaker if it is still in generation gen.
+func (b *breaker) close(gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen.Load() != gen {
+		return
 	}
+	b.failures.Store(0)
+	b.openUntil.Store(0)
+	b.gen.Add(1)
 }
 
 // isOpen reports whether the breaker is refusing calls now.
 func (b *breaker) isOpen() bool { return b.openUntil.Load() != 0 }
 
-// guardedRemote is the L2 store behind the breaker.
-type guardedRemote struct {
-	Remote
-	b *breaker
+// breakers holds one breaker per shard, created on first use.
+type breakers struct {
+	threshold int64
+	coolDown  time.Duration
+	now       func() time.Time
+	onOpen    func(shard string, err error) // told once per opening
+
+	single *breaker // the shard "" (standalone, Sentinel)
+	shards sync.Map // shard address -> *breaker
 }
 
-func guard[T any](b *breaker, call func() (T, error)) (T, error) {
-	ok, probe := b.allow()
+func newBreakers(threshold int, coolDown time.Duration, now func() time.Time, onOpen func(string, error)) *breakers {
+	s := &breakers{threshold: int64(threshold), coolDown: coolDown, now: now, onOpen: onOpen}
+	s.single = &breaker{set: s}
+	return s
+}
+
+// of returns the breaker of shard.
+func (s *breakers) of(shard string) *breaker {
+	if shard == "" {
+		return s.single
+	}
+	if b, ok := s.shards.Load(shard); ok {
+		return b.(*breaker)
+	}
+	b, _ := s.shards.LoadOrStore(shard, &breaker{shard: shard, set: s})
+	return b.(*breaker)
+}
+
+// each calls f with every breaker that has been used, in shard order.
+func (s *breakers) each(f func(*breaker)) {
+	all := []*breaker{s.single}
+	s.shards.Range(func(_, b any) bool { all = append(all, b.(*breaker)); return true })
+	slices.SortFunc(all, func(a, b *breaker) int { return cmp.Compare(a.shard, b.shard) })
+	for _, b := range all {
+		if b == s.single && b.opened.Load() == 0 && b.rejected.Load() == 0 && len(all) > 1 {
+			continue // an unused default shard next to real ones
+		}
+		f(b)
+	}
+}
+
+// ShardStats is the circuit breaker state of one L2 shard.
+type ShardStats struct {
+	// Shard is the address of the shard's primary; "" for a single-shard
+	// L2 (standalone or Sentinel).
+	Shard string
+	// Open reports whether the shard's breaker refuses calls now.
+	Open bool
+	// Openings counts the times the breaker opened.
+	Openings uint64
+	// Rejected counts the L2 calls it refused.
+	Rejected uint64
+}
+
+// guardedRemote is the L2 store behind the per-shard breakers.
+type guardedRemote struct {
+	Remote
+	set     *breakers
+	sharder sharder // nil: one shard
+}
+
+func (g guardedRemote) breakerOf(key string) *breaker {
+	if g.sharder == nil {
+		return g.set.single
+	}
+	return g.set.of(g.sharder.Shard(key))
+}
+
+func guard[T any](ctx context.Context, b *breaker, call func() (T, error)) (T, error) {
+	t, ok := b.allow()
 	if !ok {
 		var zero T
-		return zero, ErrCircuitOpen
+		if b.shard == "" {
+			return zero, ErrCircuitOpen
+		}
+		return zero, fmt.Errorf("%w (shard %s)", ErrCircuitOpen, b.shard)
 	}
 	v, err := call()
-	b.record(err, probe)
+	b.record(t, classify(ctx, err), err)
 	return v, err
 }
 
-func (g guardedRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
-	return guard(g.b, func() (RemoteEntry, error) { return g.Remote.Get(ctx, key) })
+// byShard groups the indexes of keys by the breaker of their shard, in
+// first-seen order.
+func (g guardedRemote) byShard(keys []string) (bs []*breaker, idx [][]int) {
+	for i, k := range keys {
+		b := g.breakerOf(k)
+		j := slices.Index(bs, b)
+		if j < 0 {
+			bs, idx = append(bs, b), append(idx, nil)
+			j = len(bs) - 1
+		}
+		idx[j] = append(idx[j], i)
+	}
+	return bs, idx
 }
 
+func (g guardedRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
+	return guard(ctx, g.breakerOf(key), func() (RemoteEntry, error) { return g.Remote.Get(ctx, key) })
+}
+
+// GetMany reads the keys of each shard in one call behind that shard's
+// breaker; it fails if any shard's call fails.
 func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
-	return guard(g.b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, keys) })
+	bs, idx := g.byShard(keys)
+	if len(bs) <= 1 {
+		b := g.set.single
+		if len(bs) == 1 {
+			b = bs[0]
+		}
+		return guard(ctx, b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, keys) })
+	}
+	out := make([]RemoteEntry, len(keys))
+	for j, b := range bs {
+		part := make([]string, len(idx[j]))
+		for n, i := range idx[j] {
+			part[n] = keys[i]
+		}
+		es, err := guard(ctx, b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, part) })
+		if err != nil {
+			return nil, err
+		}
+		for n, i := range idx[j] {
+			out[i] = es[n]
+		}
+	}
+	return out, nil
 }
 
 func (g guardedRemote) Set(ctx context.Context, key string, e RemoteEntry) error {
-	_, err := guard(g.b, func() (struct{}, error) { return struct{}{}, g.Remote.Set(ctx, key, e) })
+	_, err := guard(ctx, g.breakerOf(key), func() (struct{}, error) { return struct{}{}, g.Remote.Set(ctx, key, e) })
 	return err
 }
 
+// Delete deletes the keys of each shard in one call behind that shard's
+// breaker; every shard is tried, and the errors are joined.
 func (g guardedRemote) Delete(ctx context.Context, keys ...string) error {
-	_, err := guard(g.b, func() (struct{}, error) { return struct{}{}, g.Remote.Delete(ctx, keys...) })
-	return err
+	bs, idx := g.byShard(keys)
+	var errs []error
+	for j, b := range bs {
+		part := keys
+		if len(bs) > 1 {
+			part = make([]string, len(idx[j]))
+			for n, i := range idx[j] {
+				part[n] = keys[i]
+			}
+		}
+		_, err := guard(ctx, b, func() (struct{}, error) { return struct{}{}, g.Remote.Delete(ctx, part...) })
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (g guardedRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
 	var won bool
-	e, err := guard(g.b, func() (RemoteEntry, error) {
+	e, err := guard(ctx, g.breakerOf(key), func() (RemoteEntry, error) {
 		e, w, err := g.Remote.Acquire(ctx, key, token, expiresAt)
 		won = w
 		return e, err
@@ -115,17 +344,22 @@ func (g guardedRemote) Acquire(ctx context.Context, key string, token uint64, ex
 }
 
 func (g guardedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
-	return guard(g.b, func() (bool, error) { return g.Remote.CompareAndSwap(ctx, key, version, e) })
+	return guard(ctx, g.breakerOf(key), func() (bool, error) { return g.Remote.CompareAndSwap(ctx, key, version, e) })
 }
 
 func (g guardedRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
-	return guard(g.b, func() (bool, error) { return g.Remote.CompareAndDelete(ctx, key, version) })
+	return guard(ctx, g.breakerOf(key), func() (bool, error) { return g.Remote.CompareAndDelete(ctx, key, version) })
 }
 
-// breakerOpened reports the opening of the breaker to the error handler:
-// the calls it refuses afterwards are counted, not reported one by one.
-func (c *Cache[V]) breakerOpened(err error) {
+// breakerOpened reports the opening of a shard's breaker to the error
+// handler, once per opening: the calls it refuses afterwards are counted,
+// not reported one by one.
+func (c *Cache[V]) breakerOpened(shard string, err error) {
+	where := "L2"
+	if shard != "" {
+		where = "L2 shard " + shard
+	}
 	c.stats.handledErrors.Add(1)
-	c.cfg.onError(context.Background(), fmt.Errorf("%w: L2 of cache %q failed %d times in a row; reads go to the loader for %v: %w",
-		ErrCircuitOpen, c.name, c.cfg.breakerThreshold, c.cfg.breakerCoolDown, err))
+	c.cfg.onError(context.Background(), fmt.Errorf("%w: %s of cache %q was unavailable %d times in a row; its keys go to the loader for %v: %w",
+		ErrCircuitOpen, where, c.name, c.cfg.breakerThreshold, c.cfg.breakerCoolDown, err))
 }

@@ -29,7 +29,7 @@ type Cache[V any] struct {
 	cfg     config
 	stats   counters
 	tel     *telemetry
-	breaker *breaker      // nil when off
+	breakers *breakers     // the per-shard circuit breakers; nil when off
 	loadSem chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
 
 	// closing is cancelled by Close; flights derive their context from it.
@@ -58,11 +58,8 @@ type flight[V any] struct {
 // nil (an L2-only or L1-only cache), not both. The cache owns l1 and closes
 // it in Close; l2 and the bus are shared and left open.
 func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V], error) {
-	if name == "" {
-		return nil, fmt.Errorf("%w: empty name", ErrInvalidOption)
-	}
-	if strings.ContainsFunc(name, unicode.IsControl) {
-		return nil, fmt.Errorf("%w: name %q has control characters", ErrInvalidOption, name)
+	if err := checkName(name); err != nil {
+		return nil, err
 	}
 	if l1 == nil && l2 == nil {
 		return nil, fmt.Errorf("%w: no L1 and no L2 store", ErrInvalidOption)
@@ -80,7 +77,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		cfg.leaseTTL = cfg.loadTimeout + DefaultLeaseMargin
 	}
 	if cfg.onError == nil {
-		cfg.onError = logTo(nil)
+		cfg.onError = logTo(cfg.logger, cfg.now)
 	}
 	c := &Cache[V]{
 		name:       name,
@@ -103,8 +100,10 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		c.l2many, _ = l2.(multiSetter)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
-			c.breaker = &breaker{threshold: int64(cfg.breakerThreshold), coolDown: cfg.breakerCoolDown, onOpen: c.breakerOpened}
-			c.l2 = guardedRemote{Remote: c.l2, b: c.breaker}
+			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)
+			g := guardedRemote{Remote: c.l2, set: c.breakers}
+			g.sharder, _ = l2.(sharder)
+			c.l2 = g
 		}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
@@ -152,6 +151,35 @@ func (c *Cache[V]) check(key string) error {
 	if key == "" {
 		return ErrEmptyKey
 	}
+	if key[0] == reservedKeyPrefix {
+		return fmt.Errorf("%w: %q", ErrReservedKey, key)
+	}
+	return nil
+}
+
+// reservedKeyPrefix starts the L2 keys the cache writes for itself (refresh
+// guards, tag generations): name + ":\x00" + kind + ":" + key. User keys
+// must not begin with it.
+const reservedKeyPrefix = '\x00'
+
+// checkName validates a cache name: it must be non-empty and free of ':'
+// (which separates the name from keys in L2, so "a:b" key "c" and "a" key
+// "b:c" would collide), '{' and '}' (a hash tag would pin every key of the
+// cache to one Cluster slot) and control characters.
+func checkName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty name", ErrInvalidOption)
+	}
+	if i := strings.IndexAny(name, ":{}"); i >= 0 {
+		why := "':' separates the name from the keys in L2, so names with it collide with other caches' keys"
+		if name[i] != ':' {
+			why = "'{' and '}' form a Redis Cluster hash tag that would pin every key of the cache to one slot"
+		}
+		return fmt.Errorf("%w: cache name %q: %s", ErrInvalidOption, name, why)
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		return fmt.Errorf("%w: cache name %q has control characters", ErrInvalidOption, name)
+	}
 	return nil
 }
 
@@ -178,5 +206,5 @@ func (c *Cache[V]) remoteCtx(ctx context.Context) (context.Context, context.Canc
 	if c.cfg.remoteTimeout == 0 {
 		return ctx, noCancel
 	}
-	return context.WithTimeout(ctx, c.cfg.remoteTimeout)
+	return context.WithTimeoutCause(ctx, c.cfg.remoteTimeout, errRemoteTimeout)
 }

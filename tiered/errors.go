@@ -16,6 +16,9 @@ var (
 	ErrClosed = errors.New("tiered: cache closed")
 	// ErrEmptyKey is returned for an empty key.
 	ErrEmptyKey = errors.New("tiered: empty key")
+	// ErrReservedKey is returned for a key that begins with "\x00": such
+	// keys are reserved for the cache's own L2 entries.
+	ErrReservedKey = errors.New("tiered: reserved key")
 	// ErrInvalidOption is returned by New for an option it cannot use.
 	ErrInvalidOption = errors.New("tiered: invalid option")
 	// ErrRemote wraps every failure of the L2 store.

@@ -47,7 +47,9 @@ type config struct {
 	breakerCoolDown                  time.Duration
 	meterProvider                    metric.MeterProvider
 	tracerProvider                   trace.TracerProvider
-	onError                          func(ctx context.Context, err error)
+	onError                          func(ctx context.Context, err error) // nil: log, rate-limited
+	logger                           *slog.Logger                         // nil: slog.Default()
+	now                              func() time.Time                     // the clock of the breaker, leases and the log limiter
 	bus                              Bus
 }
 
@@ -62,6 +64,7 @@ func defaultConfig() config {
 		pollMin:       DefaultLeasePollMin,
 		pollMax:       DefaultLeasePollMax,
 		beta:          DefaultEarlyRefreshBeta,
+		now:           time.Now,
 
 		breakerThreshold: DefaultBreakerThreshold,
 		breakerCoolDown:  DefaultBreakerCoolDown,
@@ -187,15 +190,26 @@ func WithEarlyRefresh(beta float64) Option {
 	}
 }
 
-// WithCircuitBreaker sets the L2 circuit breaker: after threshold
-// consecutive L2 failures (timeouts included; calls the caller cancelled are
-// not counted) the breaker opens and L2 calls fail at once with
-// ErrCircuitOpen for coolDown: reads go from L1 straight to the loader
-// (still one flight per key on this node), writes return the error. Then
-// one call probes L2; success closes the breaker. The opening is reported to
-// the error handler once; refused calls are counted. Default
+// WithCircuitBreaker sets the L2 circuit breakers, one per shard (per
+// Cluster primary, as the Remote's optional Shard(key) method tells; one in
+// all for standalone or Sentinel). A shard's breaker counts only calls that
+// found the shard unavailable: errors the Remote marks with an
+// Unavailable() bool method returning true (package remote marks connection
+// errors, CLUSTERDOWN, LOADING, TRYAGAIN and MASTERDOWN) and calls cut by
+// the remote timeout (WithRemoteTimeout) while the caller's context was
+// still alive. It never counts the caller's own cancellation or deadline,
+// validation errors (key too long, value too large) or error replies that
+// prove the server is up (NOPERM, WRONGTYPE, script errors): those go to the
+// caller or the error handler. After threshold consecutive such calls the
+// breaker opens and the shard's calls fail at once with ErrCircuitOpen for
+// coolDown: reads of its keys go from L1 straight to the loader (still one
+// flight per key on this node), writes return the error; keys of other
+// shards are unaffected. Then one call probes the shard; success closes the
+// breaker, failure keeps it open for another coolDown. Calls admitted before
+// an opening cannot close it. Each opening is reported to the error handler
+// once; refused calls are counted (Stats.Shards). Default
 // DefaultBreakerThreshold (5) and DefaultBreakerCoolDown (1 s); threshold 0
-// turns the breaker off; negative values and a zero cool-down with a
+// turns the breakers off; negative values and a zero cool-down with a
 // threshold are errors.
 func WithCircuitBreaker(threshold int, coolDown time.Duration) Option {
 	return func(c *config) error {
@@ -234,39 +248,31 @@ func WithoutLeases() Option {
 // WithErrorHandler sets the function told about errors the cache handles
 // itself instead of returning them: an L2 failure during GetOrLoad (the
 // loader answered instead), a failed L2 fill, a lease release that failed.
-// It must be safe for concurrent use and should return quickly. Default: log
-// at warning level on slog.Default(). Nil is an error.
+// It must be safe for concurrent use and should return quickly. It sees
+// every handled error. Default: log at warning level on slog.Default(),
+// rate-limited like WithLogger. Nil is an error.
 func WithErrorHandler(h func(ctx context.Context, err error)) Option {
 	return func(c *config) error {
 		if h == nil {
 			return fmt.Errorf("%w: nil error handler", ErrInvalidOption)
 		}
-		c.onError = h
+		c.onError, c.logger = h, nil
 		return nil
 	}
 }
 
 // WithLogger reports handled errors (see WithErrorHandler) on l at warning
-// level. Nil is an error.
+// level, at most LogBurst lines at once and one per LogInterval after that
+// (a line after a pause carries the number suppressed). It replaces an
+// earlier WithErrorHandler. Nil is an error.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {
 			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
 		}
-		c.onError = logTo(l)
+		c.logger = l
+		c.onError = nil
 		return nil
-	}
-}
-
-// logTo returns a handler logging on l, or on slog.Default() at the time of
-// each call when l is nil.
-func logTo(l *slog.Logger) func(context.Context, error) {
-	return func(ctx context.Context, err error) {
-		logger := l
-		if logger == nil {
-			logger = slog.Default()
-		}
-		logger.WarnContext(ctx, "tiercache: handled error", "error", err)
 	}
 }
 

@@ -23,6 +23,7 @@ const (
 	AttrResult    = attribute.Key("tiercache.result")    // hit | miss | not_found | stale | error
 	AttrOperation = attribute.Key("tiercache.operation") // L2 operation: get, get_many, set, delete, acquire, compare_and_swap, compare_and_delete
 	AttrShared    = attribute.Key("tiercache.shared")    // the caller joined a flight another caller started
+	AttrShard     = attribute.Key("tiercache.shard")     // L2 shard (primary address) of breaker metrics; absent on a single shard
 	attrErrorType = attribute.Key("error.type")
 )
 
@@ -137,7 +138,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	refreshes := counter("tiercache.refreshes", "{refresh}", "Early refreshes, by result (started, skipped, error).")
 	handled := counter("tiercache.errors.handled", "{error}", "Errors given to the error handler instead of a caller.")
 	corrupt := counter("tiercache.l2.corrupt", "{value}", "L2 values the codec could not decode (deleted and reloaded).")
-	breakerOpen := gauge("tiercache.remote.breaker.open", "1", "1 while the L2 circuit breaker refuses calls, else 0.")
+	breakerOpen := gauge("tiercache.remote.breaker.open", "1", "1 while the circuit breaker of the L2 shard (attribute tiercache.shard on a Cluster) refuses calls, else 0.")
 	breakerRejected := counter("tiercache.remote.breaker.rejected", "{call}", "L2 calls refused by the open circuit breaker.")
 	l1Entries := gauge("tiercache.l1.entries", "{entry}", "Entries held in L1.")
 	l1Cost := gauge("tiercache.l1.cost", "{cost}", "Cost held in L1, in the unit of the cost function.")
@@ -191,13 +192,19 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 		o.ObserveInt64(rejected, int64(s.fillsRejected.Load()), plain)
 		o.ObserveInt64(handled, int64(s.handledErrors.Load()), plain)
 		o.ObserveInt64(corrupt, int64(s.l2Corrupt.Load()), plain)
-		if b := c.breaker; b != nil {
-			open := int64(0)
-			if b.isOpen() {
-				open = 1
-			}
-			o.ObserveInt64(breakerOpen, open, plain)
-			o.ObserveInt64(breakerRejected, int64(b.rejected.Load()), plain)
+		if bs := c.breakers; bs != nil {
+			bs.each(func(b *breaker) {
+				open := int64(0)
+				if b.isOpen() {
+					open = 1
+				}
+				opt := plain
+				if b.shard != "" {
+					opt = set(AttrShard.String(b.shard))
+				}
+				o.ObserveInt64(breakerOpen, open, opt)
+				o.ObserveInt64(breakerRejected, int64(b.rejected.Load()), opt)
+			})
 		}
 		if lm != nil {
 			entries, cost, dropped, rej := lm.Metrics()

@@ -64,7 +64,7 @@ func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e RemoteEntry, 
 // value only if it is still old (same version), so a Set or Delete made
 // meanwhile wins.
 func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, load func(context.Context) (V, error)) {
-	guard := c.name + refreshKeyPrefix + key
+	guard := c.prefix + refreshKeyPrefix + key // name + ":\x00refresh:" + key, under the cache's ACL key pattern
 	token := rand.Uint64()
 	rctx, cancel := c.remoteCtx(ctx)
 	_, won, err := c.l2.Acquire(rctx, guard, token, time.Now().Add(c.cfg.leaseTTL))

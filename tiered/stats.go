@@ -56,9 +56,14 @@ type Stats struct {
 
 	HandledErrors uint64 // errors given to the error handler
 
-	BreakerOpen     bool   // the L2 circuit breaker refuses calls now
-	BreakerOpenings uint64 // times the breaker opened
-	BreakerRejected uint64 // L2 calls refused while it was open
+	BreakerOpen     bool   // the circuit breaker of some L2 shard refuses calls now
+	BreakerOpenings uint64 // times a shard's breaker opened, all shards
+	BreakerRejected uint64 // L2 calls refused by open breakers, all shards
+
+	// Shards is the breaker state of each L2 shard the cache has used,
+	// sorted by address (one entry with Shard "" on a single-shard L2).
+	// Nil when the breaker is off or there is no L2.
+	Shards []ShardStats
 }
 
 // Stats returns the cache's counters. It is safe to call at any time.
@@ -87,10 +92,14 @@ func (c *Cache[V]) Stats() Stats {
 		RefreshErrors:    s.refreshErrors.Load(),
 		HandledErrors:    s.handledErrors.Load(),
 	}
-	if b := c.breaker; b != nil {
-		st.BreakerOpen = b.isOpen()
-		st.BreakerOpenings = b.opened.Load()
-		st.BreakerRejected = b.rejected.Load()
+	if bs := c.breakers; bs != nil {
+		bs.each(func(b *breaker) {
+			sh := ShardStats{Shard: b.shard, Open: b.isOpen(), Openings: b.opened.Load(), Rejected: b.rejected.Load()}
+			st.Shards = append(st.Shards, sh)
+			st.BreakerOpen = st.BreakerOpen || sh.Open
+			st.BreakerOpenings += sh.Openings
+			st.BreakerRejected += sh.Rejected
+		})
 	}
 	return st
 }

@@ -320,6 +320,12 @@ type Server struct {
 // with [Hint], when redis-server is not in PATH or does not start.
 func NewServer(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	return newServer(t, freePort, extraArgs)
+}
+
+// newServer is NewServer with the port picked by pickPort.
+func newServer(t testing.TB, pickPort func() (int, error), extraArgs []string) *Server {
+	t.Helper()
 	skipShort(t)
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -335,7 +341,7 @@ func NewServer(t testing.TB, extraArgs ...string) *Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		s.port, err = freePort()
+		s.port, err = pickPort()
 		if err == nil {
 			err = s.start()
 		}
@@ -458,7 +464,7 @@ func (s *Server) start() error {
 		if strings.Contains(tail, "Address already in use") {
 			err = fmt.Errorf("%w: %v", errAddrInUse, err)
 		}
-		return fmt.Errorf("%v\n--- %s (tail):\n%s", err, logPath, tail)
+		return fmt.Errorf("%w\n--- %s (tail):\n%s", err, logPath, tail)
 	}
 
 	c := redis.NewClient(&redis.Options{

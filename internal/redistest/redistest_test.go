@@ -375,3 +375,18 @@ func TestWaitCluster(t *testing.T) {
 		t.Errorf("waitCluster after ADDSLOTSRANGE failed: %s", fatal)
 	}
 }
+
+func TestNewCluster(t *testing.T) {
+	pc := NewCluster(t, 3, 1)
+	c := pc.Client(t, nil)
+	ctx := context.Background()
+	for i := range 50 {
+		if err := c.Set(ctx, fmt.Sprint("k", i), "v", time.Minute).Err(); err != nil {
+			t.Fatalf("SET on the private cluster: %v", err)
+		}
+	}
+	nodes, err := pc.Primaries[0].Client(t).ClusterNodes(ctx).Result()
+	if err != nil || strings.Count(nodes, "slave") != 1 || strings.Count(nodes, "master") != 3 {
+		t.Fatalf("CLUSTER NODES = %q, %v; want 3 primaries and 1 replica", nodes, err)
+	}
+}

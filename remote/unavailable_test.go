@@ -1,0 +1,120 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/remote"
+)
+
+// Issue 9 observation 10.
+func TestNewNilOption(t *testing.T) {
+	if _, err := remote.New(redistest.Standalone(t), nil); !errors.Is(err, remote.ErrInvalidOptions) {
+		t.Fatalf("New(client, nil) = %v, want ErrInvalidOptions", err)
+	}
+}
+
+func TestUnavailableMarksConnectionErrors(t *testing.T) {
+	srv := redistest.NewServer(t)
+	s := newStore(t, srv.Client(t))
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "k"); err != nil {
+		t.Fatalf("Get on a live server: %v", err)
+	}
+	srv.Stop(t)
+	_, err := s.Get(ctx, "k")
+	var u interface{ Unavailable() bool }
+	if !errors.Is(err, remote.ErrUnavailable) || !errors.As(err, &u) || !u.Unavailable() {
+		t.Fatalf("Get on a stopped server = %v; want it marked unavailable", err)
+	}
+}
+
+func TestUnavailableNotForServerReplies(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	s := newStore(t, rdb)
+	ctx := context.Background()
+	key := redistest.Name(t) + ":list"
+	if err := rdb.LPush(ctx, key, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Del(context.Background(), key) })
+	// WRONGTYPE proves the server is up.
+	if _, err := s.Get(ctx, key); err == nil || errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("GET of a list = %v; want an error not marked unavailable", err)
+	}
+	// So does the caller's own deadline: not marked.
+	past, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := s.Get(past, "k"); errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("Get with an expired ctx = %v; want it not marked unavailable", err)
+	}
+	// And validation.
+	if _, err := s.Get(ctx, string(make([]byte, 5000))); !errors.Is(err, remote.ErrKeyTooLong) || errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("Get of a long key = %v", err)
+	}
+}
+
+// Issue 9 observation 11 (L2 part): a wrong password and a missing ACL
+// permission fail the first call with an error naming the problem, not
+// marked unavailable.
+func TestPermissionErrorsAreLoud(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	ctx := context.Background()
+	name := redistest.Name(t)
+	user := name + "-noscript"
+	// Everything but scripting: the conditional fill needs EVALSHA.
+	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~"+name+":*", "+@all", "-@scripting").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
+
+	wrong := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "wrong"})
+	defer wrong.Close()
+	_, err := newStore(t, wrong).Get(ctx, name+":k")
+	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("Get with a wrong password = %v; want ErrPermission, not unavailable", err)
+	}
+
+	limited := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "pw"})
+	defer limited.Close()
+	s := newStore(t, limited)
+	_, err = s.CompareAndSwap(ctx, name+":k", 1, remote.Entry{Kind: remote.KindValue, ExpiresAt: time.Now().Add(time.Minute)})
+	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("CompareAndSwap without +@scripting = %v; want ErrPermission", err)
+	}
+	for _, want := range []string{"NOPERM", "eval"} {
+		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(want)) {
+			t.Fatalf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+func TestShard(t *testing.T) {
+	cc := redistest.Cluster(t)
+	s := newStore(t, cc)
+	ctx := context.Background()
+	seen := map[string]bool{}
+	for i := range 64 {
+		key := redistest.Name(t) + ":" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		shard := s.Shard(key)
+		m, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shard != m.Options().Addr {
+			t.Fatalf("Shard(%q) = %q, want %q", key, shard, m.Options().Addr)
+		}
+		seen[shard] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("64 keys on %d shards, want 3", len(seen))
+	}
+	if got := newStore(t, redistest.Standalone(t)).Shard("k"); got != "" {
+		t.Fatalf("standalone Shard = %q, want \"\"", got)
+	}
+}
