@@ -50,7 +50,7 @@ func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []e
 			continue
 		}
 		if err := cmd.Err(); err != nil {
-			errs[i] = fmt.Errorf("remote: SET %q: %w", keys[i], err)
+			errs[i] = s.wrap(err, "SET %q", keys[i])
 		}
 	}
 	return errs

@@ -124,7 +124,7 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 	}
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
-	batch := func() ([]error, error) {
+	batch := func(full []string, entries []RemoteEntry) ([]error, error) {
 		call := measuredRemote{t: c.tel}.observe(rctx, "set_many")
 		errs := c.l2many.SetMany(call.ctx, full, entries)
 		if len(errs) != len(full) {
@@ -138,21 +138,42 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 		call.done(first)
 		return errs, first
 	}
-	if c.breaker == nil {
-		errs, _ := batch()
+	g, guarded := c.l2.(guardedRemote)
+	if !guarded {
+		errs, _ := batch(full, entries)
 		return errs
 	}
-	errs, err := guard(c.breaker, batch)
-	if errs == nil {
-		errs = make([]error, len(full))
-		for i := range errs {
-			errs[i] = err
+	// One batch per shard, each behind its shard's breaker.
+	errs := make([]error, len(full))
+	bs, idx := g.byShard(full)
+	for j, b := range bs {
+		keys, es := full, entries
+		if len(bs) > 1 {
+			keys, es = make([]string, len(idx[j])), make([]RemoteEntry, len(idx[j]))
+			for n, i := range idx[j] {
+				keys[n], es[n] = full[i], entries[i]
+			}
+		}
+		perrs, err := guard(rctx, b, func() ([]error, error) { return batch(keys, es) })
+		for n, i := range idx[j] {
+			if perrs != nil {
+				errs[i] = perrs[n]
+			} else {
+				errs[i] = err
+			}
 		}
 	}
 	return errs
 }
 
+// firstErr returns the first error of errs that says the shard is
+// unavailable (what the breaker counts), else the first error.
 func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil && isUnavailable(err) {
+			return err
+		}
+	}
 	for _, err := range errs {
 		if err != nil {
 			return err

@@ -1,7 +1,5 @@
 package tiered
 
-import "time"
-
 // Status is a snapshot of a cache's live state beside its counters: what a
 // status page (package debugpage) shows. Take it with Cache.Status.
 type Status struct {
@@ -88,19 +86,24 @@ func (c *Cache[V]) Status() Status {
 	return st
 }
 
-// breakerStatus reports the breaker's state: one entry for the whole L2
-// (shard "") while the breaker is per cache.
+// breakerStatus reports the state of the breaker of every L2 shard the
+// cache has used (one entry, shard "", on a single-shard L2).
 func (c *Cache[V]) breakerStatus() []BreakerStatus {
-	b := c.breaker
-	if b == nil {
+	bs := c.breakers
+	if bs == nil {
 		return nil
 	}
-	state := BreakerClosed
-	if until := b.openUntil.Load(); until != 0 {
-		state = BreakerOpen
-		if time.Now().UnixNano() >= until {
-			state = BreakerHalfOpen
+	var out []BreakerStatus
+	now := bs.now().UnixNano()
+	bs.each(func(b *breaker) {
+		state := BreakerClosed
+		if until := b.openUntil.Load(); until != 0 {
+			state = BreakerOpen
+			if now >= until {
+				state = BreakerHalfOpen
+			}
 		}
-	}
-	return []BreakerStatus{{State: state, Openings: b.opened.Load(), Rejected: b.rejected.Load()}}
+		out = append(out, BreakerStatus{Shard: b.shard, State: state, Openings: b.opened.Load(), Rejected: b.rejected.Load()})
+	})
+	return out
 }
