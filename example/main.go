@@ -19,6 +19,7 @@
 //	DELETE /products/{id}       delete the product, then Delete the key and purge the product's HTTP responses
 //	GET    /stats               cache tier hits, HTTP cache counters, DB queries and queries saved
 //	GET    /metrics             OpenTelemetry metrics in the Prometheus text format
+//	GET    /debug/tiercache     live status page of both caches and the bus (package debugpage; ?format=json for JSON)
 //
 // HTTP cache: the four product endpoints run behind middleware.Middleware,
 // whose responses live in a second tiered cache (named after the products
@@ -92,6 +93,8 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/debugpage"
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/middleware"
@@ -286,47 +289,46 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	}
 	defer rc.Close()
 
-	// One bus per process, shared by every cache. Standalone Redis (and the
-	// embedded one) uses PUBLISH/SUBSCRIBE, a Cluster sharded pub/sub.
-	bus, err := invalidation.New(rc.client,
-		invalidation.WithLogger(log),
-		invalidation.WithMeterProvider(tel.meterProvider))
+	// One Group per process: the invalidation bus every cache shares.
+	// Standalone Redis (and the embedded one) uses PUBLISH/SUBSCRIBE, a
+	// Cluster sharded pub/sub. Closing the Group closes its caches, then
+	// the bus; deferred calls run in reverse, so before the Redis client.
+	group, err := tiercache.NewGroup(rc.client,
+		tiercache.WithBusOptions(
+			invalidation.WithLogger(log),
+			invalidation.WithMeterProvider(tel.meterProvider)),
+		tiercache.WithDefaults(
+			tiered.WithMeterProvider(tel.meterProvider),
+			tiered.WithTracerProvider(tel.tracerProvider),
+			tiered.WithLogger(log)))
 	if err != nil {
-		return fmt.Errorf("starting the invalidation bus: %w", err)
+		return fmt.Errorf("starting the cache group: %w", err)
 	}
-	defer bus.Close()
+	defer group.Close()
 
-	l1, err := local.New(local.Options[Product]{MaxEntries: 10_000})
+	cache, err := tiercache.New[Product](group, cfg.CacheName,
+		tiercache.WithLocal(local.Options[Product]{MaxEntries: 10_000}),
+		tiercache.WithTiered(
+			tiered.WithLocalTTL(10*time.Second),
+			tiered.WithRemoteTTL(10*time.Minute)))
 	if err != nil {
 		return err
 	}
-	l2, err := remote.New(rc.client)
-	if err != nil {
-		l1.Close()
-		return err
-	}
-	cache, err := tiered.New(cfg.CacheName, l1, l2,
-		tiered.WithInvalidation(bus),
-		tiered.WithMeterProvider(tel.meterProvider),
-		tiered.WithTracerProvider(tel.tracerProvider),
-		tiered.WithLogger(log),
-		tiered.WithLocalTTL(10*time.Second),
-		tiered.WithRemoteTTL(10*time.Minute))
-	if err != nil {
-		l1.Close()
-		return err
-	}
-	// Deferred calls run in reverse: the caches close before the bus, the
-	// bus before the Redis client.
-	defer cache.Close()
 
-	mw, err := newHTTPCache(cfg, rc, bus, tel, log)
+	mw, err := newHTTPCache(cfg, group, tel, log)
 	if err != nil {
 		return err
 	}
-	// The middleware before its cache (deferred calls run in reverse).
-	defer mw.Cache().Close()
+	// The middleware before its cache, which the Group closes.
 	defer mw.Close()
+
+	// The live status page of the caches and the bus, at /debug/tiercache.
+	page, err := debugpage.New(debugpage.WithTitle("products service"))
+	if err != nil {
+		return err
+	}
+	defer page.Close()
+	page.AddGroup("bus", group)
 
 	catalog := cfg.Catalog
 	if catalog == nil {
@@ -335,11 +337,12 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	srv := &server{
 		catalog: catalog,
 		cache:   cache,
-		bus:     bus,
+		bus:     group.Bus(),
 		redis:   rc.mode,
 		log:     log,
 		metrics: tel.metrics,
 		mw:      mw,
+		debug:   page,
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -353,7 +356,8 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	log.Info("products service listening",
 		"addr", ln.Addr().String(), "products", catalog.Len(), "query_delay", catalog.delay,
 		"redis", rc.mode, "try", "curl http://"+dialable(ln.Addr())+"/products/42",
-		"metrics", "http://"+dialable(ln.Addr())+"/metrics")
+		"metrics", "http://"+dialable(ln.Addr())+"/metrics",
+		"status", "http://"+dialable(ln.Addr())+"/debug/tiercache")
 
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
@@ -383,38 +387,26 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	return nil
 }
 
-// newHTTPCache builds the HTTP response cache: a tiered cache of its own
-// (the middleware owns its key space) with the options the middleware's
-// documentation recommends, and the middleware on it. The caller closes the
-// middleware, then its cache.
-func newHTTPCache(cfg Config, rc *redisConn, bus *invalidation.Bus, tel *telemetry, log *slog.Logger) (*middleware.Middleware, error) {
-	l1, err := local.New(local.Options[*middleware.Response]{
-		MaxCost: httpCacheBytes,
-		Cost:    (*middleware.Response).Size,
-	})
+// newHTTPCache builds the HTTP response cache: a cache of its own in the
+// Group (the middleware owns its key space) with the options the
+// middleware's documentation recommends, and the middleware on it. The
+// caller closes the middleware; the Group closes its cache.
+func newHTTPCache(cfg Config, group *tiercache.Group, tel *telemetry, log *slog.Logger) (*middleware.Middleware, error) {
+	pages, err := tiercache.New[*middleware.Response](group, cfg.CacheName+"-http",
+		tiercache.WithLocal(local.Options[*middleware.Response]{
+			MaxCost: httpCacheBytes,
+			Cost:    (*middleware.Response).Size,
+		}),
+		// The compact codec; the default value limit (1 MiB) is above the
+		// middleware's body cap (512 KiB) plus headers.
+		tiercache.WithRemote(remote.WithCodec(middleware.Codec{})),
+		tiercache.WithTiered(
+			// The L1 bound if bus messages are lost; freshness itself comes
+			// from the responses' Cache-Control.
+			tiered.WithLocalTTL(10*time.Second),
+			// Well above the responses' 5 s of freshness.
+			tiered.WithRemoteTTL(time.Minute)))
 	if err != nil {
-		return nil, err
-	}
-	// The compact codec; the default value limit (1 MiB) is above the
-	// middleware's body cap (512 KiB) plus headers.
-	l2, err := remote.New(rc.client, remote.WithCodec(middleware.Codec{}))
-	if err != nil {
-		l1.Close()
-		return nil, err
-	}
-	pages, err := tiered.New(cfg.CacheName+"-http", l1, l2,
-		// Writes and purges reach every replica's L1 at once.
-		tiered.WithInvalidation(bus),
-		tiered.WithMeterProvider(tel.meterProvider),
-		tiered.WithTracerProvider(tel.tracerProvider),
-		tiered.WithLogger(log),
-		// The L1 bound if bus messages are lost; freshness itself comes from
-		// the responses' Cache-Control.
-		tiered.WithLocalTTL(10*time.Second),
-		// Well above the responses' 5 s of freshness.
-		tiered.WithRemoteTTL(time.Minute))
-	if err != nil {
-		l1.Close()
 		return nil, err
 	}
 	mw, err := middleware.New(pages,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/tiercache/tiercache/debugpage"
 )
 
 // The end-to-end tests start the service with run on a free port and talk
@@ -93,6 +94,18 @@ func testDataCache(t *testing.T, cfg Config, wantMode string) {
 	c.wantQueries(1)
 	if st := c.stats(); st.Cache.L1Hits+st.Cache.L2Hits != 1 || st.Cache.Loads != 1 {
 		t.Errorf("after two reads: cache stats %+v, want 1 hit and 1 load", st.Cache)
+	}
+	// The status page shows both caches and the bus.
+	var page debugpage.View
+	c.do(http.MethodGet, "/debug/tiercache?format=json", "", http.StatusOK, &page)
+	if len(page.Caches) != 2 || page.Caches[0].Name != c.name || page.Caches[1].Name != c.name+"-http" || len(page.Buses) != 1 {
+		t.Fatalf("status page: %d caches (%+v), %d buses; want %s and %s-http, one bus", len(page.Caches), page.Caches, len(page.Buses), c.name, c.name)
+	}
+	if r := page.Caches[0].Recent; r.Loads != 1 || r.L1.Requests != 2 || r.L1.Hits+r.L2.Hits != 1 {
+		t.Errorf("status page, data cache: %+v; want 1 load, 2 L1 requests, 1 hit", r)
+	}
+	if h := c.do(http.MethodGet, "/debug/tiercache", "", http.StatusOK, nil); h.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("status page Content-Type = %q", h.Get("Content-Type"))
 	}
 
 	// An update is seen at once by the next read.

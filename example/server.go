@@ -39,6 +39,8 @@ type server struct {
 	metrics http.Handler // GET /metrics; nil for none
 	// mw caches the product endpoints' responses; nil for no HTTP cache.
 	mw *middleware.Middleware
+	// debug is the status page, GET /debug/tiercache; nil for none.
+	debug http.Handler
 
 	reads atomic.Uint64 // product read requests the handlers answered (each costs one query without a cache)
 }
@@ -59,6 +61,9 @@ func (s *server) handler() http.Handler {
 	mux.Handle("PUT /products/{id}", cached(s.putProduct))
 	mux.Handle("DELETE /products/{id}", cached(s.deleteProduct))
 	mux.HandleFunc("GET /stats", s.getStats)
+	if s.debug != nil {
+		mux.Handle("GET /debug/tiercache", s.debug)
+	}
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics)
 	}
