@@ -13,7 +13,7 @@
 //
 //	users, err := tiercache.New[User](g, "users",
 //		tiercache.WithTiered(tiered.WithLocalTTL(10*time.Second), tiered.WithRemoteTTL(time.Minute)),
-//		tiercache.WithLocal(local.Options[User]{MaxEntries: 100_000}))
+//		tiercache.WithLocal(local.WithMaxEntries(100_000)))
 //	u, err := users.GetOrLoad(ctx, "42", repo.FindUser)
 //
 // Every cache of a Group shares the Group's bus: a process keeps one set of
@@ -24,7 +24,7 @@
 // The caches are plain *tiered.Cache[V] values; everything package tiered
 // documents applies (the read and write paths, TTL rules, leases,
 // degradation, telemetry). Options of the pieces pass through: WithTiered
-// (tiered.Option), WithLocal (local.Options), WithRemote (remote.Option) per
+// (tiered.Option), WithLocal (local.Option), WithRemote (remote.Option) per
 // cache, and WithBusOptions (invalidation.Option) and WithDefaults per
 // Group.
 //
@@ -42,7 +42,7 @@
 //
 //	bus, err := invalidation.New(rdb)                     // one per process
 //	defer bus.Close()                                      // after every cache
-//	l1, err := local.New(local.Options[User]{})            // the cache closes it
+//	l1, err := local.New[User]()                           // the cache closes it
 //	l2, err := remote.New(rdb)
 //	users, err := tiered.New[User]("users", l1, l2, tiered.WithInvalidation(bus))
 //	defer users.Close()

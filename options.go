@@ -56,7 +56,8 @@ type Option func(*cacheConfig) error
 type cacheConfig struct {
 	tiered  []tiered.Option
 	remote  []remote.Option
-	local   any // local.Options[V], checked by New[V]
+	local   []local.Option
+	withL1  bool // WithLocal was given
 	noLocal bool
 }
 
@@ -81,16 +82,18 @@ func WithRemote(opts ...remote.Option) Option {
 	}
 }
 
-// WithLocal sets the options of the cache's ristretto L1 (local.New).
-// Default: local's zero Options (DefaultMaxEntries entries). V must be the
-// cache's value type: New returns ErrInvalidOption otherwise. The last
-// WithLocal wins.
-func WithLocal[V any](opts local.Options[V]) Option {
+// WithLocal passes opts to local.New for the cache's ristretto L1.
+// Default: none, local's defaults (DefaultMaxEntries entries). It may be
+// given more than once; the options add up in order. A local.WithCost
+// function must take the cache's value type: New returns an error wrapping
+// local.ErrInvalidOption otherwise.
+func WithLocal(opts ...local.Option) Option {
 	return func(c *cacheConfig) error {
 		if c.noLocal {
 			return fmt.Errorf("%w: WithLocal and WithoutLocal together", ErrInvalidOption)
 		}
-		c.local = opts
+		c.local = append(c.local, opts...)
+		c.withL1 = true
 		return nil
 	}
 }
@@ -99,7 +102,7 @@ func WithLocal[V any](opts local.Options[V]) Option {
 // Default: off (the cache has an L1). It conflicts with WithLocal.
 func WithoutLocal() Option {
 	return func(c *cacheConfig) error {
-		if c.local != nil {
+		if c.withL1 {
 			return fmt.Errorf("%w: WithLocal and WithoutLocal together", ErrInvalidOption)
 		}
 		c.noLocal = true

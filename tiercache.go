@@ -120,15 +120,7 @@ func New[V any](g *Group, name string, opts ...Option) (*tiered.Cache[V], error)
 	}
 	var l1 tiered.Local[V]
 	if !cfg.noLocal {
-		lo := local.Options[V]{}
-		if cfg.local != nil {
-			o, ok := cfg.local.(local.Options[V])
-			if !ok {
-				return nil, fmt.Errorf("%w: cache %q holds %T values, but WithLocal got %T", ErrInvalidOption, name, *new(V), cfg.local)
-			}
-			lo = o
-		}
-		store, err := local.New(lo)
+		store, err := local.New[V](cfg.local...)
 		if err != nil {
 			return nil, fmt.Errorf("tiercache: L1 of cache %q: %w", name, err)
 		}

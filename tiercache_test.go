@@ -79,7 +79,7 @@ func newNode(t *testing.T, tr transport, prefix string) node {
 	}
 	t.Cleanup(func() { _ = g.Close() })
 	users, err := tiercache.New[user](g, prefix+"-users",
-		tiercache.WithLocal(local.Options[user]{MaxEntries: 1000}))
+		tiercache.WithLocal(local.WithMaxEntries(1000)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,11 +314,11 @@ func TestBadArguments(t *testing.T) {
 		want error
 	}{
 		{"nil option", []tiercache.Option{nil}, tiercache.ErrInvalidOption},
-		{"local options of another type", []tiercache.Option{tiercache.WithLocal(local.Options[order]{})}, tiercache.ErrInvalidOption},
-		{"WithLocal and WithoutLocal", []tiercache.Option{tiercache.WithLocal(local.Options[user]{}), tiercache.WithoutLocal()}, tiercache.ErrInvalidOption},
-		{"WithoutLocal and WithLocal", []tiercache.Option{tiercache.WithoutLocal(), tiercache.WithLocal(local.Options[user]{})}, tiercache.ErrInvalidOption},
-		{"bad local option", []tiercache.Option{tiercache.WithLocal(local.Options[user]{MaxEntries: -1})}, local.ErrInvalidOptions},
-		{"bad remote option", []tiercache.Option{tiercache.WithRemote(remote.WithMaxKeyBytes(0))}, remote.ErrInvalidOptions},
+		{"local cost of another type", []tiercache.Option{tiercache.WithLocal(local.WithMaxCost(100), local.WithCost(func(order) int64 { return 1 }))}, local.ErrInvalidOption},
+		{"WithLocal and WithoutLocal", []tiercache.Option{tiercache.WithLocal(), tiercache.WithoutLocal()}, tiercache.ErrInvalidOption},
+		{"WithoutLocal and WithLocal", []tiercache.Option{tiercache.WithoutLocal(), tiercache.WithLocal()}, tiercache.ErrInvalidOption},
+		{"bad local option", []tiercache.Option{tiercache.WithLocal(local.WithMaxEntries(-1))}, local.ErrInvalidOption},
+		{"bad remote option", []tiercache.Option{tiercache.WithRemote(remote.WithMaxKeyBytes(0))}, remote.ErrInvalidOption},
 		{"bad tiered option", []tiercache.Option{tiercache.WithTiered(tiered.WithJitter(2))}, tiered.ErrInvalidOption},
 		{"bad name", []tiercache.Option{}, tiered.ErrInvalidOption},
 	} {

@@ -289,7 +289,7 @@ func (b *fakeBus) Stats() invalidation.Stats { return b.stats }
 // and escapes the names it shows.
 func TestHTML(t *testing.T) {
 	const evil = `<script>alert("x")</script>`
-	l1, err := local.New(local.Options[int]{})
+	l1, err := local.New[int]()
 	if err != nil {
 		t.Fatal(err)
 	}

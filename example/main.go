@@ -307,7 +307,7 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 	defer group.Close()
 
 	cache, err := tiercache.New[Product](group, cfg.CacheName,
-		tiercache.WithLocal(local.Options[Product]{MaxEntries: 10_000}),
+		tiercache.WithLocal(local.WithMaxEntries(10_000)),
 		tiercache.WithTiered(
 			tiered.WithLocalTTL(10*time.Second),
 			tiered.WithRemoteTTL(10*time.Minute)))
@@ -393,10 +393,9 @@ func run(ctx context.Context, cfg Config, ready chan<- string) error {
 // caller closes the middleware; the Group closes its cache.
 func newHTTPCache(cfg Config, group *tiercache.Group, tel *telemetry, log *slog.Logger) (*middleware.Middleware, error) {
 	pages, err := tiercache.New[*middleware.Response](group, cfg.CacheName+"-http",
-		tiercache.WithLocal(local.Options[*middleware.Response]{
-			MaxCost: httpCacheBytes,
-			Cost:    (*middleware.Response).Size,
-		}),
+		tiercache.WithLocal(
+			local.WithMaxCost(httpCacheBytes),
+			local.WithCost((*middleware.Response).Size)),
 		// The compact codec; the default value limit (1 MiB) is above the
 		// middleware's body cap (512 KiB) plus headers.
 		tiercache.WithRemote(remote.WithCodec(middleware.Codec{})),

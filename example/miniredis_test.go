@@ -39,7 +39,7 @@ func TestMiniredisRunsTheCache(t *testing.T) {
 			}
 			// Each node has its own L1 and shares the L2.
 			node := func() *tiered.Cache[string] {
-				l1, err := local.New(local.Options[string]{})
+				l1, err := local.New[string]()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -10,7 +10,7 @@ import (
 func TestContract(t *testing.T) {
 	localtest.Run(t, localtest.Suite{
 		New: func(t *testing.T) localtest.Store {
-			s, err := local.New(local.Options[string]{})
+			s, err := local.New[string]()
 			if err != nil {
 				t.Fatal(err)
 			}

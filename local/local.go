@@ -1,7 +1,6 @@
 package local
 
 import (
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -10,35 +9,6 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 )
-
-// Defaults of Options.
-const (
-	// DefaultMaxEntries bounds the store when neither MaxEntries nor MaxCost
-	// is set.
-	DefaultMaxEntries = 100_000
-	// Stripes is the number of generation counters.
-	Stripes = 4096
-)
-
-// ErrInvalidOptions is returned by New for options it cannot use.
-var ErrInvalidOptions = errors.New("local: invalid options")
-
-// Options configures a Store. The zero value is valid: at most
-// DefaultMaxEntries entries, each costing 1.
-type Options[V any] struct {
-	// MaxEntries bounds the number of entries (each entry costs 1). Zero means
-	// DefaultMaxEntries unless MaxCost is set. Negative is an error. Setting
-	// both MaxEntries and MaxCost is an error.
-	MaxEntries int64
-	// MaxCost bounds the sum of Cost over the entries, in the unit Cost
-	// returns (for instance bytes). Zero means unused. Requires Cost.
-	MaxCost int64
-	// Cost returns the cost of a value when MaxCost is set. It must be cheap
-	// and safe for concurrent use. Nil with MaxCost set is an error.
-	Cost func(value V) int64
-	// BufferItems is ristretto's per-Get buffer size. Zero means 64.
-	BufferItems int64
-}
 
 // item is what the store keeps under a key. ristretto holds a pointer to it:
 // a pointer-shaped value lets Go share one fast instantiation of ristretto's
@@ -69,28 +39,19 @@ type Store[V any] struct {
 	evicted   atomic.Uint64
 }
 
-// New returns a Store configured by opts.
-func New[V any](opts Options[V]) (*Store[V], error) {
-	switch {
-	case opts.MaxEntries < 0:
-		return nil, fmt.Errorf("%w: MaxEntries %d is negative", ErrInvalidOptions, opts.MaxEntries)
-	case opts.MaxCost < 0:
-		return nil, fmt.Errorf("%w: MaxCost %d is negative", ErrInvalidOptions, opts.MaxCost)
-	case opts.MaxEntries > 0 && opts.MaxCost > 0:
-		return nil, fmt.Errorf("%w: set MaxEntries or MaxCost, not both", ErrInvalidOptions)
-	case opts.MaxCost > 0 && opts.Cost == nil:
-		return nil, fmt.Errorf("%w: MaxCost needs a Cost function", ErrInvalidOptions)
-	case opts.MaxCost == 0 && opts.Cost != nil:
-		return nil, fmt.Errorf("%w: Cost is set but MaxCost is zero", ErrInvalidOptions)
-	case opts.BufferItems < 0:
-		return nil, fmt.Errorf("%w: BufferItems %d is negative", ErrInvalidOptions, opts.BufferItems)
+// New returns a Store configured by opts. Without options it holds at most
+// DefaultMaxEntries entries, each costing 1. A bad option is an error
+// wrapping ErrInvalidOption.
+func New[V any](opts ...Option) (*Store[V], error) {
+	cfg, userCost, err := build[V](opts)
+	if err != nil {
+		return nil, err
 	}
-	maxCost, counters := opts.MaxEntries, opts.MaxEntries*10
+	maxCost, counters := cfg.maxEntries, cfg.maxEntries*10
 	cost := func(*item[V]) int64 { return 1 }
-	if opts.MaxCost > 0 {
+	if cfg.maxCost > 0 {
 		// Assume entries of about 64 cost units for the admission counters.
-		maxCost, counters = opts.MaxCost, max(opts.MaxCost/64, 1000)*10
-		userCost := opts.Cost
+		maxCost, counters = cfg.maxCost, max(cfg.maxCost/64, 1000)*10
 		cost = func(it *item[V]) int64 {
 			if it.absent {
 				return 1
@@ -100,11 +61,8 @@ func New[V any](opts Options[V]) (*Store[V], error) {
 	} else if maxCost == 0 {
 		maxCost, counters = DefaultMaxEntries, DefaultMaxEntries*10
 	}
-	buffer := opts.BufferItems
-	if buffer == 0 {
-		buffer = 64
-	}
-	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: opts.MaxCost == 0}
+	buffer := cfg.bufferItems
+	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: cfg.maxCost == 0}
 	c, err := ristretto.NewCache(&ristretto.Config[string, *item[V]]{
 		NumCounters:        counters,
 		MaxCost:            maxCost,
@@ -115,7 +73,7 @@ func New[V any](opts Options[V]) (*Store[V], error) {
 		OnEvict:            func(*ristretto.Item[*item[V]]) { s.evicted.Add(1) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.cache = c
 	return s, nil
@@ -237,11 +195,11 @@ func (s *Store[V]) Close() {
 
 // Stats is a snapshot of a Store's counters.
 type Stats struct {
-	// Entries held; only known for a store bounded by MaxEntries (zero
-	// otherwise).
+	// Entries held; only known for a store bounded by entries (zero when
+	// bounded by WithMaxCost).
 	Entries uint64
-	// Cost held, in the unit of Options.Cost (entries when bounded by
-	// MaxEntries).
+	// Cost held, in the unit of the WithCost function (entries when
+	// bounded by entries).
 	Cost     uint64
 	Dropped  uint64 // fills dropped because ristretto's buffers were full
 	Rejected uint64 // fills refused by the admission policy

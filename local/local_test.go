@@ -11,9 +11,9 @@ import (
 
 var _ tiered.Local[string] = (*local.Store[string])(nil)
 
-func newStore[V any](t *testing.T, opts local.Options[V]) *local.Store[V] {
+func newStore[V any](t *testing.T, opts ...local.Option) *local.Store[V] {
 	t.Helper()
-	s, err := local.New(opts)
+	s, err := local.New[V](opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -22,7 +22,7 @@ func newStore[V any](t *testing.T, opts local.Options[V]) *local.Store[V] {
 }
 
 func TestFillThenGet(t *testing.T) {
-	s := newStore(t, local.Options[string]{})
+	s := newStore[string](t)
 	if !s.Fill("a", "va", false, time.Minute, s.Generation("a")) {
 		t.Fatal("Fill(a) = false, want true")
 	}
@@ -51,7 +51,7 @@ func TestGenerationGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t, local.Options[int]{})
+			s := newStore[int](t)
 			gen := s.Generation("k")
 			tt.change(s) // lands between the snapshot and the fill
 			if s.Fill("k", 1, false, time.Minute, gen) {
@@ -73,7 +73,7 @@ func TestGenerationGuard(t *testing.T) {
 }
 
 func TestInvalidateOtherKeyKeepsGeneration(t *testing.T) {
-	s := newStore(t, local.Options[int]{})
+	s := newStore[int](t)
 	// Find a key on another stripe: generations of unrelated keys must not
 	// all move together (that would make every fill fail under load).
 	gen := s.Generation("k")
@@ -91,7 +91,7 @@ func TestInvalidateOtherKeyKeepsGeneration(t *testing.T) {
 }
 
 func TestInvalidateAndFlushEvict(t *testing.T) {
-	s := newStore(t, local.Options[int]{})
+	s := newStore[int](t)
 	for _, k := range []string{"a", "b", "c"} {
 		s.Fill(k, 1, false, time.Minute, s.Generation(k))
 	}
@@ -110,10 +110,14 @@ func TestInvalidateAndFlushEvict(t *testing.T) {
 }
 
 func TestTTL(t *testing.T) {
-	s := newStore(t, local.Options[int]{})
-	s.Fill("k", 1, false, 20*time.Millisecond, s.Generation("k"))
+	s := newStore[int](t)
+	const ttl = 200 * time.Millisecond
+	start := time.Now()
+	s.Fill("k", 1, false, ttl, s.Generation("k"))
 	s.Wait()
-	if _, _, ok := s.Get("k"); !ok {
+	// On a busy machine the TTL may pass before Get runs; only a miss seen
+	// well before the TTL is a failure.
+	if _, _, ok := s.Get("k"); !ok && time.Since(start) < ttl/2 {
 		t.Fatal("entry missing before its TTL")
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -143,7 +147,7 @@ func TestNilAndClosedSafe(t *testing.T) {
 	nilStore.Flush()
 	nilStore.Close()
 
-	s, err := local.New(local.Options[int]{})
+	s, err := local.New[int]()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,26 +172,56 @@ func TestOptions(t *testing.T) {
 	cost := func(s string) int64 { return int64(len(s)) }
 	bad := []struct {
 		name string
-		opts local.Options[string]
+		opts []local.Option
 	}{
-		{"negative entries", local.Options[string]{MaxEntries: -1}},
-		{"negative cost", local.Options[string]{MaxCost: -1, Cost: cost}},
-		{"both bounds", local.Options[string]{MaxEntries: 10, MaxCost: 10, Cost: cost}},
-		{"cost without func", local.Options[string]{MaxCost: 100}},
-		{"func without cost", local.Options[string]{Cost: cost}},
-		{"negative buffer", local.Options[string]{BufferItems: -1}},
+		{"zero entries", []local.Option{local.WithMaxEntries(0)}},
+		{"negative entries", []local.Option{local.WithMaxEntries(-1)}},
+		{"negative cost", []local.Option{local.WithMaxCost(-1), local.WithCost(cost)}},
+		{"both bounds", []local.Option{local.WithMaxEntries(10), local.WithMaxCost(10), local.WithCost(cost)}},
+		{"cost without func", []local.Option{local.WithMaxCost(100)}},
+		{"func without cost", []local.Option{local.WithCost(cost)}},
+		{"nil cost func", []local.Option{local.WithMaxCost(100), local.WithCost[string](nil)}},
+		{"cost func of another type", []local.Option{local.WithMaxCost(100), local.WithCost(func(int) int64 { return 1 })}},
+		{"zero buffer", []local.Option{local.WithBufferItems(0)}},
+		{"nil option", []local.Option{nil}},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := local.New(tt.opts); !errors.Is(err, local.ErrInvalidOptions) {
-				t.Fatalf("New = %v, want ErrInvalidOptions", err)
+			if _, err := local.New[string](tt.opts...); !errors.Is(err, local.ErrInvalidOption) {
+				t.Fatalf("New = %v, want ErrInvalidOption", err)
 			}
 		})
+	}
+	good := [][]local.Option{
+		nil,
+		{local.WithMaxEntries(10)},
+		{local.WithMaxCost(100), local.WithCost(cost)},
+		{local.WithBufferItems(16)},
+	}
+	for i, opts := range good {
+		s, err := local.New[string](opts...)
+		if err != nil {
+			t.Fatalf("good options %d: New = %v", i, err)
+		}
+		s.Close()
+	}
+}
+
+// TestMaxEntriesBound checks that WithMaxEntries bounds the store.
+func TestMaxEntriesBound(t *testing.T) {
+	s := newStore[int](t, local.WithMaxEntries(10))
+	for i := range 100 {
+		k := string(rune('a' + i))
+		s.Fill(k, i, false, time.Minute, s.Generation(k))
+	}
+	s.Wait()
+	if st := s.Stats(); st.Entries > 10 {
+		t.Fatalf("entries held %d exceed WithMaxEntries(10)", st.Entries)
 	}
 }
 
 func TestCostBound(t *testing.T) {
-	s := newStore(t, local.Options[string]{MaxCost: 1000, Cost: func(v string) int64 { return int64(len(v)) }})
+	s := newStore[string](t, local.WithMaxCost(1000), local.WithCost(func(v string) int64 { return int64(len(v)) }))
 	big := string(make([]byte, 2000))
 	s.Fill("big", big, false, time.Minute, s.Generation("big"))
 	s.Wait()
@@ -205,7 +239,7 @@ func TestCostBound(t *testing.T) {
 }
 
 func TestGetDoesNotAllocate(t *testing.T) {
-	s := newStore(t, local.Options[string]{})
+	s := newStore[string](t)
 	s.Fill("k", "v", false, time.Minute, s.Generation("k"))
 	s.Wait()
 	if n := testing.AllocsPerRun(1000, func() { s.Get("k") }); n != 0 {

@@ -5,7 +5,7 @@
 // milliseconds.
 //
 //	bus, _ := invalidation.New(rdb)
-//	l1, _ := local.New(local.Options[*middleware.Response]{MaxCost: 256 << 20, Cost: (*middleware.Response).Size})
+//	l1, _ := local.New[*middleware.Response](local.WithMaxCost(256 << 20), local.WithCost((*middleware.Response).Size))
 //	l2, _ := remote.New(rdb, remote.WithCodec(middleware.Codec{}))
 //	pages, _ := tiered.New[*middleware.Response]("http", l1, l2,
 //		tiered.WithInvalidation(bus),
@@ -211,8 +211,8 @@
 //   - remote.WithCodec(Codec{}) (compact; the default JSON codec works, at
 //     4/3 the size), and remote.WithMaxValueBytes above WithMaxBodyBytes
 //     plus headers;
-//   - local.Options{MaxCost: bytes, Cost: (*Response).Size} to bound L1 by
-//     memory.
+//   - local.WithMaxCost(bytes) with local.WithCost((*Response).Size) to
+//     bound L1 by memory.
 //
 // A Middleware is safe for concurrent use.
 package middleware

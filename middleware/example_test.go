@@ -17,7 +17,7 @@ import (
 // the tiered cache a remote.Store (with middleware.Codec) and an
 // invalidation bus, so every replica shares entries and purges.
 func Example() {
-	l1, _ := local.New(local.Options[*middleware.Response]{MaxCost: 64 << 20, Cost: (*middleware.Response).Size})
+	l1, _ := local.New[*middleware.Response](local.WithMaxCost(64<<20), local.WithCost((*middleware.Response).Size))
 	pages, _ := tiered.New[*middleware.Response]("http", l1, nil, tiered.WithLocalTTL(time.Minute))
 	defer pages.Close()
 	mw, err := middleware.New(pages)

@@ -39,7 +39,7 @@ func (c *clock) Advance(d time.Duration) {
 // memCache returns an L1-only tiered cache of stored responses.
 func memCache(tb testing.TB, opts ...tiered.Option) *tiered.Cache[*middleware.Response] {
 	tb.Helper()
-	l1, err := local.New(local.Options[*middleware.Response]{MaxEntries: 10_000})
+	l1, err := local.New[*middleware.Response](local.WithMaxEntries(10_000))
 	if err != nil {
 		tb.Fatal(err)
 	}

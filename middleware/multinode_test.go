@@ -54,7 +54,7 @@ func newCluster(t *testing.T, top topology, n int, fn http.HandlerFunc, opts ...
 		if err != nil {
 			t.Fatal(err)
 		}
-		l1, err := local.New(local.Options[*middleware.Response]{MaxCost: 64 << 20, Cost: (*middleware.Response).Size})
+		l1, err := local.New[*middleware.Response](local.WithMaxCost(64<<20), local.WithCost((*middleware.Response).Size))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -67,7 +67,7 @@ func TestRefreshDoesNotUndoPurge(t *testing.T) {
 				t.Fatal(err)
 			}
 			hr := &hookedRemote{Remote: st}
-			l1, err := local.New(local.Options[*middleware.Response]{})
+			l1, err := local.New[*middleware.Response]()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -126,7 +126,7 @@ func (r *Response) Tags() []string {
 }
 
 // Size approximates the memory a stored record takes, in bytes. It suits
-// local.Options.Cost when the L1 is bounded by bytes.
+// local.WithCost when the L1 is bounded by bytes (local.WithMaxCost).
 func (r *Response) Size() int64 {
 	n := 160 + len(r.body)
 	for k, vs := range r.header {

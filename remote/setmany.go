@@ -17,7 +17,7 @@ import (
 func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []error {
 	errs := make([]error, len(keys))
 	if len(keys) != len(entries) {
-		err := fmt.Errorf("%w: SetMany of %d keys with %d entries", ErrInvalidOptions, len(keys), len(entries))
+		err := fmt.Errorf("%w: SetMany of %d keys with %d entries", ErrInvalidOption, len(keys), len(entries))
 		for i := range errs {
 			errs[i] = err
 		}

@@ -23,10 +23,10 @@ const (
 
 // Errors. Match them with errors.Is.
 var (
-	ErrEmptyKey       = errors.New("remote: empty key")
-	ErrKeyTooLong     = errors.New("remote: key too long")
-	ErrValueTooLarge  = errors.New("remote: value too large")
-	ErrInvalidOptions = errors.New("remote: invalid options")
+	ErrEmptyKey      = errors.New("remote: empty key")
+	ErrKeyTooLong    = errors.New("remote: key too long")
+	ErrValueTooLarge = errors.New("remote: value too large")
+	ErrInvalidOption = errors.New("remote: invalid option")
 	// ErrPermission marks a refusal by Redis that no retry fixes: a wrong
 	// password (WRONGPASS, NOAUTH) or a missing ACL permission (NOPERM; the
 	// message names the command or key). It is not unavailability: the
@@ -52,7 +52,7 @@ type Option func(*Store) error
 func WithCodec(c Codec) Option {
 	return func(s *Store) error {
 		if c == nil {
-			return fmt.Errorf("%w: nil codec", ErrInvalidOptions)
+			return fmt.Errorf("%w: nil codec", ErrInvalidOption)
 		}
 		s.codec = c
 		return nil
@@ -64,7 +64,7 @@ func WithCodec(c Codec) Option {
 func WithMaxKeyBytes(n int) Option {
 	return func(s *Store) error {
 		if n <= 0 {
-			return fmt.Errorf("%w: max key bytes %d must be positive", ErrInvalidOptions, n)
+			return fmt.Errorf("%w: max key bytes %d must be positive", ErrInvalidOption, n)
 		}
 		s.maxKey = n
 		return nil
@@ -76,7 +76,7 @@ func WithMaxKeyBytes(n int) Option {
 func WithMaxValueBytes(n int) Option {
 	return func(s *Store) error {
 		if n <= headerSize {
-			return fmt.Errorf("%w: max value bytes %d must exceed the %d-byte header", ErrInvalidOptions, n, headerSize)
+			return fmt.Errorf("%w: max value bytes %d must exceed the %d-byte header", ErrInvalidOption, n, headerSize)
 		}
 		s.maxValue = n
 		return nil
@@ -114,7 +114,7 @@ type Store struct {
 func WithReloadInterval(d time.Duration) Option {
 	return func(s *Store) error {
 		if d <= 0 {
-			return fmt.Errorf("%w: reload interval %v must be positive", ErrInvalidOptions, d)
+			return fmt.Errorf("%w: reload interval %v must be positive", ErrInvalidOption, d)
 		}
 		s.reloadEvery = d
 		return nil
@@ -130,7 +130,7 @@ func WithReloadInterval(d time.Duration) Option {
 // unavailability. A nil option is an error.
 func New(client Client, opts ...Option) (*Store, error) {
 	if client == nil {
-		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidOption)
 	}
 	s := &Store{client: client, codec: JSON{}, maxKey: DefaultMaxKeyBytes, maxValue: DefaultMaxValueBytes,
 		reloadEvery: DefaultReloadInterval}
@@ -139,7 +139,7 @@ func New(client Client, opts ...Option) (*Store, error) {
 	}
 	for _, o := range opts {
 		if o == nil {
-			return nil, fmt.Errorf("%w: nil option", ErrInvalidOptions)
+			return nil, fmt.Errorf("%w: nil option", ErrInvalidOption)
 		}
 		if err := o(s); err != nil {
 			return nil, err

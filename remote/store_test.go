@@ -216,12 +216,12 @@ func TestOptionsRejected(t *testing.T) {
 		"zero key":   remote.WithMaxKeyBytes(0),
 		"tiny value": remote.WithMaxValueBytes(27),
 	} {
-		if _, err := remote.New(rdb, opt); !errors.Is(err, remote.ErrInvalidOptions) {
-			t.Errorf("%s: New = %v, want ErrInvalidOptions", name, err)
+		if _, err := remote.New(rdb, opt); !errors.Is(err, remote.ErrInvalidOption) {
+			t.Errorf("%s: New = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if _, err := remote.New(nil); !errors.Is(err, remote.ErrInvalidOptions) {
-		t.Errorf("New(nil) = %v, want ErrInvalidOptions", err)
+	if _, err := remote.New(nil); !errors.Is(err, remote.ErrInvalidOption) {
+		t.Errorf("New(nil) = %v, want ErrInvalidOption", err)
 	}
 }
 

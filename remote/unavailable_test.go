@@ -14,8 +14,8 @@ import (
 
 // Issue 9 observation 10.
 func TestNewNilOption(t *testing.T) {
-	if _, err := remote.New(redistest.Standalone(t), nil); !errors.Is(err, remote.ErrInvalidOptions) {
-		t.Fatalf("New(client, nil) = %v, want ErrInvalidOptions", err)
+	if _, err := remote.New(redistest.Standalone(t), nil); !errors.Is(err, remote.ErrInvalidOption) {
+		t.Fatalf("New(client, nil) = %v, want ErrInvalidOption", err)
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 // l1OnlyCache returns an L1-only cache holding key "hot".
 func l1OnlyCache(tb testing.TB, opts ...tiered.Option) *tiered.Cache[user] {
 	tb.Helper()
-	l1, err := local.New(local.Options[user]{})
+	l1, err := local.New[user]()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func BenchmarkStampede(b *testing.B) {
 						rdb = redistest.Cluster(b)
 					}
 					st, _ := remote.New(rdb)
-					l1, _ := local.New(local.Options[user]{})
+					l1, _ := local.New[user]()
 					c, err := tiered.New[user](name, l1, st, mode.opts...)
 					if err != nil {
 						b.Fatal(err)

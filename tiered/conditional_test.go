@@ -113,7 +113,7 @@ func (b *memBus) count() int {
 
 func newFakeCache(t *testing.T, withL2 bool) (*tiered.Cache[user], *memBus) {
 	t.Helper()
-	l1, err := local.New(local.Options[user]{})
+	l1, err := local.New[user]()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 // An L1-only cache runs in memory; add a remote.Store for the shared tier.
 func Example() {
-	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	l1, _ := local.New[string](local.WithMaxEntries(1000))
 	names, err := tiered.New[string]("names", l1, nil)
 	if err != nil {
 		panic(err)
@@ -43,7 +43,7 @@ func Example() {
 }
 
 func ExampleCache_GetOrLoadMany() {
-	l1, _ := local.New(local.Options[int]{})
+	l1, _ := local.New[int]()
 	squares, _ := tiered.New[int]("squares", l1, nil)
 	defer squares.Close()
 

@@ -14,7 +14,7 @@ import (
 // A loader sets the TTL of the value it returns on the context it is given;
 // a loader that does not care changes nothing.
 func ExampleSetTTL() {
-	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	l1, _ := local.New[string](local.WithMaxEntries(1000))
 	prices, err := tiered.New[string]("prices", l1, nil, tiered.WithRemoteTTL(time.Hour))
 	if err != nil {
 		panic(err)
@@ -47,7 +47,7 @@ func ExampleSetTTL() {
 
 // A batch loader sets TTLs per key with SetKeyTTL (SetTTL sets them all).
 func ExampleSetKeyTTL() {
-	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	l1, _ := local.New[string](local.WithMaxEntries(1000))
 	rows, err := tiered.New[string]("rows", l1, nil)
 	if err != nil {
 		panic(err)
@@ -84,7 +84,7 @@ func ExampleSetKeyTTL() {
 
 // Set and SetMany take a TTL per call.
 func ExampleTTL() {
-	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	l1, _ := local.New[string](local.WithMaxEntries(1000))
 	sessions, err := tiered.New[string]("sessions", l1, nil)
 	if err != nil {
 		panic(err)

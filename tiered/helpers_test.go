@@ -67,7 +67,7 @@ type node[V any] struct {
 // to a generous remote timeout so a loaded CI machine does not flake.
 func newNode[V any](t *testing.T, name string, rdb redis.UniversalClient, opts ...tiered.Option) *node[V] {
 	t.Helper()
-	l1, err := local.New(local.Options[V]{})
+	l1, err := local.New[V]()
 	if err != nil {
 		t.Fatal(err)
 	}

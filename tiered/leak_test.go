@@ -20,7 +20,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	addr := redistest.StandaloneAddr(t)
 	before := goleak.IgnoreCurrent()
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	l1, err := local.New(local.Options[user]{})
+	l1, err := local.New[user]()
 	if err != nil {
 		t.Fatal(err)
 	}

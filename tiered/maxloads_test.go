@@ -14,7 +14,7 @@ import (
 )
 
 func TestMaxConcurrentLoads(t *testing.T) {
-	l1, err := local.New(local.Options[int]{})
+	l1, err := local.New[int]()
 	if err != nil {
 		t.Fatal(err)
 	}

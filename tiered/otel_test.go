@@ -241,7 +241,7 @@ func TestSpanOnRedisError(t *testing.T) {
 
 func TestL1HitAllocatesNothingWithSDK(t *testing.T) {
 	rig := newTelemetryRig(t)
-	l1, _ := local.New(local.Options[user]{})
+	l1, _ := local.New[user]()
 	c, err := tiered.New[user]("alloc", l1, nil, rig.opts...)
 	if err != nil {
 		t.Fatal(err)

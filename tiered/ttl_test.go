@@ -23,7 +23,7 @@ type recordingL1[V any] struct {
 
 func newRecordingL1[V any](t *testing.T) *recordingL1[V] {
 	t.Helper()
-	s, err := local.New(local.Options[V]{})
+	s, err := local.New[V]()
 	if err != nil {
 		t.Fatal(err)
 	}

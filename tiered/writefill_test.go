@@ -119,7 +119,7 @@ func (r *hookedRemote) CompareAndDelete(ctx context.Context, key string, version
 // hookedNode is a node whose L2 calls go through a hookedRemote.
 func hookedNode(t *testing.T, name string, store *remote.Store, bus tiered.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *hookedRemote) {
 	t.Helper()
-	l1, err := local.New(local.Options[string]{})
+	l1, err := local.New[string]()
 	if err != nil {
 		t.Fatal(err)
 	}

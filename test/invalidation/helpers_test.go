@@ -64,7 +64,7 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 			t.Fatalf("invalidation.New: %v", err)
 		}
 		t.Cleanup(func() { _ = bus.Close() })
-		store, err := local.New[string](local.Options[string]{MaxEntries: 10_000})
+		store, err := local.New[string](local.WithMaxEntries(10_000))
 		if err != nil {
 			t.Fatalf("local.New: %v", err)
 		}

@@ -91,7 +91,7 @@ func newNode(b *testing.B, client remote.Client, name string, c config) *node {
 	mk := func(suffix string, extra ...tiered.Option) *tiered.Cache[value] {
 		var l1 tiered.Local[value]
 		if !c.noL1 {
-			s, err := local.New(local.Options[value]{})
+			s, err := local.New[value]()
 			if err != nil {
 				b.Fatal(err)
 			}
