@@ -91,7 +91,7 @@ func (h *handler) refresh(w http.ResponseWriter, rq *request, e entry, allowStal
 	switch {
 	case res.done:
 		return e, true
-	case res.rec != nil && res.rec.kind == kindResponse:
+	case res.rec != nil && (res.rec.kind == kindResponse || res.rec.kind == kindPass):
 		e.rec, e.how = res.rec, howCollapsedStale
 		e.refreshed++
 		return e, false
@@ -149,8 +149,8 @@ func (h *handler) loadDirect(w http.ResponseWriter, rq *request, reason fwd) {
 		return
 	}
 	p := plan{kind: planDirect, u: rq.u}
-	c, rec, _, err := h.load(rq.r.Context(), w, rq, p, reason)
-	h.answer(w, rq, c, rec, err, p, reason)
+	c, rec, v, err := h.load(rq.r.Context(), w, rq, p, reason)
+	h.answer(w, rq, c, rec, isStored(v, err), p, reason)
 }
 
 // fallback answers a request whose shared load gave it nothing to serve:

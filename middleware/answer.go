@@ -36,6 +36,9 @@ type statusValues struct {
 	hitStale     cacheStatus // stale response served while it is refreshed
 	staleIfError cacheStatus // stale response served because the origin failed
 	onlyIfCached cacheStatus // 504 for only-if-cached without a usable response
+	hitForPass   cacheStatus // the URL is known not to be storable: straight to the origin
+	// validated[stored]: a stale response the origin confirmed (304)
+	validated [2]cacheStatus
 	bypass       cacheStatus // request the cache does not handle (Range, Upgrade, ...)
 	method       cacheStatus // method the cache does not store
 	// fwd[reason][stored][collapsed]
@@ -51,6 +54,11 @@ func newStatusValues(name string) statusValues {
 		hitStale:     v(outStale, "hit", "detail=stale-while-revalidate"),
 		staleIfError: v(outStale, "fwd=stale", "detail=stale-if-error"),
 		onlyIfCached: v(outMiss, "detail=only-if-cached"),
+		hitForPass:   v(outUncacheable, "fwd=uri-miss", "detail=hit-for-pass"),
+		validated: [2]cacheStatus{
+			v(outUncacheable, "fwd=stale", "fwd-status=304"),
+			v(outMiss, "fwd=stale", "fwd-status=304", "stored"),
+		},
 		bypass:       v(outBypass, "fwd=bypass"),
 		method:       v(outBypass, "fwd=method"),
 	}

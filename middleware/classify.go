@@ -28,6 +28,7 @@ const (
 	rqBypass                          // Upgrade, Range, If-Range, If-Match, If-Unmodified-Since
 	rqKeyHeader                       // one of the key headers
 	rqCookie                          // Cookie
+	rqRange                           // Range or If-Range
 )
 
 // interestingFields returns the request fields classify looks for, with

@@ -40,12 +40,22 @@ func (m *Middleware) decide(ctx context.Context, rq *request, e *entry) decision
 	switch {
 	case rec == nil:
 		switch {
-		case rq.head || rq.cc.noStore:
+		case rq.cc.noStore:
 			return decision{act: actForward, status: m.status.fwd[e.miss][0][0]}
 		case rq.cc.onlyIfCached:
 			return decision{act: actOnlyIfCached}
 		}
 		return decision{act: actLoad, reason: e.miss}
+	case rec.kind == kindPass:
+		if m.cfg.clock().Sub(rec.storedAt) < rec.fresh {
+			// Hit-for-pass: the origin's last answer could not be stored;
+			// go to it directly, concurrently with everybody else.
+			return decision{act: actForward, status: m.status.hitForPass}
+		}
+		if rq.cc.onlyIfCached {
+			return decision{act: actOnlyIfCached}
+		}
+		return decision{act: actRefresh} // try storing again, coalesced
 	case rec.kind != kindResponse:
 		return decision{act: actForward, status: m.status.bypass}
 	case e.spec == nil && rq.has(rqKeyHeader):

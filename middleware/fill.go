@@ -108,12 +108,13 @@ func (h *handler) lead(w http.ResponseWriter, rq *request, p plan, j *job, reaso
 	c, rec, v, err := h.load(rq.r.Context(), w, rq, p, reason)
 	j.reply <- fillResult{rec: v, err: err}
 	replied = true
-	h.answer(w, rq, c, rec, err, p, reason)
+	h.answer(w, rq, c, rec, isStored(v, err), p, reason)
 }
 
 // answer writes a loaded response to the client that ran the origin,
-// unless it already went out (streamed, hijacked).
-func (h *handler) answer(w http.ResponseWriter, rq *request, c *capture, rec *Response, err error, p plan, reason fwd) {
+// unless it already went out (streamed, hijacked). rec is the response to
+// answer with (nil: the captured one); stored says whether it was stored.
+func (h *handler) answer(w http.ResponseWriter, rq *request, c *capture, rec *Response, stored bool, p plan, reason fwd) {
 	m := h.m
 	if c.passedThrough() {
 		m.met.request(m.status.fwd[reason][0][0].out) // streamed: not stored
@@ -124,33 +125,71 @@ func (h *handler) answer(w http.ResponseWriter, rq *request, c *capture, rec *Re
 		m.writeRecord(w, rq, p.stale, now, m.status.staleIfError)
 		return
 	}
-	if rec != nil && err == nil {
-		m.writeRecord(w, rq, rec, now, m.status.fwd[reason][1][0])
+	if rec != nil {
+		status := m.status.fwd[reason][b2i(stored)][0]
+		if c.status == http.StatusNotModified && p.kind == planSuccessor {
+			status = m.status.validated[b2i(stored)]
+		}
+		m.writeRecord(w, rq, rec, now, status)
 		return
 	}
 	m.writeCaptured(w, rq, c, m.status.fwd[reason][0][0])
 }
 
+// isStored reports whether a load's result (value v, error err) stored a
+// response.
+func isStored(v *Response, err error) bool {
+	return err == nil && v != nil && v.kind != kindPass
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // load runs the origin handler on a capturing writer (passing through to w
 // when the response turns out unstorable; w is nil in background refreshes),
 // builds the stored response and places it as p says. It returns the
-// capture, the stored response (nil if none) and the value for tiered to
-// store under the loaded key (or a passError).
+// capture, the response to answer with (stored when err is nil), and the
+// value for tiered to store under the loaded key (or a passError).
+//
+// A refresh of a stale response with validators asks the origin
+// conditionally (RFC 9111, Section 4.3.1); a 304 updates the stored
+// response's header (Section 4.3.4) and keeps its body. A HEAD miss loads
+// the GET response, so HEAD and GET misses share one origin call.
 func (h *handler) load(ctx context.Context, w http.ResponseWriter, rq *request, p plan, reason fwd) (c *capture, rec, v *Response, err error) {
 	m := h.m
 	epoch, epochOK := m.generation(ctx, epochKey)
-	status := m.status.fwd[reason][0][0]
-	c = newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status.field) })
-	c.storable = m.mayStore
-	reqTime := m.cfg.clock()
-	h.next.ServeHTTP(c, originRequest(rq))
-	c.finish()
-	respTime := m.cfg.clock()
-	rec, vary := m.buildRecord(rq, c, reqTime, respTime)
+	validate := p.kind == planSuccessor && p.stale.validatable()
+	var answerWith *Response // a revalidated response that may not be stored
+	var pass bool
+	var vary []string
+	for attempt := 0; ; attempt++ {
+		var from *Response
+		if validate {
+			from = p.stale
+		}
+		c = h.runOrigin(w, rq, reason, from)
+		reqTime, respTime := c.calledAt, m.cfg.clock()
+		if !validate || c.status != http.StatusNotModified {
+			rec, vary, pass = m.buildRecord(rq, c, reqTime, respTime)
+			break
+		}
+		var ok bool
+		rec, vary, pass, answerWith, ok = m.revalidated(rq, p.stale, c, reqTime, respTime)
+		if ok || attempt > 0 {
+			break
+		}
+		// The 304 names another representation than the stored one: ask
+		// again, unconditionally.
+		validate = false
+	}
 	if rq.r.Context().Err() != nil {
 		// The client went away (or Close stopped a refresh) while the
 		// handler ran: what it wrote may be cut short.
-		rec = nil
+		rec, answerWith, pass = nil, nil, false
 	}
 	if rec != nil && len(rec.tags) > 0 {
 		// Tag generations after the load, and the epoch unchanged since
@@ -162,38 +201,121 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, rq *request, 
 			rec.tags[i].gen, ok = g, ok && gok
 		}
 		if e, eok := m.generation(ctx, epochKey); !ok || !eok || e != epoch {
-			rec = nil
+			rec, answerWith, pass = nil, nil, false
 		}
 	}
 	if rec == nil {
-		return c, nil, nil, &passError{status: c.status}
+		if pass {
+			if hp := h.hitForPass(ctx, p); hp != nil {
+				return c, answerWith, hp, nil
+			}
+		}
+		return c, answerWith, nil, &passError{status: c.status}
 	}
 	v, err = h.place(ctx, rq, p, rec, vary)
 	if err != nil {
-		return c, nil, nil, err
+		return c, answerWith, nil, err
 	}
 	m.met.stored.Add(1)
+	if c.status == http.StatusNotModified {
+		m.met.validated.Add(1)
+	}
 	return c, rec, v, nil
 }
 
-// originRequest is the request the origin handler sees on a load: without
-// the client's validators (the cache wants a full response to store; it
-// answers the validators itself) and without ignored query parameters.
-// rq.r is not modified.
+// runOrigin runs the origin handler for a load on a capture; with stale,
+// the request carries stale's validators.
+func (h *handler) runOrigin(w http.ResponseWriter, rq *request, reason fwd, stale *Response) *capture {
+	m := h.m
+	status := m.status.fwd[reason][0][0]
+	if w != nil && rq.head {
+		w = headWriter{w} // the origin answers a GET
+	}
+	c := newCapture(w, m.cfg.maxBody, func(h http.Header) { addStatus(h, status.field) })
+	c.storable = func(code int, h http.Header) bool {
+		return (stale != nil && code == http.StatusNotModified) || m.mayStore(code, h)
+	}
+	c.calledAt = m.cfg.clock()
+	or := originRequest(rq)
+	if stale != nil {
+		or = withValidators(or, rq.r, stale)
+	}
+	h.next.ServeHTTP(c, or)
+	c.finish()
+	return c
+}
+
+// hitForPass returns the record that remembers, for the plan's key, that
+// the origin answered with a response that may not be stored (nil when
+// hit-for-pass is off or the plan stores nothing under a URL or variant
+// key). A refresh of an expired one replaces it conditionally.
+func (h *handler) hitForPass(ctx context.Context, p plan) *Response {
+	m := h.m
+	if m.cfg.hitForPass <= 0 {
+		return nil
+	}
+	hp := &Response{kind: kindPass, id: newID(), storedAt: m.cfg.clock(), fresh: m.cfg.hitForPass}
+	switch p.kind {
+	case planURL, planVariant:
+		return hp
+	case planSuccessor:
+		if p.stale.kind == kindPass && m.replace(ctx, p.key, p.stale.id, hp) {
+			return hp
+		}
+	}
+	return nil
+}
+
+// originRequest is the request the origin handler sees on a load: a GET
+// (also for a HEAD miss), without the client's validators and Range (the
+// cache wants a full response to store; it answers those itself) and
+// without ignored query parameters. rq.r is not modified.
 func originRequest(rq *request) *http.Request {
 	r := rq.r
-	if !rq.has(rqConditional) && !rq.u.stripped {
+	if !rq.has(rqConditional|rqRange) && !rq.u.stripped && !rq.head {
 		return r
 	}
 	r2 := r.WithContext(r.Context())
-	if rq.has(rqConditional) {
+	if rq.has(rqConditional | rqRange) {
 		r2.Header = r.Header.Clone()
-		delete(r2.Header, "If-None-Match")
-		delete(r2.Header, "If-Modified-Since")
+		for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "Range", "If-Range"} {
+			delete(r2.Header, k)
+		}
+	}
+	if rq.head {
+		r2.Method = http.MethodGet
 	}
 	stripQuery(r2, &rq.u)
 	return r2
 }
+
+// withValidators returns a copy of or (which may be the client's request
+// r) asking the origin whether stale is still current: If-None-Match from
+// its ETag, If-Modified-Since from its Last-Modified.
+func withValidators(or, r *http.Request, stale *Response) *http.Request {
+	if or == r {
+		or = r.WithContext(r.Context())
+	}
+	or.Header = or.Header.Clone()
+	for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "Range", "If-Range"} {
+		delete(or.Header, k)
+	}
+	if vs := stale.header["Etag"]; len(vs) > 0 {
+		or.Header["If-None-Match"] = vs
+	}
+	if vs := stale.header["Last-Modified"]; len(vs) > 0 {
+		or.Header["If-Modified-Since"] = vs
+	}
+	return or
+}
+
+// headWriter discards the body the origin writes for a GET loaded on
+// behalf of a HEAD request.
+type headWriter struct{ http.ResponseWriter }
+
+func (w headWriter) Write(p []byte) (int, error)       { return len(p), nil }
+func (w headWriter) WriteString(s string) (int, error) { return len(s), nil }
+func (w headWriter) Unwrap() http.ResponseWriter       { return w.ResponseWriter }
 
 // stripQuery gives r (a copy) the query without ignored parameters.
 func stripQuery(r *http.Request, u *requestURL) {

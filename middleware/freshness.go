@@ -50,54 +50,66 @@ func seconds(n int64) time.Duration {
 // buildRecord turns what the origin handler wrote into a stored response,
 // or returns nil when it must not be stored (RFC 9111, Section 3, with the
 // shared-cache rules). vary is the response's Vary field names, canonical,
-// sorted and unique. reqTime and respTime bracket the handler call.
-func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time.Time) (rec *Response, vary []string) {
-	if c.passedThrough() || c.overflow || rq.head || rq.cc.noStore {
-		return nil, nil
+// sorted and unique. reqTime and respTime bracket the handler call. pass
+// is true when the response itself may not be stored (for hit-for-pass),
+// false when it is this request that kept it out (Authorization, request
+// no-store...).
+func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time.Time) (rec *Response, vary []string, pass bool) {
+	if rq.cc.noStore {
+		return nil, nil, false
+	}
+	if c.passedThrough() || c.overflow {
+		return nil, nil, true
 	}
 	status := c.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if !understoodStatus(status) {
-		return nil, nil
-	}
 	h := c.snapshot
 	if h == nil {
 		h = c.header
 	}
-	if _, ok := h["Set-Cookie"]; ok {
-		return nil, nil
-	}
-	if _, ok := h["Trailer"]; ok {
-		return nil, nil
-	}
 	for k := range c.header {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return nil, nil
+			return nil, nil, true
 		}
+	}
+	return m.newRecord(rq, status, h, c.body, reqTime, respTime)
+}
+
+// newRecord builds the stored response for status, header h and body, or
+// returns nil when it must not be stored (see buildRecord).
+func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []byte, reqTime, respTime time.Time) (rec *Response, vary []string, pass bool) {
+	if !understoodStatus(status) {
+		return nil, nil, true
+	}
+	if _, ok := h["Set-Cookie"]; ok {
+		return nil, nil, true
+	}
+	if _, ok := h["Trailer"]; ok {
+		return nil, nil, true
 	}
 	cc, targeted := m.responseDirectives(h)
 	if cc.noStore || cc.private || cc.noCache {
-		return nil, nil
+		return nil, nil, true
 	}
 	shared := cc.public || cc.sMaxAge != unset || cc.mustRevalidate
 	if rq.has(rqAuth) && !shared {
-		return nil, nil // RFC 9111, Section 3.5
+		return nil, nil, false // RFC 9111, Section 3.5
 	}
 	for _, v := range headerTokens(h["Vary"]) {
 		if v == "*" {
-			return nil, nil
+			return nil, nil, true
 		}
 		if !validFieldName(v) {
-			return nil, nil
+			return nil, nil, true
 		}
 		vary = append(vary, textproto.CanonicalMIMEHeaderKey(v))
 	}
 	slices.Sort(vary)
 	vary = slices.Compact(vary)
 	if len(vary) > maxVaryNames {
-		return nil, nil
+		return nil, nil, true
 	}
 
 	// Freshness lifetime (RFC 9111, Section 4.2.1).
@@ -121,12 +133,12 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		}
 	default:
 		if m.cfg.defaultTTL == 0 || !heuristicStatus(status) {
-			return nil, nil
+			return nil, nil, true
 		}
 		if rq.has(rqCookie|rqAuth) && !cc.public {
 			// A default lifetime is the cache's guess: a page for a
 			// logged-in user must not become everybody's.
-			return nil, nil
+			return nil, nil, false
 		}
 		fresh = m.cfg.defaultTTL
 	}
@@ -156,7 +168,7 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		swr, sie = 0, 0
 	}
 	if fresh+max(swr, sie) <= initialAge {
-		return nil, nil // never usable
+		return nil, nil, true // never usable
 	}
 
 	var tags []tagRef
@@ -164,11 +176,11 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		slices.Sort(names)
 		names = slices.Compact(names)
 		if len(names) > maxTags {
-			return nil, nil // a purge must reach it: do not store it half-tagged
+			return nil, nil, true // a purge must reach it: do not store it half-tagged
 		}
 		for _, t := range names {
 			if !validTag(t) {
-				return nil, nil
+				return nil, nil, true
 			}
 			tags = append(tags, tagRef{name: t})
 		}
@@ -185,11 +197,10 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 	if _, ok := header["Date"]; !ok {
 		header["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
 	}
-	if _, ok := header["Content-Type"]; !ok && len(c.body) > 0 && bodyAllowed(status) {
+	if _, ok := header["Content-Type"]; !ok && len(body) > 0 && bodyAllowed(status) {
 		// What net/http would have sent: the sniffed type.
-		header["Content-Type"] = []string{http.DetectContentType(c.body)}
+		header["Content-Type"] = []string{http.DetectContentType(body)}
 	}
-	body := c.body
 	if !bodyAllowed(status) {
 		body = nil
 	}
@@ -208,9 +219,9 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 		tags:       tags,
 	}
 	if rec.finish() != nil {
-		return nil, nil
+		return nil, nil, true
 	}
-	return rec, vary
+	return rec, vary, false
 }
 
 // mayStore is a quick look at a response being written, at a flush: false

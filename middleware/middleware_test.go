@@ -98,15 +98,29 @@ func TestKeyParts(t *testing.T) {
 }
 
 func TestHead(t *testing.T) {
-	f := newFixture(t, text("0123456789", "Cache-Control", "max-age=60", "Etag", `"v1"`))
-	// A HEAD miss goes to the origin and stores nothing.
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" {
+			t.Errorf("the origin got a %s, want the GET a HEAD miss loads", r.Method)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		io.WriteString(w, "0123456789")
+	})
+	// A HEAD miss loads (and stores) the GET response, without sending
+	// its body.
 	w := f.do("HEAD", "http://example.com/h")
-	if got, want := cacheStatus(w), "tiercache; fwd=uri-miss"; got != want {
+	if got, want := cacheStatus(w), "tiercache; fwd=uri-miss; stored"; got != want {
 		t.Errorf("HEAD miss Cache-Status = %q, want %q", got, want)
 	}
+	if got := w.Body.Len(); got != 0 {
+		t.Errorf("HEAD miss body has %d bytes, want 0", got)
+	}
 	w = f.do("GET", "http://example.com/h")
-	if got, want := cacheStatus(w), "tiercache; fwd=uri-miss; stored"; got != want {
+	if got, want := cacheStatus(w), "tiercache; hit"; got != want {
 		t.Errorf("GET Cache-Status = %q, want %q", got, want)
+	}
+	if got := body(w); got != "0123456789" {
+		t.Errorf("GET body %q", got)
 	}
 	// HEAD is answered from the GET's entry, without a body.
 	w = f.do("HEAD", "http://example.com/h")
@@ -119,8 +133,8 @@ func TestHead(t *testing.T) {
 	if got, want := w.Header().Get("Content-Length"), "10"; got != want {
 		t.Errorf("HEAD Content-Length = %q, want %q", got, want)
 	}
-	if got := f.calls(); got != 2 {
-		t.Errorf("origin calls = %d, want 2", got)
+	if got := f.calls(); got != 1 {
+		t.Errorf("origin calls = %d, want 1", got)
 	}
 }
 
@@ -275,7 +289,6 @@ func TestNeverStored(t *testing.T) {
 			io.WriteString(w, "x")
 			w.Header().Set("X-Sum", "1")
 		}, nil, ""},
-		{"HEAD", text("x", "Cache-Control", "max-age=60"), nil, "HEAD"},
 		{"Range request", text("x", "Cache-Control", "max-age=60"), []string{"Range", "bytes=0-1"}, ""},
 		{"POST", text("x", "Cache-Control", "max-age=60"), nil, "POST"},
 	}
@@ -292,13 +305,13 @@ func TestNeverStored(t *testing.T) {
 			}
 			for range 2 {
 				w = f.do(method, "http://example.com/n", tt.reqHdr...)
-				if strings.Contains(cacheStatus(w), "hit") {
+				if strings.Contains(cacheStatus(w), "; hit") {
 					t.Errorf("Cache-Status %q: served from the cache", cacheStatus(w))
 				}
 			}
 			if method != "GET" {
 				w = f.do("GET", "http://example.com/n")
-				if strings.Contains(cacheStatus(w), "hit") {
+				if strings.Contains(cacheStatus(w), "; hit") {
 					t.Errorf("GET after %s: Cache-Status %q", method, cacheStatus(w))
 				}
 			}
@@ -317,12 +330,13 @@ func TestBodyCapStreamsThrough(t *testing.T) {
 			io.WriteString(w, big[i:i+100])
 		}
 	}, middleware.WithMaxBodyBytes(1000))
-	for range 2 {
+	// The second request knows the URL is not storable (hit-for-pass).
+	for _, want := range []string{"tiercache; fwd=uri-miss", "tiercache; fwd=uri-miss; detail=hit-for-pass"} {
 		w := f.do("GET", "http://example.com/big")
 		if got := body(w); got != big {
 			t.Fatalf("body has %d bytes, want %d", len(got), len(big))
 		}
-		if got, want := cacheStatus(w), "tiercache; fwd=uri-miss"; got != want {
+		if got := cacheStatus(w); got != want {
 			t.Errorf("Cache-Status = %q, want %q", got, want)
 		}
 	}

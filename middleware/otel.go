@@ -78,6 +78,7 @@ var reasonNames = [reasonCount]string{"unsafe_method", "purge", "purge_tag"}
 type metrics struct {
 	requests      [outCount]stripe.Counter
 	stored        atomic.Uint64
+	validated     atomic.Uint64
 	invalidations [reasonCount]atomic.Uint64
 	reg           metric.Registration
 }
@@ -96,6 +97,11 @@ type Stats struct {
 	Uncacheable uint64 // went to the origin, nothing stored (uncacheable)
 	Bypassed    uint64 // not handled by the cache: unsafe methods, Range... (bypass)
 	Stored      uint64 // origin responses stored, background refreshes included
+	// Validated counts stale responses the origin confirmed with 304 Not
+	// Modified (conditional refreshes, background ones included): each
+	// one is a body the origin did not send. It is not an OpenTelemetry
+	// metric.
+	Validated uint64
 
 	// Invalidations, by reason.
 	InvalidatedURLs uint64 // URLs invalidated by successful unsafe requests (unsafe_method)
@@ -116,6 +122,7 @@ func (m *Middleware) Stats() Stats {
 		Uncacheable:     c.requests[outUncacheable].Load(),
 		Bypassed:        c.requests[outBypass].Load(),
 		Stored:          c.stored.Load(),
+		Validated:       c.validated.Load(),
 		InvalidatedURLs: c.invalidations[reasonUnsafe].Load(),
 		Purges:          c.invalidations[reasonPurge].Load(),
 		PurgedTags:      c.invalidations[reasonPurgeTag].Load(),

@@ -18,6 +18,7 @@ const (
 	kindVary     uint8 = 2 // a URL's vary spec: the fields selecting a variant
 	kindGen      uint8 = 3 // a generation number (of a tag, or the purge epoch)
 	kindMoved    uint8 = 4 // under a successor key: the refreshed response (id) is stored under the stale one's key
+	kindPass     uint8 = 5 // hit-for-pass: the origin's response was not storable; go straight to the origin until storedAt+fresh
 )
 
 // Response flags.
@@ -157,6 +158,20 @@ func (r *Response) age(now time.Time) time.Duration {
 func (r *Response) shared() bool  { return r.flags&flagShared != 0 }
 func (r *Response) noStale() bool { return r.flags&flagNoStale != 0 }
 
+// validatable reports whether the origin can be asked whether the stored
+// response is still current (RFC 9111, Section 4.3.1): it has an ETag or
+// a Last-Modified date.
+func (r *Response) validatable() bool {
+	if r.kind != kindResponse {
+		return false
+	}
+	if r.etag != "" {
+		return true
+	}
+	_, ok := headerDate(r.header["Last-Modified"])
+	return ok
+}
+
 // bodyAllowed reports whether a response with status may carry a body.
 func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
@@ -172,6 +187,14 @@ var notModifiedFields = [...]string{
 // on every record built or decoded.
 func (r *Response) finish() error {
 	switch r.kind {
+	case kindPass:
+		if r.status != 0 || len(r.header) != 0 || len(r.body) != 0 || len(r.vary) != 0 || len(r.tags) != 0 {
+			return fmt.Errorf("%w: pass record with response fields", ErrMalformed)
+		}
+		if r.fresh < 0 || r.fresh > maxStoredDuration {
+			return fmt.Errorf("%w: pass duration %v out of range", ErrMalformed, r.fresh)
+		}
+		return nil
 	case kindGen, kindMoved:
 		if r.status != 0 || len(r.header) != 0 || len(r.body) != 0 || len(r.vary) != 0 || len(r.tags) != 0 {
 			return fmt.Errorf("%w: kind %d record with response fields", ErrMalformed, r.kind)
@@ -347,6 +370,7 @@ func parseETag(s string) (tag string, weak bool, ok bool) {
 //	                per value: len (uv) value
 //	              | body len (uv) body
 //	kindVary:     name count (uv) | per name: len (uv) name
+//	kindPass:     storedAt unix nanos (varint) | duration nanos (uv)
 //	kindGen, kindMoved: nothing
 //
 // The record must end exactly where its last field ends. Fields and tags
@@ -380,6 +404,9 @@ func (r *Response) MarshalBinary() ([]byte, error) {
 		for _, v := range r.vary {
 			b = appendString(b, v)
 		}
+	case kindPass:
+		b = binary.AppendVarint(b, r.storedAt.UnixNano())
+		b = binary.AppendUvarint(b, uint64(max(r.fresh, 0)))
 	case kindResponse:
 		b = binary.AppendUvarint(b, uint64(r.status))
 		b = append(b, r.flags)
@@ -433,6 +460,9 @@ func (r *Response) UnmarshalBinary(data []byte) error {
 	d.off = len(codecMagic) + 2 + 8
 	switch r.kind {
 	case kindGen, kindMoved:
+	case kindPass:
+		r.storedAt = time.Unix(0, d.varint("stored at"))
+		r.fresh = time.Duration(d.uvarint(uint64(maxStoredDuration), "duration"))
 	case kindVary:
 		n := d.count(maxSpecNames, "vary names")
 		r.vary = make([]string, 0, n)

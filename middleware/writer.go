@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // capture is the ResponseWriter the origin handler writes to when its
@@ -39,6 +40,8 @@ type capture struct {
 	// storable tells, at a flush, whether the response may be stored, so
 	// the flush is held back; nil streams on every flush.
 	storable func(status int, h http.Header) bool
+
+	calledAt time.Time // when the handler was called (the cache's clock)
 
 	streaming bool // passthrough to the client started
 	flushed   bool // the handler flushed (background: nothing was sent)
