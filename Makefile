@@ -4,6 +4,8 @@
 #                    with -race against it (root module and example/), stop it
 #   make test-short  unit tests only (-short), no Redis needed
 #   make bench       benchmarks, with the Redis harness up
+#   make bench-peers tiercache side by side with other caches (test/peers, its
+#                    own module): writes docs/peers.md and docs/peers.svg
 #   make redis-up    start the harness and keep it running; then
 #                    eval "$$(test/redis.sh env)" && go test -race ./...
 #   make redis-down  stop it (make redis-status: is it healthy?)
@@ -59,6 +61,16 @@ test-short:
 bench:
 	@$(REDIS_UP) \
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(TESTFLAGS) ./... || rc=$$?; \
+	exit $$rc
+
+# PEERS_FLAGS: extra flags of test/peers (e.g. -rounds 9, -only writes).
+PEERS_FLAGS ?=
+
+.PHONY: bench-peers
+bench-peers:
+	@$(REDIS_UP) \
+	mkdir -p docs; \
+	(cd test/peers && GOWORK=off $(GO) run . -md ../../docs/peers.md -svg ../../docs/peers.svg $(PEERS_FLAGS)) || rc=$$?; \
 	exit $$rc
 
 .PHONY: redis-up

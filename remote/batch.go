@@ -1,0 +1,204 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Batched lease calls: GetOrLoadMany takes the leases of all its missing
+// keys, and later fills them, in one pipeline each (one round trip per
+// Redis node), not one call per key. tiered finds these methods through an
+// optional interface and falls back to the per-key calls without them.
+
+// AcquireMany tries to take the load lease of every key, as Acquire does
+// for one: keys[i] gets a lease carrying tokens[i], expiring at expiresAt,
+// if it is empty. won[i] reports whether it did; if not, current[i] is what
+// the key holds (KindNone if that was corrupt and has been deleted: read
+// again). errs is nil when every key succeeded, else errs[i] is key i's
+// error (nil for the keys that succeeded). The commands go in one pipeline.
+func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64, expiresAt time.Time) (current []Entry, won []bool, errs []error) {
+	n := len(keys)
+	current, won = make([]Entry, n), make([]bool, n)
+	if len(tokens) != n {
+		return current, won, repeat(n, fmt.Errorf("%w: AcquireMany got %d keys and %d tokens", ErrInvalidOptions, n, len(tokens)))
+	}
+	b := newBatch(n)
+	for i, k := range keys {
+		b.check(i, s.checkKey(k))
+	}
+	px := ttl(expiresAt)
+	leases := make([][]byte, n)
+	for i := range keys {
+		leases[i] = Encode(nil, Entry{Kind: KindLease, ExpiresAt: expiresAt, Version: tokens[i]})
+	}
+	byScript := s.acquireByScript.Load()
+	replies := make([]func() (string, error), n)
+	send := func(pipe redis.Pipeliner, i int, eval bool) {
+		switch {
+		case !byScript:
+			cmd := pipe.SetArgs(ctx, keys[i], leases[i], redis.SetArgs{Mode: "NX", Get: true, TTL: px})
+			replies[i] = cmd.Result
+		case eval:
+			replies[i] = acquireScript.Eval(ctx, pipe, []string{keys[i]}, leases[i], px.Milliseconds()).Text
+		default:
+			replies[i] = acquireScript.EvalSha(ctx, pipe, []string{keys[i]}, leases[i], px.Milliseconds()).Text
+		}
+	}
+	b.run(ctx, s.client, send)
+	if !byScript && b.all(func(i int) bool { _, err := replies[i](); return err != nil && isSyntaxError(err) }) {
+		// Redis older than 7.0 has no SET NX GET: use the script from now on.
+		s.acquireByScript.Store(true)
+		return s.AcquireMany(ctx, keys, tokens, expiresAt)
+	}
+	for i := range keys {
+		if !b.live(i) {
+			continue
+		}
+		raw, err := replies[i]()
+		switch {
+		case errors.Is(err, redis.Nil):
+			won[i] = true
+		case err != nil:
+			b.fail(i, fmt.Errorf("remote: acquiring lease on %q: %w", keys[i], err))
+		default:
+			e, err := s.decode(ctx, keys[i], raw)
+			current[i] = e
+			b.fail(i, err)
+		}
+	}
+	return current, won, b.errs
+}
+
+// CompareAndSwapMany does what CompareAndSwap does for each key: keys[i]
+// becomes entries[i] only if it holds an entry whose Version is
+// versions[i]; swapped[i] reports whether it did. errs is nil when every key
+// succeeded, else errs[i] is key i's error. The scripts go in one pipeline.
+func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, entries []Entry) (swapped []bool, errs []error) {
+	n := len(keys)
+	swapped = make([]bool, n)
+	if len(versions) != n || len(entries) != n {
+		return swapped, repeat(n, fmt.Errorf("%w: CompareAndSwapMany got %d keys, %d versions, %d entries", ErrInvalidOptions, n, len(versions), len(entries)))
+	}
+	b := newBatch(n)
+	encoded := make([][]byte, n)
+	for i, k := range keys {
+		if !b.check(i, s.checkKey(k)) {
+			continue
+		}
+		var err error
+		encoded[i], err = s.encode(k, entries[i])
+		b.check(i, err)
+	}
+	replies := make([]func() (int64, error), n)
+	send := func(pipe redis.Pipeliner, i int, eval bool) {
+		args := []any{tokenBytes(versions[i]), encoded[i], ttl(entries[i].ExpiresAt).Milliseconds()}
+		if eval {
+			replies[i] = casScript.Eval(ctx, pipe, []string{keys[i]}, args...).Int64
+		} else {
+			replies[i] = casScript.EvalSha(ctx, pipe, []string{keys[i]}, args...).Int64
+		}
+	}
+	b.run(ctx, s.client, send)
+	for i := range keys {
+		if !b.live(i) {
+			continue
+		}
+		v, err := replies[i]()
+		if err != nil {
+			b.fail(i, fmt.Errorf("remote: compare-and-swap of %q: %w", keys[i], err))
+			continue
+		}
+		swapped[i] = v == 1
+	}
+	return swapped, b.errs
+}
+
+// batch tracks the per-key errors of a pipelined call.
+type batch struct {
+	n    int
+	errs []error // nil until the first failure
+}
+
+func newBatch(n int) *batch { return &batch{n: n} }
+
+// check records err for key i (if not nil) and reports whether i is still
+// live.
+func (b *batch) check(i int, err error) bool {
+	b.fail(i, err)
+	return b.live(i)
+}
+
+func (b *batch) fail(i int, err error) {
+	if err == nil {
+		return
+	}
+	if b.errs == nil {
+		b.errs = make([]error, b.n)
+	}
+	b.errs[i] = err
+}
+
+func (b *batch) live(i int) bool { return b.errs == nil || b.errs[i] == nil }
+
+// all reports whether f holds for every live key (and there is one).
+func (b *batch) all(f func(i int) bool) bool {
+	some := false
+	for i := range b.n {
+		if !b.live(i) {
+			continue
+		}
+		if !f(i) {
+			return false
+		}
+		some = true
+	}
+	return some
+}
+
+// run sends the command of every live key in one pipeline, and once more,
+// by EVAL, the keys whose EVALSHA found no cached script (a server that
+// restarted or never saw it). send(pipe, i, eval) queues key i's command
+// and keeps its reply; it must use EVAL when eval is set. Errors stay in
+// the replies.
+func (b *batch) run(ctx context.Context, client Client, send func(pipe redis.Pipeliner, i int, eval bool)) {
+	pipe := client.Pipeline()
+	var sent []redis.Cmder
+	var idx []int
+	for i := range b.n {
+		if b.live(i) {
+			send(pipe, i, false)
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	sent, _ = pipe.Exec(ctx)
+	var again []int
+	for j, c := range sent {
+		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+			again = append(again, idx[j])
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	pipe = client.Pipeline()
+	for _, i := range again {
+		send(pipe, i, true)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+func repeat(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
