@@ -72,7 +72,6 @@ func (e *env) client(dep string) redis.UniversalClient {
 	return e.standaloneClient()
 }
 
-
 // val is the cached value: a 64-byte struct.
 type val struct {
 	ID, A, B, C, D, E, F, G int64
