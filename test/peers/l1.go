@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	gocache "github.com/go-redis/cache/v9"
 	"github.com/dgraph-io/ristretto/v2"
+	gocache "github.com/go-redis/cache/v9"
 	motter "github.com/maypok86/otter/v2"
 	"github.com/redis/rueidis"
 	"github.com/tiercache/tiercache/local"

@@ -42,7 +42,9 @@ func l2Hit(ctx context.Context, e *env, cfg config) ([]*row, error) {
 		if err := gc.Set(&gocache.Item{Ctx: ctx, Key: name + ":gc", Value: v, TTL: time.Hour}); err != nil {
 			return nil, err
 		}
-		load := func(context.Context, string) (val, error) { return val{}, fmt.Errorf("peers: loader called on an L2 hit") }
+		load := func(context.Context, string) (val, error) {
+			return val{}, fmt.Errorf("peers: loader called on an L2 hit")
+		}
 		us := func(f func() error) func() (float64, error) {
 			return func() (float64, error) {
 				var err error
