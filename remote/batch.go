@@ -25,7 +25,7 @@ func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64,
 	n := len(keys)
 	current, won = make([]Entry, n), make([]bool, n)
 	if len(tokens) != n {
-		return current, won, repeat(n, fmt.Errorf("%w: AcquireMany got %d keys and %d tokens", ErrInvalidOptions, n, len(tokens)))
+		return current, won, repeat(n, fmt.Errorf("%w: AcquireMany got %d keys and %d tokens", ErrInvalidOption, n, len(tokens)))
 	}
 	b := newBatch(n)
 	for i, k := range keys {
@@ -64,7 +64,7 @@ func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64,
 		case errors.Is(err, redis.Nil):
 			won[i] = true
 		case err != nil:
-			b.fail(i, fmt.Errorf("remote: acquiring lease on %q: %w", keys[i], err))
+			b.fail(i, s.wrap(err, "acquiring lease on %q", keys[i]))
 		default:
 			e, err := s.decode(ctx, keys[i], raw)
 			current[i] = e
@@ -82,7 +82,7 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions 
 	n := len(keys)
 	swapped = make([]bool, n)
 	if len(versions) != n || len(entries) != n {
-		return swapped, repeat(n, fmt.Errorf("%w: CompareAndSwapMany got %d keys, %d versions, %d entries", ErrInvalidOptions, n, len(versions), len(entries)))
+		return swapped, repeat(n, fmt.Errorf("%w: CompareAndSwapMany got %d keys, %d versions, %d entries", ErrInvalidOption, n, len(versions), len(entries)))
 	}
 	b := newBatch(n)
 	encoded := make([][]byte, n)
@@ -110,7 +110,7 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions 
 		}
 		v, err := replies[i]()
 		if err != nil {
-			b.fail(i, fmt.Errorf("remote: compare-and-swap of %q: %w", keys[i], err))
+			b.fail(i, s.wrap(err, "compare-and-swap of %q", keys[i]))
 			continue
 		}
 		swapped[i] = v == 1

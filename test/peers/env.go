@@ -104,7 +104,7 @@ func (o nodeOpts) entries() int64 {
 }
 
 func newL1(maxEntries int64) (*local.Store[val], error) {
-	return local.New(local.Options[val]{MaxEntries: maxEntries})
+	return local.New[val](local.WithMaxEntries(maxEntries))
 }
 
 // newNode builds a cache called name on a fresh client of dep.

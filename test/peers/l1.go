@@ -183,7 +183,7 @@ func hitRatio(cfg config) ([]*row, error) {
 	vb, _ := msgpack.Marshal(v)
 	mk := map[string]func() (store, error){
 		"tiercache (ristretto L1)": func() (store, error) {
-			l1, err := local.New(local.Options[val]{MaxEntries: capacity})
+			l1, err := local.New[val](local.WithMaxEntries(capacity))
 			if err != nil {
 				return store{}, err
 			}
@@ -344,7 +344,7 @@ func heap() ([]*row, error) {
 			defer func() { st.Close() }()
 			return measure(func() (any, error) {
 				var err error
-				if st, err = local.New(local.Options[val]{MaxEntries: 2 * n}); err != nil {
+				if st, err = local.New[val](local.WithMaxEntries(2 * n)); err != nil {
 					return nil, err
 				}
 				for _, k := range keys {
