@@ -53,7 +53,12 @@ func connectRedis(ctx context.Context, cfg Config, log *slog.Logger) (*redisConn
 	defer cancel()
 	if err := rc.client.Ping(pctx).Err(); err != nil {
 		rc.client.Close()
-		return nil, fmt.Errorf("connecting to the Redis %s at %s: %w", rc.mode, rc.addr, err)
+		// A common cause: test/redis.sh stop left the exports of
+		// test/redis.sh env in the shell.
+		return nil, fmt.Errorf("connecting to the Redis %s at %s: %w\n"+
+			"Is that Redis running? Start the test harness with test/redis.sh start, "+
+			"or run `unset TIERCACHE_REDIS_ADDR TIERCACHE_CLUSTER_ADDRS` to use the embedded in-process Redis",
+			rc.mode, rc.addr, err)
 	}
 	log.Info("using Redis", "mode", rc.mode, "addr", rc.addr)
 	return &rc, nil

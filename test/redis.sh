@@ -5,7 +5,10 @@
 #   * a 6-node Redis Cluster on ports 7000-7005 (3 primaries, 3 replicas), and
 #   * a standalone redis-server on port 7010,
 # using Debian's redis-server when it is installed, or `docker compose`
-# (../docker-compose.yml) when a Docker engine answers instead.
+# (../docker-compose.yml) when a Docker engine answers instead. When neither
+# is there, it installs redis-server and redis-tools with apt-get (as root,
+# or through password-less sudo), printing what it runs; elsewhere it prints
+# the command to run (macOS: brew install redis).
 #
 # Usage: test/redis.sh start|stop|env|status
 #
@@ -31,6 +34,7 @@
 #   TIERCACHE_REDIS_MODE           force "local" or "docker" (default: local
 #                                  when redis-server is in PATH, else docker)
 #   TIERCACHE_REDIS_START_TIMEOUT  seconds to wait for health (default 60)
+#   TIERCACHE_REDIS_NO_INSTALL     set to 1 to never install packages
 #
 # Node directories (config, pid, log, nodes.conf) live in test/.redis/<port>/.
 # Tests must never FLUSHALL these shared servers: namespace keys with
@@ -60,9 +64,28 @@ fi
 ALL_PORTS=("${CLUSTER_PORTS[@]}" "$STANDALONE_PORT")
 TIMEOUT=${TIERCACHE_REDIS_START_TIMEOUT:-60}
 
+# install_command prints the command that installs redis-server and
+# redis-cli on this system.
+install_command() {
+	if [[ $(uname -s) == Darwin ]]; then
+		echo "brew install redis"
+	elif command -v apt-get >/dev/null 2>&1; then
+		if [[ $(id -u) == 0 ]]; then
+			echo "apt-get update && apt-get install -y redis-server redis-tools"
+		else
+			echo "sudo apt-get update && sudo apt-get install -y redis-server redis-tools"
+		fi
+	elif command -v dnf >/dev/null 2>&1; then
+		echo "sudo dnf install -y redis"
+	elif command -v apk >/dev/null 2>&1; then
+		echo "sudo apk add redis"
+	else
+		echo "install Redis 7 or newer (redis-server and redis-cli) with your package manager"
+	fi
+}
+
 INSTALL_HELP="Install Redis 7 and retry:
-    Debian/Ubuntu:  apt-get install -y redis-server redis-tools   (as root, after apt-get update)
-    macOS:          brew install redis
+    $(install_command)
 or start a Docker engine (docker info must succeed) so that
     docker compose -f $COMPOSE_FILE up -d
 can run the cluster in containers."
@@ -90,11 +113,36 @@ docker_usable() {
 	command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1
 }
 
+# have_local reports whether redis-server and redis-cli are in PATH.
+have_local() {
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
+# try_install installs redis-server and redis-tools with apt-get when it can
+# do so without asking: as root, or through sudo without a password. It
+# prints every command it runs. TIERCACHE_REDIS_NO_INSTALL=1 turns it off.
+try_install() {
+	[[ -z ${TIERCACHE_REDIS_NO_INSTALL:-} ]] || return 1
+	command -v apt-get >/dev/null 2>&1 || return 1
+	local sudo=()
+	if [[ $(id -u) != 0 ]]; then
+		command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+		sudo=(sudo -n)
+	fi
+	log "redis-server or redis-cli is missing; installing them:"
+	log "+ ${sudo[*]}${sudo:+ }apt-get update"
+	"${sudo[@]}" apt-get update >&2 || return 1
+	log "+ ${sudo[*]}${sudo:+ }env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-tools"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-tools >&2 || return 1
+	hash -r
+	have_local
+}
+
 # detect_mode prints local or docker, or fails with installation instructions.
 detect_mode() {
 	case "${TIERCACHE_REDIS_MODE:-}" in
 	local)
-		command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 ||
+		have_local || try_install ||
 			die "TIERCACHE_REDIS_MODE=local but redis-server or redis-cli is not in PATH.
 $INSTALL_HELP"
 		echo local
@@ -109,15 +157,14 @@ $INSTALL_HELP"
 	"") ;;
 	*) die "TIERCACHE_REDIS_MODE must be local or docker, not '$TIERCACHE_REDIS_MODE'" ;;
 	esac
-	if command -v redis-server >/dev/null 2>&1; then
-		command -v redis-cli >/dev/null 2>&1 ||
-			die "redis-server is installed but redis-cli is not.
-$INSTALL_HELP"
+	if have_local; then
 		echo local
 	elif docker_usable; then
 		echo docker
+	elif try_install; then
+		echo local
 	else
-		die "neither redis-server (in PATH) nor a running Docker engine was found.
+		die "redis-server and redis-cli (in PATH) and a running Docker engine were not found, and they could not be installed automatically (needs apt-get and root or password-less sudo).
 $INSTALL_HELP"
 	fi
 }

@@ -1,8 +1,8 @@
 // Package redistest connects tiercache's tests to real Redis servers.
 //
 // Everything in tiercache that talks to Redis is tested against real
-// redis-server processes (see DESIGN.md, section 10). Two kinds are
-// available:
+// redis-server processes, never against a fake (the project's test standard:
+// faults are real kills, pauses and partitions). Two kinds are available:
 //
 //   - Shared servers, started once per test run by test/redis.sh (which
 //     `make test` runs for you): a 6-node Redis Cluster (3 primaries, 3

@@ -45,9 +45,10 @@ once and test as often as you like:
     go test -race ./...
     test/redis.sh stop
 
-test/redis.sh needs redis-server 7 or newer in PATH (Debian/Ubuntu:
-apt-get install -y redis-server redis-tools; macOS: brew install redis) or a
-running Docker engine (it then uses docker compose). NewServer needs
+test/redis.sh needs redis-server 7 or newer in PATH or a running Docker
+engine (it then uses docker compose); with neither, it installs redis-server
+and redis-tools with apt-get when it runs as root or with password-less sudo,
+and otherwise prints the command (macOS: brew install redis). NewServer needs
 redis-server in PATH. go test -short skips the tests that need Redis.`
 
 const (
