@@ -130,7 +130,7 @@ code{font:12px ui-monospace,Menlo,Consolas,monospace}
 </table>
 <table>
 <tr><th class="l">L1</th><th>entries</th><th>cost</th><th>dropped sets</th><th>rejected sets</th></tr>
-{{if .L1.Present}}{{if .L1.Sized}}<tr><td class="l">now</td><td>{{.L1.Entries}}</td><td>{{.L1.Cost}}</td><td>{{.L1.Dropped}}</td><td>{{.L1.Rejected}}</td></tr>
+{{if .L1.Present}}{{if .L1.Sized}}<tr><td class="l">now</td><td>{{if .L1.EntriesKnown}}{{.L1.Entries}}{{else}}–{{end}}</td><td>{{.L1.Cost}}</td><td>{{.L1.Dropped}}</td><td>{{.L1.Rejected}}</td></tr>
 {{else}}<tr><td class="l none" colspan="5">the store does not report its size</td></tr>{{end}}
 {{else}}<tr><td class="l none" colspan="5">no L1 (L2 only)</td></tr>{{end}}
 </table>

@@ -196,7 +196,7 @@ func TestJSONAfterWorkload(t *testing.T) {
 	if c.Recent.Loads != 11 || c.LoadsInFlight != 1 || c.Flights != 1 {
 		t.Errorf("loads %d, in flight %d, flights %d; want 11 (10 and the slow one), 1, 1", c.Recent.Loads, c.LoadsInFlight, c.Flights)
 	}
-	if !c.L1.Present || !c.L1.Sized || c.L1.Entries != 10 {
+	if !c.L1.Present || !c.L1.Sized || !c.L1.EntriesKnown || c.L1.Entries != 10 {
 		t.Errorf("L1 = %+v, want 10 entries", c.L1)
 	}
 	if len(c.Breakers) != 1 || c.Breakers[0].State != tiered.BreakerClosed {

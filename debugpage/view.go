@@ -67,12 +67,15 @@ type TierView struct {
 
 // L1View is a cache's local store.
 type L1View struct {
-	Present  bool   `json:"present"`
-	Sized    bool   `json:"sized"`
-	Entries  uint64 `json:"entries"`
-	Cost     uint64 `json:"cost"`
-	Dropped  uint64 `json:"dropped"`
-	Rejected uint64 `json:"rejected"`
+	Present bool `json:"present"`
+	Sized   bool `json:"sized"`
+	// EntriesKnown is false for a store bounded by cost (package local with
+	// MaxCost), which knows its cost but not its entry count.
+	EntriesKnown bool   `json:"entries_known"`
+	Entries      uint64 `json:"entries"`
+	Cost         uint64 `json:"cost"`
+	Dropped      uint64 `json:"dropped"`
+	Rejected     uint64 `json:"rejected"`
 }
 
 // BreakerView is the circuit breaker of one L2 shard.
@@ -178,6 +181,9 @@ func (p *Page) cacheView(st tiered.Status, h *history, now time.Time) CacheView 
 		L1: L1View{Present: st.L1.Present, Sized: st.L1.Sized, Entries: st.L1.Entries, Cost: st.L1.Cost,
 			Dropped: st.L1.Dropped, Rejected: st.L1.Rejected},
 	}
+	// A store bounded by entry count has Entries == Cost; one bounded by
+	// cost reports no entries.
+	cv.L1.EntriesKnown = st.L1.Sized && (st.L1.Entries > 0 || st.L1.Cost == 0)
 	for _, b := range st.Breakers {
 		cv.Breakers = append(cv.Breakers, BreakerView{Shard: b.Shard, State: b.State, Openings: b.Openings, Rejected: b.Rejected})
 	}
