@@ -106,7 +106,8 @@ func (m *Middleware) ageValue(age time.Duration) []string {
 
 // writeRecord answers from a stored response: its fields, Age and
 // Cache-Status, and its body unless the request is HEAD; or 304 Not
-// Modified when the request's validators match. It counts the request's
+// Modified when the request's validators match; or the requested ranges
+// (ranges.go). It counts the request's
 // outcome (a fresh hit answered with 304 is "revalidated").
 func (m *Middleware) writeRecord(w http.ResponseWriter, rq *request, rec *Response, now time.Time, status cacheStatus) {
 	h := w.Header()
@@ -123,6 +124,9 @@ func (m *Middleware) writeRecord(w http.ResponseWriter, rq *request, rec *Respon
 		h["Age"] = age
 		h["Cache-Status"] = status.field
 		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if rq.has(rqRange) && !rq.head && rec.status == http.StatusOK && m.writeRange(w, rq.r, rec, age, status) {
 		return
 	}
 	m.met.request(status.out)

@@ -17,7 +17,7 @@ const (
 	routeReload              // request no-cache or max-age=0: load it, skipping the lookup
 	routeUnsafe              // POST, PUT, ...: run it, invalidate on success
 	routeMethod              // OPTIONS, TRACE, CONNECT: not cached
-	routeBypass              // Range, Upgrade, ..., unkeyable URL, after Close
+	routeBypass              // Upgrade, If-Match, a body, an unkeyable URL, after Close
 )
 
 // Request fields that change what the middleware does.
@@ -25,7 +25,7 @@ const (
 	rqAuth         uint16 = 1 << iota // Authorization
 	rqCacheControl                    // Cache-Control
 	rqConditional                     // If-None-Match or If-Modified-Since
-	rqBypass                          // Upgrade, Range, If-Range, If-Match, If-Unmodified-Since
+	rqBypass                          // Upgrade, If-Match, If-Unmodified-Since
 	rqKeyHeader                       // one of the key headers
 	rqCookie                          // Cookie
 	rqRange                           // Range or If-Range
@@ -42,8 +42,8 @@ func interestingFields(keyHeaders []string) map[string]uint16 {
 		"If-None-Match":       rqConditional,
 		"If-Modified-Since":   rqConditional,
 		"Upgrade":             rqBypass,
-		"Range":               rqBypass,
-		"If-Range":            rqBypass,
+		"Range":               rqRange,
+		"If-Range":            rqRange,
 		"If-Match":            rqBypass,
 		"If-Unmodified-Since": rqBypass,
 	} {

@@ -60,16 +60,6 @@ func (rig *proxyRig) originCalls() int {
 	return len(rig.seen)
 }
 
-// last returns the last request the origin received.
-func (rig *proxyRig) last() *http.Request {
-	rig.mu.Lock()
-	defer rig.mu.Unlock()
-	if len(rig.seen) == 0 {
-		return nil
-	}
-	return rig.seen[len(rig.seen)-1]
-}
-
 // get sends a request through the front server; hdr holds name, value
 // pairs. It returns the response with its body read.
 func (rig *proxyRig) get(method, path string, hdr ...string) (*http.Response, string) {
