@@ -14,6 +14,7 @@ const (
 	KindNotFound uint8 = 2
 	KindLease    uint8 = 3
 	KindFailed   uint8 = 4
+	KindTagged   uint8 = 5 // a value whose payload starts with tiered's tag header
 )
 
 // Entry is what the store holds under a key. It is an alias of an unnamed
@@ -77,7 +78,7 @@ func Decode(b []byte) (Entry, error) {
 		Version:   binary.BigEndian.Uint64(b[versionOffset:]),
 	}
 	switch e.Kind {
-	case KindValue:
+	case KindValue, KindTagged:
 		e.Payload = b[headerSize:]
 	case KindFailed:
 		e.Payload = b[headerSize:]

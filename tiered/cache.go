@@ -26,6 +26,7 @@ type Cache[V any] struct {
 	l1      Local[V]
 	l2      Remote
 	l2many  multiSetter // l2's batch write, if it has one
+	l2tags  tagStore    // l2's tag generations, if it has them
 	cfg     config
 	stats   counters
 	tel     *telemetry
@@ -43,6 +44,10 @@ type Cache[V any] struct {
 	wg         sync.WaitGroup
 
 	unsubscribe func()
+
+	tagsSeen atomic.Bool   // tags were used: loads read the tag epoch first
+	tagEpoch atomic.Uint64 // moved by every tag invalidation this node sees
+	tagIndex tagIndex
 }
 
 // flight is the shared work of one key on this node. done is closed when
@@ -88,6 +93,8 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
 	}
+	c.tagIndex.period = cfg.localTTL + cfg.loadTimeout
+	c.tagsSeen.Store(cfg.tags)
 	if cfg.maxLoads > 0 {
 		c.loadSem = make(chan struct{}, cfg.maxLoads)
 	}
@@ -98,6 +105,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	c.tel = tel
 	if l2 != nil {
 		c.l2many, _ = l2.(multiSetter)
+		c.l2tags, _ = l2.(tagStore)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)
@@ -108,7 +116,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
-		unsub, err := cfg.bus.Subscribe(name, func(keys []string) { l1.Invalidate(keys...) }, l1.Flush)
+		unsub, err := cfg.bus.Subscribe(name, c.onInvalidate, l1.Flush)
 		if err != nil {
 			c.cancel()
 			tel.close()

@@ -104,3 +104,49 @@ func ExampleTTL() {
 	// carol true
 	// true
 }
+
+// A loader tags the value it returns; InvalidateTags drops every value with
+// the tag, on every node, without knowing their keys.
+func ExampleCache_InvalidateTags() {
+	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	products, err := tiered.New[string]("products", l1, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer products.Close()
+
+	loads := 0
+	findProduct := func(ctx context.Context, id string) (string, error) {
+		loads++
+		brand := "acme"
+		if id == "3" {
+			brand = "globex"
+		}
+		if err := tiered.SetTags(ctx, "brand:"+brand); err != nil {
+			return "", err
+		}
+		return brand + " product " + id, nil
+	}
+	ctx := context.Background()
+	for _, id := range []string{"1", "2", "3"} {
+		products.GetOrLoad(ctx, id, findProduct)
+	}
+	l1.Wait()
+	fmt.Println("loads:", loads)
+
+	// Acme changed its catalogue: drop its products everywhere.
+	fmt.Println(products.InvalidateTags(ctx, "brand:acme"))
+	for _, id := range []string{"1", "2", "3"} {
+		_, ok, _ := products.Get(ctx, id)
+		fmt.Println(id, ok)
+	}
+	// Set and SetMany take tags too.
+	fmt.Println(products.Set(ctx, "4", "acme product 4", tiered.Tags("brand:acme")))
+	// Output:
+	// loads: 3
+	// <nil>
+	// 1 false
+	// 2 false
+	// 3 true
+	// <nil>
+}

@@ -29,6 +29,9 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 		ttl, _ := c.ttlFor(ctx, key, false)
 		e.Kind, e.Payload = KindValue, payload
 		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
+		if !c.tagEntry(ctx, key, &e) {
+			return e, false
+		}
 		return e, true
 	case errors.Is(err, ErrNotFound):
 		ttl, store := c.ttlFor(ctx, key, true)
@@ -46,7 +49,11 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 // carries the call's scope (SetTTL and the other setters).
 func (c *Cache[V]) callLoader(ctx context.Context, key string, load Loader[V]) (V, error) {
 	ctx, sc := withScope(ctx, []string{key})
+	g := c.beforeLoad(ctx)
 	v, err := runLoad(c, ctx, "key "+strconv.Quote(key), func(ctx context.Context) (V, error) { return load(ctx, key) })
+	if err == nil {
+		err = c.afterLoad(ctx, sc, g)
+	}
 	return v, sc.result(err)
 }
 

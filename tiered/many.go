@@ -152,6 +152,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		c.loadLocal(ctx, keys, remain, gens, results, load)
 		return results
 	}
+	ctx = c.prefetchTagGens(ctx, pickKeys(keys, remain), entries)
 	var (
 		won      []int
 		tokens   = make(map[int]uint64)
@@ -308,6 +309,10 @@ func batchResult[V any](m map[string]V, err error, key string) (V, error) {
 // callBatch runs a batch loader (see runLoad).
 func (c *Cache[V]) callBatch(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
 	ctx, sc := withScope(ctx, keys)
+	g := c.beforeLoad(ctx)
 	m, err := runLoad(c, ctx, strconv.Itoa(len(keys))+" keys", func(ctx context.Context) (map[string]V, error) { return load(ctx, keys) })
+	if err == nil {
+		err = c.afterLoad(ctx, sc, g)
+	}
 	return m, sc.result(err)
 }

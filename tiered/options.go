@@ -51,6 +51,7 @@ type config struct {
 	logger                           *slog.Logger                         // nil: slog.Default()
 	now                              func() time.Time                     // the clock of the breaker, leases and the log limiter
 	bus                              Bus
+	tags                             bool
 }
 
 func defaultConfig() config {

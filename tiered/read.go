@@ -112,6 +112,8 @@ func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen ui
 		c.stats.l2Hit.Add(1)
 		c.fillL1(key, v, false, c.localExpiry(e), gen)
 		return v, nil
+	case KindTagged:
+		return c.acceptTagged(ctx, key, e, gen)
 	case KindNotFound:
 		c.stats.l2NotFound.Add(1)
 		c.fillL1(key, v, true, c.localExpiry(e), gen)
@@ -231,6 +233,9 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 func (c *Cache[V]) keepLocal(ctx context.Context, key string, v V, err error, gen uint64) (V, error) {
 	switch {
 	case err == nil:
+		if !tagsAllowL1(ctx, key) {
+			return v, err
+		}
 		var expiresAt time.Time
 		if km, ok := keyMetaFrom(ctx, key); ok && km.ttl > 0 {
 			expiresAt = time.Now().Add(km.ttl)

@@ -46,6 +46,9 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 	ctx = writeCtx(ctx, w, keys...)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set_many")
 	defer func() { endSpan(span, err) }()
+	if err := c.resolveWriteTags(ctx, w, keys); err != nil {
+		return err
+	}
 
 	errs := KeyErrors{}
 	expiries := make([]time.Time, len(keys))
@@ -61,7 +64,7 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 		idx := make([]int, 0, len(keys))
 		for i, k := range keys {
 			e, _ := c.entryFor(ctx, k, items[k], nil, 0)
-			if e.Kind != KindValue {
+			if e.Kind != KindValue && e.Kind != KindTagged {
 				errs[k] = fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, k, c.name)
 				continue
 			}

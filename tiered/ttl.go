@@ -101,6 +101,10 @@ type loadMeta struct {
 type keyMeta struct {
 	ttl    time.Duration // 0: the cache's default
 	keyTTL bool          // ttl came from SetKeyTTL: SetTTL leaves it alone
+
+	tags     []string // SetTags, SetKeyTags, Tags
+	gens     []uint64 // the tags' generations, once resolved
+	tagState uint8    // tagsUnresolved, tagsResolved, tagsLocalOnly
 }
 
 // key returns key's settings, creating them. m.mu must be held.
@@ -228,7 +232,8 @@ func (c *Cache[V]) ttlFor(ctx context.Context, key string, notFound bool) (ttl t
 type WriteOption func(*writeConfig) error
 
 type writeConfig struct {
-	ttl time.Duration // 0: RemoteTTL
+	ttl  time.Duration // 0: RemoteTTL
+	tags []string
 }
 
 // TTL sets the L2 TTL (before jitter) of the values one Set or SetMany

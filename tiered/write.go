@@ -22,6 +22,9 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 		return err
 	}
 	ctx = writeCtx(ctx, w, key)
+	if err := c.resolveWriteTags(ctx, w, []string{key}); err != nil {
+		return err
+	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
 	defer func() { endSpan(span, err) }()
 	var expiresAt time.Time
@@ -30,7 +33,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	gen := c.generation(key)
 	if c.l2 != nil {
 		e, _ := c.entryFor(ctx, key, v, nil, 0)
-		if e.Kind != KindValue {
+		if e.Kind != KindValue && e.Kind != KindTagged {
 			return fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 		}
 		rctx, cancel := c.remoteCtx(ctx)
