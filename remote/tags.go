@@ -109,7 +109,7 @@ func (s *Store) BumpGenerations(ctx context.Context, keys []string, ttl time.Dur
 // ttl as arguments, in one pipeline.
 func (s *Store) genScripts(ctx context.Context, script string, keys []string, ttl time.Duration) ([]*redis.Cmd, error) {
 	if ttl < time.Millisecond {
-		return nil, fmt.Errorf("%w: generation TTL %v under a millisecond", ErrInvalidOptions, ttl)
+		return nil, fmt.Errorf("%w: generation TTL %v under a millisecond", ErrInvalidOption, ttl)
 	}
 	for _, k := range keys {
 		if err := s.checkKey(k); err != nil {

@@ -108,7 +108,7 @@ func ExampleTTL() {
 // A loader tags the value it returns; InvalidateTags drops every value with
 // the tag, on every node, without knowing their keys.
 func ExampleCache_InvalidateTags() {
-	l1, _ := local.New(local.Options[string]{MaxEntries: 1000})
+	l1, _ := local.New[string](local.WithMaxEntries(1000))
 	products, err := tiered.New[string]("products", l1, nil)
 	if err != nil {
 		panic(err)

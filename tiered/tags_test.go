@@ -373,7 +373,7 @@ func (b *fakeBus) Subscribe(namespace string, invalidate func([]string), flush f
 func TestTagMessagesAreOrdinaryKeys(t *testing.T) {
 	ctx := context.Background()
 	bus := &fakeBus{}
-	l1, err := local.New(local.Options[user]{})
+	l1, err := local.New[user]()
 	if err != nil {
 		t.Fatal(err)
 	}
