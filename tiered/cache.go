@@ -21,17 +21,17 @@ type BatchLoader[V any] func(ctx context.Context, keys []string) (map[string]V, 
 // Cache is a two-tier cache of values of type V under one name (namespace).
 // Create it with New; it is safe for concurrent use. Close it when done.
 type Cache[V any] struct {
-	name    string
-	prefix  string // name + ":", prepended to keys in L2
-	l1      Local[V]
-	l2      Remote
-	l2many  multiSetter // l2's batch write, if it has one
-	l2tags  tagStore    // l2's tag generations, if it has them
-	cfg     config
-	stats   counters
-	tel     *telemetry
+	name     string
+	prefix   string // name + ":", prepended to keys in L2
+	l1       Local[V]
+	l2       Remote
+	l2many   multiSetter // l2's batch write, if it has one
+	l2tags   tagStore    // l2's tag generations, if it has them
+	cfg      config
+	stats    counters
+	tel      *telemetry
 	breakers *breakers     // the per-shard circuit breakers; nil when off
-	loadSem chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
+	loadSem  chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
 
 	// closing is cancelled by Close; flights derive their context from it.
 	closing context.Context
