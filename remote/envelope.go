@@ -15,6 +15,9 @@ const (
 	KindLease    uint8 = 3
 	KindFailed   uint8 = 4
 	KindTagged   uint8 = 5 // a value whose payload starts with tiered's tag header
+	// KindUnstorable replaces a lease whose value can never be stored
+	// (too large); the payload is the error message.
+	KindUnstorable uint8 = 6
 )
 
 // Entry is what the store holds under a key. It is an alias of an unnamed
@@ -80,7 +83,7 @@ func Decode(b []byte) (Entry, error) {
 	switch e.Kind {
 	case KindValue, KindTagged:
 		e.Payload = b[headerSize:]
-	case KindFailed:
+	case KindFailed, KindUnstorable:
 		e.Payload = b[headerSize:]
 	case KindNotFound, KindLease:
 		if len(b) != headerSize {

@@ -41,6 +41,7 @@ type Client interface {
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
 	SetArgs(ctx context.Context, key string, value any, a redis.SetArgs) *redis.StatusCmd
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
+	PTTL(ctx context.Context, key string) *redis.DurationCmd
 	Pipeline() redis.Pipeliner
 	redis.Scripter
 }
@@ -181,7 +182,7 @@ func (s *Store) checkKey(key string) error {
 
 func (s *Store) encode(key string, e Entry) ([]byte, error) {
 	if size := headerSize + len(e.Payload); size > s.maxValue {
-		return nil, fmt.Errorf("%w: %q encodes to %d bytes, limit %d", ErrValueTooLarge, key, size, s.maxValue)
+		return nil, unstorableError{fmt.Errorf("%w: %q encodes to %d bytes, limit %d", ErrValueTooLarge, key, size, s.maxValue)}
 	}
 	return Encode(make([]byte, 0, headerSize+len(e.Payload)), e), nil
 }
@@ -215,7 +216,26 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 	if err != nil {
 		return Entry{}, s.wrap(err, "GET %q", key)
 	}
-	return s.decode(ctx, key, raw)
+	e, err := s.decode(ctx, key, raw)
+	if err == nil && e.Kind == KindLease {
+		return s.checkLeaseTTL(ctx, key, e)
+	}
+	return e, err
+}
+
+// checkLeaseTTL reports lease e, read under key, as expired (at the zero
+// Unix time) when the key has no TTL in Redis: every lease tiercache writes
+// has one, so such a lease is planted or corrupt and must not block the key.
+// Only reads that find a lease pay the extra round trip.
+func (s *Store) checkLeaseTTL(ctx context.Context, key string, e Entry) (Entry, error) {
+	d, err := s.client.PTTL(ctx, key).Result()
+	if err != nil {
+		return Entry{}, s.wrap(err, "PTTL %q", key)
+	}
+	if d == -1 { // no TTL; -2 (gone meanwhile) is left to the next read
+		e.ExpiresAt = time.UnixMilli(0)
+	}
+	return e, nil
 }
 
 // Set writes e under key until e.ExpiresAt, replacing whatever is there.

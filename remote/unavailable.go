@@ -141,3 +141,16 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 	}
 	return s.fail(fmt.Errorf("remote: %s: %w", what, err))
 }
+
+// unstorableError wraps ErrValueTooLarge: the value can never be stored,
+// so retrying is pointless. tiered detects the method Unstorable() bool
+// structurally and leaves a short marker instead of the lease, so other
+// nodes load for themselves instead of waiting.
+type unstorableError struct{ err error }
+
+func (e unstorableError) Error() string { return e.err.Error() }
+
+func (e unstorableError) Unwrap() error { return e.err }
+
+// Unstorable reports true: the value can never be stored.
+func (e unstorableError) Unstorable() bool { return true }

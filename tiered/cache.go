@@ -78,8 +78,8 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 			return nil, err
 		}
 	}
-	if cfg.leaseTTL == 0 {
-		cfg.leaseTTL = cfg.loadTimeout + DefaultLeaseMargin
+	if err := cfg.checkLease(); err != nil {
+		return nil, err
 	}
 	if cfg.onError == nil {
 		cfg.onError = logTo(cfg.logger, cfg.now)

@@ -44,6 +44,10 @@ const (
 	KindNotFound uint8 = 2 // a cached "not found"
 	KindLease    uint8 = 3 // a load lease: another loader holds the key
 	KindFailed   uint8 = 4 // the load under a lease failed; Payload is the message
+	// KindUnstorable replaces a lease whose value L2 can never store (too
+	// large): other nodes load for themselves while it lasts. Payload is
+	// the error message.
+	KindUnstorable uint8 = 6
 )
 
 // RemoteEntry is what an L2 store holds under a key. It is an alias of an

@@ -15,6 +15,12 @@ import (
 // fetchRemote reads key from L2 and, on a miss, takes the lease and loads it,
 // or waits for whoever holds the lease (steps 4-7). load is called at most
 // once.
+//
+// A waiter takes the lease over when it vanishes or expires (its own expiry
+// passed, or it had no TTL in Redis), and loads for itself (a degraded load,
+// kept in L1 only) when it has waited half its flight (the load timeout) for
+// a holder that is still loading, or the holder found its value cannot be
+// stored. Callers never see the flight's own end as an error of the lease.
 func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
 	full := c.prefix + key
 	var (
@@ -39,13 +45,24 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		}
 		return c.loadLeased(ctx, key, token, gen, load)
 	}
+	// alone loads without the lease protocol; the result stays in L1.
+	alone := func() (V, error) {
+		c.stats.degradedLoads.Add(1)
+		return c.loadDegraded(ctx, key, gen, load)
+	}
 	for {
 		rctx, cancel := c.remoteCtx(ctx)
 		e, err := c.l2.Get(rctx, full)
 		cancel()
 		if err != nil {
+			if ctx.Err() != nil {
+				// The flight ended (Close, or the load timeout): nobody is
+				// left to load for.
+				var zero V
+				return zero, fmt.Errorf("tiered: reading %q in cache %q: %w", key, c.name, context.Cause(ctx))
+			}
 			c.report(ctx, c.remoteErr("GET", key, err))
-			return c.loadDegraded(ctx, key, gen, load)
+			return alone()
 		}
 		if v, err := c.accept(ctx, key, e, gen); !errors.Is(err, errUnusable) {
 			if e.Kind == KindValue {
@@ -53,13 +70,37 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			}
 			return v, err
 		}
-		if e.Kind == KindFailed && e.Version == waitingOn {
+		switch {
+		case e.Kind == KindFailed && e.Version == waitingOn:
 			// The load we waited for failed: its callers got the loader's
 			// error, and so do we.
 			var zero V
 			return zero, fmt.Errorf("%w: key %q in cache %q: %s", ErrLoadFailed, key, c.name, e.Payload)
-		}
-		if e.Kind != KindLease {
+		case e.Kind == KindUnstorable:
+			// The value cannot be stored in L2: every node loads for itself
+			// while the marker lasts.
+			return alone()
+		case e.Kind == KindLease && c.leaseExpired(e):
+			// The holder died, or the lease is planted or corrupt: take it
+			// over by its token.
+			if c.cfg.noLeases {
+				return c.loadUnleased(ctx, key, gen, load)
+			}
+			token, ok, err := c.takeOver(ctx, full, e)
+			if err != nil {
+				c.report(ctx, c.remoteErr("lease takeover", key, err))
+				return alone()
+			}
+			if ok {
+				if waitingOn == 0 {
+					waitingOn = e.Version // count it as a takeover
+					waitStart = time.Now()
+					_, waitSpan = c.tel.startSpan(ctx, "tiercache.lease.wait")
+				}
+				return won(token)
+			}
+			continue // someone else changed the key: read again
+		case e.Kind != KindLease:
 			// A miss, or the marker of an older failed load: take the lease.
 			c.stats.l2Miss.Add(1)
 			if c.cfg.noLeases {
@@ -68,7 +109,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			token, cur, ok, err := c.takeLease(ctx, full, e)
 			if err != nil {
 				c.report(ctx, c.remoteErr("lease", key, err))
-				return c.loadDegraded(ctx, key, gen, load)
+				return alone()
 			}
 			if ok {
 				return won(token)
@@ -76,8 +117,8 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			if v, err := c.accept(ctx, key, cur, gen); !errors.Is(err, errUnusable) {
 				return v, err
 			}
-			if cur.Kind != KindLease {
-				continue // the key changed under us: read again
+			if cur.Kind != KindLease || c.leaseExpired(cur) {
+				continue // the key changed under us, or the lease is dead: read again
 			}
 			e = cur
 		}
@@ -88,16 +129,41 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			_, waitSpan = c.tel.startSpan(ctx, "tiercache.lease.wait")
 		}
 		waitingOn = e.Version
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < c.cfg.loadTimeout/2 {
+			// Half our flight is gone and the holder is still loading: load
+			// for ourselves with the other half rather than fail.
+			return alone()
+		}
 		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return alone()
+			}
 			var zero V
 			return zero, fmt.Errorf("tiered: waiting for the lease on %q in cache %q: %w", key, c.name, context.Cause(ctx))
 		case <-t.C:
 		}
 		poll = min(2*poll, c.cfg.pollMax)
 	}
+}
+
+// leaseExpired reports whether lease e has ended: its own expiry passed (the
+// L2 store reports a lease without a TTL in Redis as expired at the zero
+// Unix time).
+func (c *Cache[V]) leaseExpired(e RemoteEntry) bool {
+	return !e.ExpiresAt.After(c.cfg.now())
+}
+
+// takeOver replaces the dead lease e under full by a lease of its own, by a
+// compare-and-swap on e's token.
+func (c *Cache[V]) takeOver(ctx context.Context, full string, e RemoteEntry) (token uint64, won bool, err error) {
+	token = rand.Uint64()
+	rctx, cancel := c.remoteCtx(ctx)
+	defer cancel()
+	won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
+	return token, won, err
 }
 
 // takeLease tries to take the lease on full, which held e when last read: an
@@ -112,13 +178,14 @@ func (c *Cache[V]) takeLease(ctx context.Context, full string, e RemoteEntry) (t
 		won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
 		return token, cur, won, err
 	}
-	cur, won, err = c.l2.Acquire(rctx, full, token, time.Now().Add(c.cfg.leaseTTL))
+	cur, won, err = c.l2.Acquire(rctx, full, token, c.cfg.now().Add(c.cfg.leaseTTL))
 	return token, cur, won, err
 }
 
-// leaseEntry is the L2 entry of a lease with token.
+// leaseEntry is the L2 entry of a lease with token, expiring a LeaseTTL
+// from now.
 func (c *Cache[V]) leaseEntry(token uint64) RemoteEntry {
-	return RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: time.Now().Add(c.cfg.leaseTTL)}
+	return RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: c.cfg.now().Add(c.cfg.leaseTTL)}
 }
 
 // loadUnleased loads and writes the result with a plain SET (WithoutLeases).
@@ -150,42 +217,96 @@ func (c *Cache[V]) loadDegraded(ctx context.Context, key string, gen uint64, loa
 	return c.keepLocal(ctx, key, v, err, gen)
 }
 
-// loadLeased runs the loader under the lease with token and stores the
-// result with a conditional fill: only if the key still holds the lease.
+// loadLeased runs the loader under the lease with token, renewing the lease
+// while it runs, and resolves the lease with the result.
 func (c *Cache[V]) loadLeased(ctx context.Context, key string, token uint64, gen uint64, load func(context.Context) (V, error)) (V, error) {
+	stop := c.renewLeases(ctx, []string{key}, []uint64{token})
 	start := time.Now()
 	v, err := load(ctx)
+	stop()
 	return c.storeLeased(ctx, key, token, gen, v, err, time.Since(start))
 }
 
-// storeLeased stores a load result made under the lease with token: a
-// conditional fill if it is cacheable. Otherwise the lease becomes a short
-// failure marker when the loader failed (so waiters on other nodes return
-// the error instead of loading again), or is released when the load was
-// cut short by its context (so a waiter takes over at once).
+// renewLeases extends the leases tokens[i] on keys[i] to a full LeaseTTL
+// every LeaseTTL/3 until stop is called (stop waits for the renewing
+// goroutine). A lease found taken (a Set or Delete replaced it) is no longer
+// renewed; a failed renewal is reported and retried at the next tick.
+func (c *Cache[V]) renewLeases(ctx context.Context, keys []string, tokens []uint64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		held := make([]bool, len(keys))
+		for i := range held {
+			held[i] = true
+		}
+		tick := time.NewTicker(c.cfg.leaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for i, key := range keys {
+				if !held[i] {
+					continue
+				}
+				rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
+				ok, err := c.l2.CompareAndSwap(rctx, c.prefix+key, tokens[i], c.leaseEntry(tokens[i]))
+				cancel()
+				switch {
+				case err != nil:
+					c.report(ctx, c.remoteErr("lease renewal", key, err))
+				case !ok:
+					held[i] = false
+				default:
+					c.stats.leaseRenewals.Add(1)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// storeLeased stores a load result made under the lease with token and
+// always resolves the lease: a conditional fill if the result is cacheable.
+// Otherwise the lease becomes a short failure marker when the loader failed
+// (so waiters on other nodes return the error instead of loading again), or
+// is released when the load was cut short by its context (so a waiter takes
+// over at once). When the fill fails, the lease is released, or replaced by
+// a short "unstorable" marker when L2 can never store the value (too large),
+// so other nodes load for themselves instead of waiting. Every resolving
+// write is retried once on a fresh context.
 func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, gen uint64, v V, err error, took time.Duration) (V, error) {
 	e, storable := c.entryFor(ctx, key, v, err, took)
 	full := c.prefix + key
-	rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
-	defer cancel()
 	if !storable {
-		var rerr error
 		if err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
 			failed := RemoteEntry{Kind: KindFailed, Version: token, Payload: []byte(err.Error()),
-				ExpiresAt: time.Now().Add(c.failedTTL())}
-			_, rerr = c.l2.CompareAndSwap(rctx, full, token, failed)
+				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
+			c.resolveLease(ctx, key, token, "failure marker", &failed)
 		} else {
-			_, rerr = c.l2.CompareAndDelete(rctx, full, token)
-		}
-		if rerr != nil {
-			c.report(ctx, c.remoteErr("lease release", key, rerr))
+			c.resolveLease(ctx, key, token, "release", nil)
 		}
 		return v, err
 	}
+	rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
 	filled, ferr := c.l2.CompareAndSwap(rctx, full, token, e)
+	cancel()
 	switch {
 	case ferr != nil:
 		c.report(ctx, c.remoteErr("fill", key, ferr))
+		if isUnstorable(ferr) {
+			marker := RemoteEntry{Kind: KindUnstorable, Version: token, Payload: []byte(ferr.Error()),
+				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
+			c.resolveLease(ctx, key, token, "unstorable marker", &marker)
+		} else {
+			c.resolveLease(ctx, key, token, "release", nil)
+		}
 		return c.keepLocal(ctx, key, v, err, gen)
 	case !filled:
 		// A Delete or Set removed our lease while we loaded: what we
@@ -195,6 +316,40 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 	}
 	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
 	return v, err
+}
+
+// resolveLease replaces the lease with token on key by marker, or deletes
+// it when marker is nil, each attempt on a fresh context bounded by the
+// remote timeout, retrying once. A marker that cannot be written falls back
+// to a release. Failures are reported; if every attempt fails the lease
+// ends by its own TTL, as it is no longer renewed.
+func (c *Cache[V]) resolveLease(ctx context.Context, key string, token uint64, what string, marker *RemoteEntry) {
+	full := c.prefix + key
+	var err error
+	for range 2 {
+		rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
+		if marker != nil {
+			_, err = c.l2.CompareAndSwap(rctx, full, token, *marker)
+		} else {
+			_, err = c.l2.CompareAndDelete(rctx, full, token)
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		c.report(ctx, c.remoteErr("lease "+what, key, err))
+	}
+	if marker != nil {
+		c.resolveLease(ctx, key, token, "release", nil)
+	}
+}
+
+// isUnstorable reports whether err says L2 can never store the value (it
+// is too large): package remote marks such errors with a method
+// Unstorable() bool.
+func isUnstorable(err error) bool {
+	var u interface{ Unstorable() bool }
+	return errors.As(err, &u) && u.Unstorable()
 }
 
 // failedTTL is how long the marker of a failed load stays in L2: long enough

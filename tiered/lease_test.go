@@ -212,36 +212,6 @@ func TestLeaseHolderClosedMidLoad(t *testing.T) {
 	})
 }
 
-// TestLeaseHolderHangs: a loader hangs past LeaseTTL; another node takes
-// over once the lease expires, within LeaseTTL plus a poll interval.
-func TestLeaseHolderHangs(t *testing.T) {
-	d := deployments[0]
-	const leaseTTL = 300 * time.Millisecond
-	nodes := cluster[user](t, d, 2, tiered.WithLeaseTTL(leaseTTL))
-	a, b := nodes[0], nodes[1]
-	started, hang := make(chan struct{}), make(chan struct{})
-	defer close(hang)
-	go a.GetOrLoad(context.Background(), "k", func(ctx context.Context, key string) (user, error) {
-		close(started)
-		<-hang
-		return user{ID: key, Name: "late"}, nil
-	})
-	<-started
-	begin := time.Now()
-	u, err := b.GetOrLoad(context.Background(), "k", func(ctx context.Context, key string) (user, error) {
-		return user{ID: key, Name: "takeover"}, nil
-	})
-	if err != nil || u.Name != "takeover" {
-		t.Fatalf("B = %+v, %v", u, err)
-	}
-	if took := time.Since(begin); took < leaseTTL/2 {
-		t.Fatalf("B loaded after %v, before A's lease could expire", took)
-	}
-	if b.Stats().LeaseTakeovers != 1 {
-		t.Fatalf("takeovers = %d, want 1", b.Stats().LeaseTakeovers)
-	}
-}
-
 // TestLoaderErrorReachesEveryWaiter: every caller on every node gets an
 // error, nothing is cached, the next call loads again.
 func TestLoaderErrorReachesEveryWaiter(t *testing.T) {

@@ -212,9 +212,18 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 	}
 	if len(won) > 0 {
+		stop := noCancel
+		if !c.cfg.noLeases {
+			ts := make([]uint64, len(won))
+			for j, i := range won {
+				ts[j] = tokens[i]
+			}
+			stop = c.renewLeases(ctx, pickKeys(keys, won), ts)
+		}
 		start := time.Now()
 		m, err := c.callBatch(ctx, pickKeys(keys, won), load)
 		took := time.Since(start)
+		stop()
 		inParallel(len(won), func(j int) {
 			i := won[j]
 			v, kerr := batchResult(m, err, keys[i])

@@ -19,9 +19,9 @@ const (
 	DefaultJitter        = 0.1
 	DefaultRemoteTimeout = 100 * time.Millisecond
 	DefaultLoadTimeout   = 10 * time.Second
-	// DefaultLeaseMargin is added to the load timeout to make the default
-	// lease TTL.
-	DefaultLeaseMargin  = 2 * time.Second
+	// DefaultLeaseTTL is how long a load lease lives in L2 unless renewed
+	// (see WithLeaseTTL).
+	DefaultLeaseTTL     = 3 * time.Second
 	DefaultLeasePollMin = time.Millisecond
 	DefaultLeasePollMax = 8 * time.Millisecond
 	// DefaultBreakerThreshold is how many consecutive L2 failures open the
@@ -38,7 +38,8 @@ type config struct {
 	localTTL, remoteTTL, notFoundTTL time.Duration
 	jitter                           float64
 	remoteTimeout, loadTimeout       time.Duration
-	leaseTTL                         time.Duration // 0: loadTimeout + DefaultLeaseMargin
+	leaseTTL                         time.Duration
+	leaseTTLSet                      bool // by WithLeaseTTL; else derived from the remote timeout
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
@@ -62,6 +63,7 @@ func defaultConfig() config {
 		jitter:        DefaultJitter,
 		remoteTimeout: DefaultRemoteTimeout,
 		loadTimeout:   DefaultLoadTimeout,
+		leaseTTL:      DefaultLeaseTTL,
 		pollMin:       DefaultLeasePollMin,
 		pollMax:       DefaultLeasePollMax,
 		beta:          DefaultEarlyRefreshBeta,
@@ -148,11 +150,17 @@ func WithLoadTimeout(d time.Duration) Option {
 	return func(c *config) error { c.loadTimeout = d; return positive("load timeout", d) }
 }
 
-// WithLeaseTTL sets how long a load lease lives in L2. If the node holding it
-// dies, other nodes take the load over after at most this long. Default: the
-// load timeout plus DefaultLeaseMargin (2 s); it must be positive.
+// WithLeaseTTL sets how long a load lease lives in L2 unless renewed. The
+// node holding it renews it every d/3 while its loader runs, so a lease
+// outlives a dead holder (killed, frozen, cut off) by at most d, after which
+// another node takes the load over; a live holder keeps it for as long as
+// its load takes. It is independent of the load timeout. Default
+// DefaultLeaseTTL (3 s), or three times the remote timeout when that is
+// longer. It must be longer than the remote timeout (a renewal must be able
+// to land before the lease ends) and than the longest lease poll interval
+// (WithLeasePoll); New rejects other values.
 func WithLeaseTTL(d time.Duration) Option {
-	return func(c *config) error { c.leaseTTL = d; return positive("lease TTL", d) }
+	return func(c *config) error { c.leaseTTL, c.leaseTTLSet = d, true; return positive("lease TTL", d) }
 }
 
 // WithLeasePoll sets how a node waiting on another node's lease polls L2:
@@ -288,4 +296,21 @@ func WithInvalidation(b Bus) Option {
 		c.bus = b
 		return nil
 	}
+}
+
+// checkLease rejects lease settings that cannot work: a renewal every
+// LeaseTTL/3 must land before the lease ends, so the remote timeout must be
+// shorter than the lease TTL, as must the lease poll interval for waiters to
+// notice a dead lease in time.
+func (c *config) checkLease() error {
+	if !c.leaseTTLSet {
+		c.leaseTTL = max(DefaultLeaseTTL, 3*c.remoteTimeout)
+	}
+	if c.remoteTimeout >= c.leaseTTL {
+		return fmt.Errorf("%w: lease TTL %v must be longer than the remote timeout %v (renewals must land before the lease ends)", ErrInvalidOption, c.leaseTTL, c.remoteTimeout)
+	}
+	if c.pollMax >= c.leaseTTL {
+		return fmt.Errorf("%w: lease TTL %v must be longer than the longest lease poll %v", ErrInvalidOption, c.leaseTTL, c.pollMax)
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ type counters struct {
 	loadNanos                       atomic.Uint64
 
 	leaseAcquired, leaseWaits, leaseTakeovers atomic.Uint64
+	leaseRenewals, degradedLoads              atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
 	refreshStarted, refreshSkipped            atomic.Uint64
@@ -47,8 +48,13 @@ type Stats struct {
 	LeasesAcquired uint64        // leases this node won
 	LeaseWaits     uint64        // times this node waited on another's lease
 	LeaseWaitTime  time.Duration // total time spent waiting
-	LeaseTakeovers uint64        // leases won after waiting on another's
-	FillsRejected  uint64        // loads not stored: the key changed meanwhile
+	LeaseTakeovers uint64        // leases won after waiting on another's, or taken over when expired
+	LeaseRenewals  uint64        // lease extensions by this node while its loader ran
+	// DegradedLoads counts loads outside the lease protocol, kept in L1
+	// only: L2 failed, a lease would have outlived the waiter's flight, or
+	// the value cannot be stored in L2.
+	DegradedLoads uint64
+	FillsRejected uint64 // loads not stored: the key changed meanwhile
 
 	RefreshesStarted uint64 // early refreshes this node ran
 	RefreshesSkipped uint64 // early refreshes not run: another is under way
@@ -86,6 +92,8 @@ func (c *Cache[V]) Stats() Stats {
 		LeaseWaits:       s.leaseWaits.Load(),
 		LeaseWaitTime:    time.Duration(s.leaseWaitNanos.Load()),
 		LeaseTakeovers:   s.leaseTakeovers.Load(),
+		LeaseRenewals:    s.leaseRenewals.Load(),
+		DegradedLoads:    s.degradedLoads.Load(),
 		FillsRejected:    s.fillsRejected.Load(),
 		RefreshesStarted: s.refreshStarted.Load(),
 		RefreshesSkipped: s.refreshSkipped.Load(),
