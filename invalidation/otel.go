@@ -2,10 +2,10 @@ package invalidation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/tiercache/tiercache/internal/otelx"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -49,12 +49,8 @@ func newTelemetry(mp metric.MeterProvider, c *counters) (*telemetry, error) {
 		mp = otel.GetMeterProvider()
 	}
 	meter := mp.Meter(ScopeName)
-	var errs []error
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return i
-	}
+	ins := otelx.Instruments{Meter: meter}
+	counter := ins.Counter
 	sent := counter("tiercache.invalidation.messages.sent", "{message}",
 		"Messages Redis accepted from this bus, by kind (keys, flush, heartbeat).")
 	received := counter("tiercache.invalidation.messages.received", "{message}",
@@ -73,12 +69,10 @@ func newTelemetry(mp metric.MeterProvider, c *counters) (*telemetry, error) {
 		"Messages and heartbeats Redis did not accept.")
 	resubscriptions := counter("tiercache.invalidation.resubscriptions", "{resubscription}",
 		"Channel subscriptions renewed (after a reconnect, a slot migration or a silence).")
-	lag, err := meter.Float64Histogram("tiercache.invalidation.lag",
-		metric.WithUnit("s"),
-		metric.WithDescription("Publish-to-evict lag: from the sender building a keys message to this bus's invalidate callbacks having returned."),
-		metric.WithExplicitBucketBoundaries(lagBoundsSeconds()...))
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
+	lag := ins.Histogram("tiercache.invalidation.lag", "s",
+		"Publish-to-evict lag: from the sender building a keys message to this bus's invalidate callbacks having returned.",
+		lagBoundsSeconds())
+	if err := ins.Err(); err != nil {
 		return nil, fmt.Errorf("invalidation: creating instruments: %w", err)
 	}
 

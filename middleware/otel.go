@@ -2,7 +2,6 @@ package middleware
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -10,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/tiercache/tiercache/internal/otelx"
 	"github.com/tiercache/tiercache/internal/stripe"
 	"github.com/tiercache/tiercache/tiered"
 )
@@ -138,16 +138,12 @@ func (m *metrics) register(mp metric.MeterProvider, cacheName string) error {
 		mp = otel.GetMeterProvider()
 	}
 	meter := mp.Meter(ScopeName)
-	var errs []error
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return i
-	}
+	ins := otelx.Instruments{Meter: meter}
+	counter := ins.Counter
 	requests := counter("tiercache.http.requests", "{request}", "Requests by what the cache did with them (tiercache.http.cache_status).")
 	stored := counter("tiercache.http.stored", "{response}", "Origin responses stored in the cache.")
 	invalidations := counter("tiercache.http.invalidations", "{invalidation}", "Stored URLs and tags invalidated, by reason (tiercache.http.reason).")
-	if err := errors.Join(errs...); err != nil {
+	if err := ins.Err(); err != nil {
 		return fmt.Errorf("middleware: creating instruments: %w", err)
 	}
 	cacheAttr := tiered.AttrCache.String(cacheName)

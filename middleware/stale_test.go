@@ -267,8 +267,7 @@ func TestPurgeTagDuringLoad(t *testing.T) {
 	inHandler := make(chan struct{})
 	release := make(chan struct{})
 	var n atomic.Int64
-	var f *fixture
-	f = newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) == 1 {
 			close(inHandler)
 			<-release

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tiercache/tiercache/internal/otelx"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -108,27 +109,15 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	for _, op := range remoteOps {
 		t.remoteOps[op] = metric.WithAttributeSet(attribute.NewSet(cacheAttr, AttrOperation.String(op)))
 	}
-	var errs []error
+	ins := otelx.Instruments{Meter: meter}
 	hist := func(name, desc string) metric.Float64Histogram {
-		h, err := meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
-			metric.WithExplicitBucketBoundaries(durationBuckets...))
-		errs = append(errs, err)
-		return h
+		return ins.Histogram(name, "s", desc, durationBuckets)
 	}
 	t.loadTime = hist("tiercache.loader.duration", "Duration of loader calls.")
 	t.remoteTime = hist("tiercache.remote.duration", "Duration of L2 (Redis) operations.")
 	t.leaseWait = hist("tiercache.lease.wait.duration", "Time spent waiting for another node's load lease.")
 
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		i, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return i
-	}
-	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
-		i, err := meter.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return i
-	}
+	counter, gauge := ins.Counter, ins.Gauge
 	requests := counter("tiercache.requests", "{request}", "Reads by the tier that answered (or was passed) and the result.")
 	loads := counter("tiercache.loader.calls", "{call}", "Loader calls (a batch call counts once).")
 	leases := counter("tiercache.lease.acquired", "{lease}", "Load leases this node won.")
@@ -138,13 +127,13 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	refreshes := counter("tiercache.refreshes", "{refresh}", "Early refreshes, by result (started, skipped, error).")
 	handled := counter("tiercache.errors.handled", "{error}", "Errors given to the error handler instead of a caller.")
 	corrupt := counter("tiercache.l2.corrupt", "{value}", "L2 values the codec could not decode (deleted and reloaded).")
-	breakerOpen := gauge("tiercache.remote.breaker.open", "1", "1 while the circuit breaker of the L2 shard (attribute tiercache.shard on a Cluster) refuses calls, else 0.")
+	breakerOpen := gauge("tiercache.remote.breaker.open", "{breaker}", "1 while the circuit breaker of the L2 shard (attribute tiercache.shard on a Cluster) refuses calls, else 0.")
 	breakerRejected := counter("tiercache.remote.breaker.rejected", "{call}", "L2 calls refused by the open circuit breaker.")
 	l1Entries := gauge("tiercache.l1.entries", "{entry}", "Entries held in L1.")
 	l1Cost := gauge("tiercache.l1.cost", "{cost}", "Cost held in L1, in the unit of the cost function.")
 	l1Dropped := counter("tiercache.l1.sets.dropped", "{set}", "L1 fills dropped because its buffers were full.")
 	l1Rejected := counter("tiercache.l1.sets.rejected", "{set}", "L1 fills refused by the admission policy.")
-	if err := errors.Join(errs...); err != nil {
+	if err := ins.Err(); err != nil {
 		return nil, fmt.Errorf("tiered: creating instruments: %w", err)
 	}
 

@@ -136,15 +136,17 @@ func TestCluster(t *testing.T) {
 		t.Errorf("replicas = %d, want 3", got)
 	}
 
-	slots, err := c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
-		t.Fatalf("CLUSTER SLOTS: %v", err)
+		t.Fatalf("CLUSTER SHARDS: %v", err)
 	}
-	covered := 0
-	for _, s := range slots {
-		covered += s.End - s.Start + 1
-		if len(s.Nodes) != 2 {
-			t.Errorf("slots %d-%d served by %d nodes, want a primary and a replica", s.Start, s.End, len(s.Nodes))
+	covered := int64(0)
+	for _, sh := range shards {
+		for _, s := range sh.Slots {
+			covered += s.End - s.Start + 1
+		}
+		if len(sh.Nodes) != 2 {
+			t.Errorf("shard with slots %v has %d nodes, want a primary and a replica", sh.Slots, len(sh.Nodes))
 		}
 	}
 	if covered != 16384 {
