@@ -113,15 +113,18 @@ func (h *handler) refresh(w http.ResponseWriter, rq *request, e entry, allowStal
 const movedWait = 250 * time.Millisecond
 
 // awaitMoved reads the response that replaced the stale one (staleID)
-// under key. This node may still hold the stale one until the other node's
-// invalidation arrives, so it polls briefly. It returns nil when key holds
+// under key. It reads L2 (GetVersioned), where the refresh wrote it before
+// handing over; it polls briefly in case that read fails or races. It returns nil when key holds
 // neither (purged meanwhile) or the wait ends: the request then goes to the
 // origin itself.
 func (m *Middleware) awaitMoved(ctx context.Context, key string, staleID uint64) *Response {
 	deadline := time.Now().Add(movedWait)
 	poll := time.Millisecond
 	for {
-		cur, ok := m.get(ctx, key)
+		cur, _, ok, err := m.cache.GetVersioned(ctx, key)
+		if err != nil || cur == nil {
+			ok = false
+		}
 		switch {
 		case !ok:
 			return nil

@@ -21,34 +21,47 @@
 //
 // # What is stored
 //
-// A response to GET is stored when all of these hold:
+// A response to GET (or to a HEAD miss, which loads the GET response) is
+// stored when all of these hold:
 //
-//   - its status is one RFC 9110 calls heuristically cacheable: 200, 203,
-//     204, 300, 301, 308, 404, 405, 410, 414 or 501 (not 206: ranges are
-//     not handled);
-//   - it has a freshness lifetime: s-maxage, else max-age, else Expires
-//     minus Date, else the WithDefaultTTL lifetime (off by default), and
-//     that lifetime plus its stale windows exceeds its age (Age field and
-//     Date, RFC 9111 Section 4.2.3);
+//   - it has explicit freshness (s-maxage, else max-age, else Expires
+//     minus Date; a targeted field, below, comes first) and a final status
+//     the cache understands (RFC 9110's, less 206 and 304); or it has none,
+//     WithDefaultTTL is set, its status is heuristically cacheable (200,
+//     203, 204, 300, 301, 308, 404, 405, 410, 414, 501) and the request
+//     carried neither Cookie nor Authorization (unless the response says
+//     public); and that lifetime plus its stale windows exceeds its age
+//     (Age by its first value, and Date, RFC 9111 Section 4.2.3);
 //   - neither the request nor the response says no-store; the response
 //     says neither private nor no-cache (their field-qualified forms only
 //     drop the named fields); it sets no cookie (Set-Cookie), uses no
-//     trailers and does not say Vary: *;
+//     trailers and does not say Vary: * (nor more than 32 Vary names);
 //   - a request with Authorization gets it stored only if the response says
 //     public, s-maxage or must-revalidate (RFC 9111 Section 3.5);
-//   - the handler did not flush (streaming), hijack or upgrade the
-//     connection, and the body fits WithMaxBodyBytes (512 KiB by default).
-//     Such responses go to their client as the handler writes them.
+//   - the body fits WithMaxBodyBytes (512 KiB by default), and the handler
+//     did not hijack or upgrade the connection. A flush is held back while
+//     the response may be stored (httputil.ReverseProxy flushes every chunk
+//     of a chunked body); an event stream, or a flushed response that may
+//     not be stored, goes to its client as the handler writes it.
+//
+// Dates are parsed strictly (RFC 9110 Section 5.6.7); an invalid Expires,
+// or more than one, means already expired. CDN-Cache-Control (RFC 9213),
+// and before it the WithTargetedHeader field if set, replaces
+// Cache-Control and Expires when it holds a valid value.
 //
 // Hop-by-hop fields (Connection and those it names, Keep-Alive,
 // Transfer-Encoding, TE, Trailer, Upgrade, Proxy-*) are not stored; Date is
 // added when missing, Content-Length is set, and Content-Type is sniffed
 // when missing, as net/http would have.
 //
-// HEAD is answered from a stored GET response (without the body); a HEAD
-// miss goes to the origin and stores nothing. Requests with Range,
-// If-Range, If-Match, If-Unmodified-Since or Upgrade, and methods other
-// than GET, HEAD and the unsafe ones, pass through untouched.
+// HEAD is answered from a stored GET response (without the body). Range
+// requests are answered from a stored complete 200 (206, multipart
+// byteranges, 416; If-Range); a Range miss loads the whole response.
+// Requests with If-Match, If-Unmodified-Since or Upgrade, GET and HEAD
+// requests with a body, and methods other than GET, HEAD and the unsafe
+// ones, pass through untouched. A URL whose origin answered with a
+// response that may not be stored is remembered for WithHitForPass (5 s):
+// its requests go straight to the origin meanwhile.
 //
 // # The key
 //
@@ -62,9 +75,9 @@
 // its variants: the URL key holds a small "vary spec" (the field names and
 // a random id) and each variant is stored under the URL key plus the spec
 // id plus the request's values of those fields. The request fields in
-// WithKeyHeaders (DefaultKeyHeaders: X-Forwarded-Host, Forwarded,
-// X-Forwarded-Proto, method overrides, URL rewrites...) are keyed the same
-// way as if every response named them in Vary, so a request carrying
+// WithKeyHeaders (DefaultKeyHeaders: Forwarded, X-Forwarded-*, X-Host, method overrides, URL rewrites...; entries ending in "*"
+// are prefixes) are keyed the same way as if every response named them in
+// Vary, so a request carrying
 // X-Forwarded-Host: evil gets its own variant instead of poisoning the one
 // everybody else is served. Other request fields (Cookie, User-Agent...)
 // are not keyed: a handler whose output depends on them must say Vary or
@@ -85,7 +98,9 @@
 //	tiercache; fwd=stale; detail=stale-if-error      the origin failed; stale response served
 //	tiercache; fwd=uri-miss                          (no "stored") forwarded, not stored
 //	tiercache; fwd=request                           Authorization and a response that is not shared
-//	tiercache; fwd=bypass                            Range, Upgrade, ... or after Close
+//	tiercache; fwd=stale; fwd-status=304; stored     stale, confirmed by the origin (304): header updated
+//	tiercache; fwd=uri-miss; detail=hit-for-pass     known not storable: straight to the origin
+//	tiercache; fwd=bypass                            Upgrade, a GET with a body, ... or after Close
 //	tiercache; fwd=method                            POST, PUT, DELETE, OPTIONS, ...
 //	tiercache; detail=only-if-cached                 504 for only-if-cached without a response
 //
@@ -99,30 +114,43 @@
 // Stored responses carry Age. If-None-Match (weak comparison) or else
 // If-Modified-Since (against Last-Modified, else Date) matching a stored
 // 2xx response gives 304 Not Modified. The request that loads a response
-// sends the origin no validators (the cache needs the full response) and
-// gets its 304 from the cache too.
+// sends the origin no validators of its own (the cache needs the full
+// response) and gets its 304 from the cache too. A stale response with an
+// ETag or Last-Modified is refreshed with a conditional request carrying
+// those validators; the origin's 304 updates the stored header (RFC 9111
+// Section 4.3.4) and keeps the body ("fwd=stale; fwd-status=304").
 //
 // # Read path
 //
-//  1. Request no-cache or max-age=0: run the origin, store the result.
-//  2. Look the URL key up (L1, then L2). Nothing: load it (step 5).
-//  3. A vary spec: look up the variant its fields select; nothing: load it.
-//  4. A response: check Authorization, tag generations (PurgeTag), the
+// ServeHTTP is one pass, a file per stage:
+//
+//  1. classify.go: unsafe methods invalidate; OPTIONS, Upgrade, a body
+//     and the like bypass; request no-cache or max-age=0 reloads (run the
+//     origin, store the result); everything else is looked up.
+//  2. lookup.go: the URL key (L1, then L2); a vary spec leads to the
+//     variant its fields select.
+//  3. decide.go: nothing stored: load it. A hit-for-pass record: forward.
+//     A response: check Authorization, tag generations (PurgeTag), the
 //     request's max-age and min-fresh, and freshness. Fresh: answer.
 //     Stale within stale-while-revalidate: answer, and refresh it on a
 //     background goroutine (one per response per node; Close stops them).
-//     Otherwise replace it: load its successor key (step 5), which every
-//     node computes the same from the stale response's id, so one origin
-//     call per cluster replaces it; with stale-if-error, a 5xx from the
-//     origin is answered with the stale response.
-//  5. Load: tiered.Cache.GetOrLoad coalesces the load on this node (one
+//     Otherwise replace it (validating it if it has validators).
+//  4. act.go: answers come from answer.go and ranges.go. Loads go through
+//     fill.go: tiered.Cache.GetOrLoad coalesces them on this node (one
 //     flight) and across nodes (an L2 lease). The request whose loader runs
 //     executes the origin handler on its own goroutine, answers its client,
 //     and hands the stored result to the waiting requests. A result that
-//     may not be stored is never handed over: each waiting request goes to
-//     the origin itself. Requests on other nodes wait on the lease, then
-//     read the stored result from L2 (or, if nothing was stored, take the
-//     lease and load it themselves).
+//     may not be stored is handed over as a hit-for-pass record (each
+//     waiting request then goes to the origin itself, at once). A stale
+//     response is replaced by loading its successor key, which every node
+//     computes the same from the stale response's id, so one origin call
+//     (conditional when it can be, validate.go) per cluster replaces it;
+//     with stale-if-error, a 5xx from the origin is answered with the
+//     stale response.
+//  5. store.go: where a loaded response goes (URL key, variant, or in
+//     place of the stale one through tiered's conditional write, so a
+//     concurrent purge wins); freshness.go: whether it may be stored and
+//     for how long.
 //
 // # Invalidation and purges
 //
@@ -149,9 +177,12 @@
 // Consistency is bounded by tiered's: a node may serve a purged or
 // invalidated response for the invalidation lag (normally well under a
 // millisecond) or, if bus messages are lost, until its loss detection or
-// LocalTTL. A refresh or no-cache load that finishes while a purge of the
-// same URL runs on another node can store its (pre-purge) response within
-// that same lag. A tag whose generation expires from L2 (RemoteTTL) gets a
+// LocalTTL. Refreshes replace entries with a conditional write, so a purge
+// always wins over them; a no-cache reload (request no-cache or max-age=0)
+// that finishes while a purge of the same URL runs can still store its
+// (pre-purge) response. A hit-for-pass record sits under the URL key (or
+// the variant key) of an unstorable response, so for WithHitForPass it
+// sends every variant of that URL to the origin. A tag whose generation expires from L2 (RemoteTTL) gets a
 // new one: its responses reload once. Successor keys hold a few bytes for
 // RemoteTTL after each refresh. A hit writes the stored header's value
 // slices into the response's header map without copying them: wrappers
@@ -186,7 +217,7 @@
 //	             with no-store or an Authorization the stored response does
 //	             not allow)
 //	bypass       not handled by the cache (fwd=bypass, fwd=method): unsafe
-//	             methods, OPTIONS, Range, Upgrade..., after Close
+//	             methods, OPTIONS, Upgrade, a body..., after Close
 //
 // Background refreshes (stale-while-revalidate) are not requests; what they
 // store counts in tiercache.http.stored. tiercache.http.invalidations counts
