@@ -39,8 +39,8 @@ type statusValues struct {
 	hitForPass   cacheStatus // the URL is known not to be storable: straight to the origin
 	// validated[stored]: a stale response the origin confirmed (304)
 	validated [2]cacheStatus
-	bypass       cacheStatus // request the cache does not handle (Range, Upgrade, ...)
-	method       cacheStatus // method the cache does not store
+	bypass    cacheStatus // request the cache does not handle (Range, Upgrade, ...)
+	method    cacheStatus // method the cache does not store
 	// fwd[reason][stored][collapsed]
 	fwd [fwdCount][2][2]cacheStatus
 }
@@ -59,8 +59,8 @@ func newStatusValues(name string) statusValues {
 			v(outUncacheable, "fwd=stale", "fwd-status=304"),
 			v(outMiss, "fwd=stale", "fwd-status=304", "stored"),
 		},
-		bypass:       v(outBypass, "fwd=bypass"),
-		method:       v(outBypass, "fwd=method"),
+		bypass: v(outBypass, "fwd=bypass"),
+		method: v(outBypass, "fwd=method"),
 	}
 	for r := range fwdCount {
 		for stored := range 2 {

@@ -131,4 +131,3 @@ func BenchmarkRevalidation(b *testing.B) {
 		})
 	}
 }
-

@@ -196,4 +196,3 @@ func TestEarlyHintsDoNotLeak(t *testing.T) {
 		}
 	}
 }
-

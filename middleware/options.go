@@ -60,7 +60,7 @@ type config struct {
 	targeted      string   // canonical cache-specific targeted field; "" for none
 	schemeHeader  string   // canonical trusted scheme field; "" for none
 	hitForPass    time.Duration
-	tagHeader     string   // canonical
+	tagHeader     string // canonical
 	cacheName     string
 	clock         func() time.Time
 	onError       func(ctx context.Context, err error)
