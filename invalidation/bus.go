@@ -6,12 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/bushook"
 )
 
 // Client is the part of a go-redis client the bus uses. *redis.Client
@@ -40,24 +43,38 @@ type stateReloader interface {
 type Bus struct {
 	client   Client
 	cfg      config
+	clock    bushook.Clock
+	log      *slog.Logger
 	sharded  bool
 	reload   func(context.Context) // nil unless the client is a Cluster
 	origin   uint64
 	epoch    time.Time // the zero of since
 	channels []string
+	announce string // the announcement channel (same slot as channels[0])
 
 	pubs []*publisher
 	subs []*subscriber
 
-	regMu sync.RWMutex
-	regs  map[string][]*registration // by namespace
+	regMu   sync.RWMutex
+	regs    map[string][]*registration // by namespace
+	written map[string]struct{}        // namespaces published without a registration
 
 	flushMu   sync.Mutex    // serialises flushAll
 	flushReq  atomic.Uint64 // flushAll requests so far
 	flushDone uint64        // requests covered by a completed flush; under flushMu
 
-	lostMu sync.Mutex
-	lost   map[uint64]time.Duration // origins flushed for silence, and when
+	originsMu sync.Mutex
+	origins   map[uint64]*originState // other buses heard on the announcement channel
+
+	annSeq    atomic.Uint64 // announcements sent
+	proofSent atomic.Int64  // since() at which the newest own announcement that came back in time was sent; -1: none yet
+	proofLag  atomic.Int64  // lag of that announcement
+	healthy   atomic.Bool   // the watchdog's verdict
+	resets    chan int      // subscriber indexes to reset, for the resetter
+	watchRuns atomic.Uint64 // watchdog rounds completed (for tests)
+	annRounds atomic.Uint64 // announcer rounds completed (for tests)
+	proved    chan struct{} // closed when the first own announcement came back
+	provedOne sync.Once
 
 	stats   counters
 	tel     *telemetry
@@ -67,6 +84,7 @@ type Bus struct {
 	done      chan struct{} // closed by Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	pubWG     sync.WaitGroup // the publishers, which stop before the last announcement
 }
 
 type registration struct {
@@ -75,13 +93,26 @@ type registration struct {
 	flush      func()
 }
 
+// originState is what the bus knows of another bus from its announcements.
+type originState struct {
+	heard      time.Duration // since() of its last announcement
+	namespaces []string      // the namespaces it announced
+	silent     bool          // it fell silent and the bus flushed for it
+	leaving    time.Duration // since() of its leaving announcement; 0 if none
+}
+
 // New starts a bus on client: one publisher and one subscriber goroutine per
-// channel, and one watchdog. It waits (up to the start timeout, see
-// WithStartTimeout) until every channel is subscribed, so that a message
-// published elsewhere after New returns reaches this bus. It returns an
-// error only for a nil client, an invalid option, or a meter provider that
-// refuses the bus's instruments; a Redis that cannot be reached makes the
-// bus retry in the background.
+// channel, one announcer, one watchdog and one resetter. It first checks
+// that Redis lets it subscribe and publish: a wrong password, a missing
+// permission or an unknown command fails New with an error wrapping
+// ErrRedisRefused that names the problem. It then waits (up to the start
+// timeout, see WithStartTimeout) until every channel is subscribed and the
+// bus's first announcement came back, so that a message published
+// elsewhere after New returns reaches this bus. A Redis that cannot be
+// reached is not an error: the bus logs it and retries in the background
+// (and counts as unhealthy, flushing its caches, until it gets there). New
+// also fails for a nil client, an invalid option, or a meter provider that
+// refuses the bus's instruments.
 func New(client Client, opts ...Option) (*Bus, error) {
 	if isNilClient(client) {
 		return nil, ErrNilClient
@@ -95,69 +126,106 @@ func New(client Client, opts ...Option) (*Bus, error) {
 			return nil, err
 		}
 	}
+	if cfg.lagLimit == 0 {
+		cfg.lagLimit = cfg.heartbeat
+	}
+	log := cfg.logger
+	if log == nil {
+		log = slog.Default()
+	}
+	clock := cfg.hooks.Clock
+	if clock == nil {
+		clock = bushook.Real{}
+	}
 	_, isCluster := client.(*redis.ClusterClient)
 	sharded := isCluster
 	if cfg.sharded != nil {
 		sharded = *cfg.sharded
 	}
-	shards := cfg.shards
-	if shards == 0 {
-		shards = DefaultClassicShards
-		if sharded {
-			shards = DefaultShardedShards
-		}
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bus{
-		client:   client,
-		cfg:      cfg,
-		sharded:  sharded,
-		origin:   newOrigin(),
-		epoch:    time.Now(),
-		channels: channelNames(cfg.prefix, shards),
-		regs:     make(map[string][]*registration),
-		lost:     make(map[uint64]time.Duration),
-		done:     make(chan struct{}),
-		cancel:   cancel,
+		client:  client,
+		cfg:     cfg,
+		clock:   clock,
+		log:     log,
+		sharded: sharded,
+		origin:  newOrigin(),
+		epoch:   clock.Now(),
+		regs:    make(map[string][]*registration),
+		written: make(map[string]struct{}),
+		origins: make(map[uint64]*originState),
+		done:    make(chan struct{}),
+		proved:  make(chan struct{}),
+	}
+	b.setChannels()
+	if err := b.probe(isCluster); err != nil {
+		return nil, err
 	}
 	tel, err := newTelemetry(cfg.meterProvider, &b.stats)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	b.tel = tel
 	if r, ok := client.(stateReloader); ok && isCluster {
 		b.reload = r.ReloadState
 	}
+	b.proofSent.Store(-1)
+	b.resets = make(chan int, len(b.channels))
 	for i, ch := range b.channels {
 		b.pubs = append(b.pubs, newPublisher(b, i, ch))
 		b.subs = append(b.subs, newSubscriber(b, i, ch))
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
 	for i := range b.channels {
 		b.wg.Add(2)
+		b.pubWG.Add(1)
 		go b.pubs[i].run(ctx)
 		go b.subs[i].run(ctx)
 	}
-	b.wg.Add(1)
+	b.wg.Add(3)
+	go b.announceLoop(ctx)
 	go b.watch(ctx)
+	go b.resetter(ctx)
 
 	if cfg.startTimeout > 0 {
-		timeout := time.NewTimer(cfg.startTimeout)
-		defer timeout.Stop()
-	wait:
-		for _, s := range b.subs {
-			select {
-			case <-s.ready:
-			case <-timeout.C:
-				b.logWarn("invalidation: not every channel subscribed in time; retrying in the background",
-					"timeout", cfg.startTimeout)
-				break wait
-			}
-		}
+		b.waitReady(cfg.startTimeout)
 	}
+	b.healthy.Store(true)
 	b.started.Store(true)
 	return b, nil
+}
+
+// setChannels names the channels for the configured transport.
+func (b *Bus) setChannels() {
+	shards := b.cfg.shards
+	if shards == 0 {
+		shards = DefaultClassicShards
+		if b.sharded {
+			shards = DefaultShardedShards
+		}
+	}
+	b.channels = channelNames(b.cfg.prefix, shards)
+	// Same hash tag as channel 0: one subscription carries both.
+	b.announce = b.channels[0] + ":ann"
+}
+
+// waitReady waits until every channel is subscribed and the bus's own first
+// announcement came back, or timeout.
+func (b *Bus) waitReady(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, s := range b.subs {
+		select {
+		case <-s.ready:
+		case <-time.After(time.Until(deadline)):
+			b.log.Warn("invalidation: not every channel subscribed in time; retrying in the background", "timeout", timeout)
+			return
+		}
+	}
+	select {
+	case <-b.proved:
+	case <-time.After(time.Until(deadline)):
+		b.log.Warn("invalidation: the bus's first announcement did not come back in time", "timeout", timeout)
+	}
 }
 
 func isNilClient(c Client) bool {
@@ -195,31 +263,43 @@ func (b *Bus) Stats() Stats { return b.stats.snapshot() }
 
 // Subscribe registers the L1 of a cache under namespace. invalidate is
 // called with the keys of namespace that other buses publish (never with
-// this bus's own), flush when messages may have been lost (on any channel,
-// for any namespace) and when another bus publishes a flush of namespace.
+// this bus's own), and with the keys published through this bus by anyone
+// but the registration itself (see SubscribePublisher); flush when messages
+// may have been lost and when another bus publishes a flush of namespace.
 //
-// The callbacks run on the bus's subscriber goroutines, possibly
-// concurrently, and must be quick; they must not keep or modify keys, and
-// must not call Subscribe or an unsubscribe function. unsubscribe stops the
-// calls: once it returns, no callback of this registration runs or will
-// run. It is safe to call more than once. Several registrations may share a
-// namespace.
+// The callbacks run on the bus's goroutines (and, for local delivery, on
+// the publishing goroutine), possibly concurrently, and must be quick; they
+// must not keep or modify keys, and must not call Subscribe or an
+// unsubscribe function. unsubscribe stops the calls: once it returns, no
+// callback of this registration runs or will run. It is safe to call more
+// than once. Several registrations may share a namespace.
 func (b *Bus) Subscribe(namespace string, invalidate func(keys []string), flush func()) (unsubscribe func(), err error) {
+	_, unsubscribe, err = b.SubscribePublisher(namespace, invalidate, flush)
+	return unsubscribe, err
+}
+
+// SubscribePublisher is Subscribe that also returns a publish function
+// bound to the registration: it publishes keys of namespace as Publish does,
+// and delivers them to every other registration of namespace on this bus
+// but not to this one (a cache that wrote a key keeps its own fresh copy).
+// It satisfies tiered's optional interface for local delivery.
+func (b *Bus) SubscribePublisher(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, unsubscribe func(), err error) {
 	if err := checkNamespace(namespace); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if invalidate == nil || flush == nil {
-		return nil, fmt.Errorf("%w: nil callback for namespace %q", ErrInvalidOption, namespace)
+		return nil, nil, fmt.Errorf("%w: nil callback for namespace %q", ErrInvalidOption, namespace)
 	}
 	r := &registration{namespace: namespace, invalidate: invalidate, flush: flush}
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
 	if b.isClosed() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	b.regs[namespace] = append(slices.Clip(b.regs[namespace]), r)
 	var once sync.Once
-	return func() { once.Do(func() { b.unregister(r) }) }, nil
+	publish = func(ctx context.Context, keys []string) error { return b.publish(ctx, namespace, keys, r) }
+	return publish, func() { once.Do(func() { b.unregister(r) }) }, nil
 }
 
 func (b *Bus) unregister(r *registration) {
@@ -228,6 +308,7 @@ func (b *Bus) unregister(r *registration) {
 	regs := slices.DeleteFunc(slices.Clone(b.regs[r.namespace]), func(x *registration) bool { return x == r })
 	if len(regs) == 0 {
 		delete(b.regs, r.namespace)
+		b.written[r.namespace] = struct{}{} // it may have written: keep announcing it
 	} else {
 		b.regs[r.namespace] = regs
 	}
@@ -243,13 +324,19 @@ func checkNamespace(ns string) error {
 	return nil
 }
 
-// Publish tells every other bus to call the invalidate callbacks of
-// namespace with keys. Keys are spread over the channels by hash; Publish
-// returns once Redis accepted every message carrying them, or with the first
-// error (wrapping ErrPublish, ErrClosed or ctx's error). An error does not
-// say the keys were not delivered, only that it is not known: retrying is
-// safe. Publish with no key does nothing.
+// Publish tells every other bus, and every registration of namespace on
+// this bus, to drop keys of namespace. Keys are spread over the channels by
+// hash; Publish returns once Redis accepted every message carrying them, or
+// with the first error (wrapping ErrPublish, ErrClosed or ctx's error). An
+// error does not say the keys were not delivered, only that it is not
+// known: retrying is safe. Publish with no key does nothing.
 func (b *Bus) Publish(ctx context.Context, namespace string, keys []string) error {
+	return b.publish(ctx, namespace, keys, nil)
+}
+
+// publish is Publish, delivering locally to every registration of
+// namespace but except.
+func (b *Bus) publish(ctx context.Context, namespace string, keys []string, except *registration) error {
 	if err := checkNamespace(namespace); err != nil {
 		return err
 	}
@@ -261,10 +348,12 @@ func (b *Bus) Publish(ctx context.Context, namespace string, keys []string) erro
 	if len(keys) == 0 {
 		return nil
 	}
+	b.noteWritten(namespace)
+	b.deliverLocal(namespace, keys, except)
 	n := len(b.pubs)
 	if n == 1 || len(keys) == 1 {
 		p := b.pubs[shardOf(namespace, keys[0], n)]
-		return b.submit(ctx, p, &request{kind: KindKeys, namespace: namespace, keys: slices.Clone(keys)})
+		return b.submit(ctx, p, &request{kind: kindKeys, namespace: namespace, keys: slices.Clone(keys)})
 	}
 	groups := make([][]string, n)
 	for _, k := range keys {
@@ -276,7 +365,7 @@ func (b *Bus) Publish(ctx context.Context, namespace string, keys []string) erro
 		if len(g) == 0 {
 			continue
 		}
-		reqs[i] = &request{kind: KindKeys, namespace: namespace, keys: g}
+		reqs[i] = &request{kind: kindKeys, namespace: namespace, keys: g}
 		if err := b.pubs[i].enqueue(ctx, reqs[i]); err != nil {
 			return err
 		}
@@ -293,14 +382,44 @@ func (b *Bus) Publish(ctx context.Context, namespace string, keys []string) erro
 	return first
 }
 
-// PublishFlush tells every other bus to call the flush callbacks of
-// namespace. It returns once Redis accepted the message.
+// noteWritten remembers that this bus wrote namespace, so that its
+// announcements name it even without a registration.
+func (b *Bus) noteWritten(namespace string) {
+	b.regMu.RLock()
+	_, ok := b.written[namespace]
+	_, reg := b.regs[namespace]
+	b.regMu.RUnlock()
+	if ok || reg {
+		return
+	}
+	b.regMu.Lock()
+	b.written[namespace] = struct{}{}
+	b.regMu.Unlock()
+}
+
+// deliverLocal calls the invalidate callbacks of namespace on this bus, but
+// except's.
+func (b *Bus) deliverLocal(namespace string, keys []string, except *registration) {
+	b.regMu.RLock()
+	defer b.regMu.RUnlock()
+	for _, r := range b.regs[namespace] {
+		if r != except {
+			r.invalidate(keys)
+		}
+	}
+}
+
+// PublishFlush tells every other bus, and every registration of namespace
+// on this bus, to flush the caches of namespace. It returns once Redis
+// accepted the message.
 func (b *Bus) PublishFlush(ctx context.Context, namespace string) error {
 	if err := checkNamespace(namespace); err != nil {
 		return err
 	}
+	b.noteWritten(namespace)
+	b.flushNamespaces([]string{namespace})
 	p := b.pubs[shardOf(namespace, "", len(b.pubs))]
-	return b.submit(ctx, p, &request{kind: KindFlush, namespace: namespace})
+	return b.submit(ctx, p, &request{kind: kindFlush, namespace: namespace})
 }
 
 func (b *Bus) submit(ctx context.Context, p *publisher, r *request) error {
@@ -311,11 +430,11 @@ func (b *Bus) submit(ctx context.Context, p *publisher, r *request) error {
 }
 
 // Close stops the bus: it fails pending publishes with ErrClosed, sends a
-// last heartbeat on every channel saying this bus is leaving (so others
-// forget it without waiting for silence), unsubscribes, and waits for every
-// goroutine of the bus to return. No callback runs after Close returns. It
-// does not close the client. It unregisters the bus's metrics callback.
-// Close is idempotent and always returns nil.
+// last announcement saying this bus is leaving (so others forget it without
+// waiting for silence), unsubscribes, and waits for every goroutine of the
+// bus to return. No callback runs after Close returns. It does not close
+// the client. It unregisters the bus's metrics callback. Close is
+// idempotent and always returns nil.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
 		// Hold regMu so that no Subscribe registers after the check in it.
@@ -324,11 +443,11 @@ func (b *Bus) Close() error {
 		b.regMu.Unlock()
 		b.cancel()
 		for _, s := range b.subs {
-			s.kick()
+			go s.kick() // may wait while go-redis redials; run loops exit on ctx anyway
 		}
 		b.wg.Wait()
 		if err := b.tel.close(); err != nil {
-			b.logWarn("invalidation: unregistering the metrics callback", "error", err)
+			b.log.Warn("invalidation: unregistering the metrics callback", "error", err)
 		}
 	})
 	return nil
@@ -343,12 +462,29 @@ func (b *Bus) isClosed() bool {
 	}
 }
 
-// since returns the monotonic time since New.
-func (b *Bus) since() time.Duration { return time.Since(b.epoch) }
+// since returns the time on the bus's clock since New.
+func (b *Bus) since() time.Duration { return b.clock.Now().Sub(b.epoch) }
 
+// silence is how long another bus may go unheard before it counts as gone.
 func (b *Bus) silence() time.Duration {
 	return time.Duration(b.cfg.silence) * b.cfg.heartbeat
 }
+
+// DetectionTime returns D, the loss-detection time: the longest a lost,
+// delayed or undeliverable invalidation can go unnoticed by this bus, and so
+// the longest an L1 entry outlives the write that replaced it (when LocalTTL
+// is longer):
+//
+//	D = max(HeartbeatInterval + 2 × LagLimit, SilenceIntervals × HeartbeatInterval) + HeartbeatInterval/4
+//
+// 3.25 s with the defaults. See the package documentation.
+func (b *Bus) DetectionTime() time.Duration {
+	i := b.cfg.heartbeat
+	return max(i+2*b.cfg.lagLimit, b.silence()) + b.tick()
+}
+
+// tick is the watchdog's period.
+func (b *Bus) tick() time.Duration { return max(b.cfg.heartbeat/4, time.Millisecond) }
 
 // invalidate calls the invalidate callbacks of namespace and reports whether
 // there were any.
@@ -362,29 +498,30 @@ func (b *Bus) invalidate(namespace string, keys []string) bool {
 	return len(regs) > 0
 }
 
-// flushNamespace calls the flush callbacks of namespace.
-func (b *Bus) flushNamespace(namespace string) {
+// flushNamespaces calls the flush callbacks of namespaces (those with a
+// registration here).
+func (b *Bus) flushNamespaces(namespaces []string) {
 	b.regMu.RLock()
 	defer b.regMu.RUnlock()
-	for _, r := range b.regs[namespace] {
-		r.flush()
+	for _, ns := range namespaces {
+		for _, r := range b.regs[ns] {
+			r.flush()
+		}
 	}
 }
 
-// flushReason says why flushAll runs.
+// flushReason says why a flush runs.
 type flushReason uint8
 
 const (
 	reasonGap flushReason = iota + 1
 	reasonResubscribe
 	reasonSilence
+	reasonUnhealthy
+	reasonUndecodable
 )
 
-// flushAll calls every flush callback of the bus. Concurrent requests are
-// coalesced: a request waits for a flush that started after it was made, so
-// when flushAll returns every entry cached before the call is gone, but
-// several requests made while a flush runs share the next one.
-func (b *Bus) flushAll(reason flushReason) {
+func (b *Bus) countFlush(reason flushReason) {
 	switch reason {
 	case reasonGap:
 		b.stats.flushGap.Add(1)
@@ -392,7 +529,19 @@ func (b *Bus) flushAll(reason flushReason) {
 		b.stats.flushResubscribe.Add(1)
 	case reasonSilence:
 		b.stats.flushSilence.Add(1)
+	case reasonUnhealthy:
+		b.stats.flushUnhealthy.Add(1)
+	case reasonUndecodable:
+		b.stats.flushUndecodable.Add(1)
 	}
+}
+
+// flushAll calls every flush callback of the bus. Concurrent requests are
+// coalesced: a request waits for a flush that started after it was made, so
+// when flushAll returns every entry cached before the call is gone, but
+// several requests made while a flush runs share the next one.
+func (b *Bus) flushAll(reason flushReason) {
+	b.countFlush(reason)
 	want := b.flushReq.Add(1)
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
@@ -410,63 +559,53 @@ func (b *Bus) flushAll(reason flushReason) {
 	b.flushDone = covered
 }
 
-// peerLost records that origin fell silent on a channel and flushes, once
-// per origin however many channels notice it.
-func (b *Bus) peerLost(origin uint64) {
-	b.lostMu.Lock()
-	_, seen := b.lost[origin]
-	if !seen {
-		b.lost[origin] = b.since()
+// flushOrigin flushes what a loss from origin may have left stale: the
+// namespaces it announced (and extra, the namespace of the message that
+// showed the loss), or every cache when it never announced.
+func (b *Bus) flushOrigin(origin uint64, reason flushReason, extra string) {
+	b.originsMu.Lock()
+	o := b.origins[origin]
+	var ns []string
+	if o != nil {
+		ns = o.namespaces
 	}
-	b.lostMu.Unlock()
-	if !seen {
-		b.logWarn("invalidation: a bus fell silent; flushing", "origin", origin)
-		b.flushAll(reasonSilence)
+	b.originsMu.Unlock()
+	if o == nil {
+		b.flushAll(reason)
+		return
+	}
+	b.countFlush(reason)
+	if extra != "" && !slices.Contains(ns, extra) {
+		ns = append(slices.Clip(ns), extra)
+	}
+	b.flushNamespaces(ns)
+}
+
+// requestReset asks the resetter to renew subscriber i's subscription,
+// without waiting.
+func (b *Bus) requestReset(i int) {
+	if b.subs[i].resetPending.CompareAndSwap(false, true) {
+		select {
+		case b.resets <- i:
+		default:
+			b.subs[i].resetPending.Store(false)
+		}
 	}
 }
 
-// peerSeen records that origin was heard (again) on a channel.
-func (b *Bus) peerSeen(origin uint64) {
-	b.lostMu.Lock()
-	delete(b.lost, origin)
-	b.lostMu.Unlock()
-}
-
-// watch is the watchdog goroutine: four times per heartbeat interval it looks
-// for silent channels and silent origins.
-func (b *Bus) watch(ctx context.Context) {
+// resetter closes the subscriptions the watchdog wants renewed. Closing a
+// go-redis PubSub can block while it redials; that blocks this goroutine,
+// never the watchdog.
+func (b *Bus) resetter(ctx context.Context) {
 	defer b.wg.Done()
-	t := time.NewTicker(max(b.cfg.heartbeat/4, time.Millisecond))
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case i := <-b.resets:
+			b.subs[i].resetPending.Store(false)
+			b.subs[i].kick()
 		}
-		now := b.since()
-		for _, s := range b.subs {
-			s.check(now)
-		}
-		b.lostMu.Lock()
-		for o, at := range b.lost {
-			if now-at > 4*b.silence() {
-				delete(b.lost, o)
-			}
-		}
-		b.lostMu.Unlock()
-	}
-}
-
-func (b *Bus) logWarn(msg string, args ...any) {
-	if b.cfg.logger != nil {
-		b.cfg.logger.Warn(msg, args...)
-	}
-}
-
-func (b *Bus) logDebug(msg string, args ...any) {
-	if b.cfg.logger != nil {
-		b.cfg.logger.Debug(msg, args...)
 	}
 }
 

@@ -45,35 +45,89 @@
 //     share the next one.
 //  3. Publish returns when Redis accepted every message carrying its keys,
 //     or with the first error.
-//  4. A publisher that has sent nothing for a heartbeat interval
-//     (WithHeartbeatInterval, default 1 s) sends a heartbeat carrying the
-//     channel's current sequence number. Close sends a last heartbeat
-//     marked "leaving".
+//  4. One heartbeat interval (WithHeartbeatInterval, default 1 s) after its
+//     last message on a channel, a publisher sends one heartbeat there
+//     carrying the channel's sequence number; an idle channel costs
+//     nothing.
+//  5. Publish also delivers the keys at once to the other caches of the
+//     namespace on this bus (two caches of one name in one process
+//     invalidate each other); SubscribePublisher binds a publish function
+//     to a registration so that the writing cache keeps its own copy.
+//
+// # Announcements: liveness without N² traffic
+//
+// Every bus announces itself once per heartbeat interval on one channel
+// (prefix:{tag0}:ann, in the slot of the first channel, carried by the same
+// subscription): its origin id, its sequence number on every channel it has
+// used, and the namespaces it can write (those subscribed on it and those
+// it published to). An idle cluster of N buses costs N messages per
+// interval whatever the number of channels (it cost N × channels before).
+// Close sends a last announcement marked "leaving".
 //
 // # Receiving and loss detection
 //
 //  1. Each channel has one subscriber goroutine reading its subscription.
-//     Messages from the bus itself are ignored (they come back too, and
-//     show that the channel works).
+//     Messages from the bus itself are ignored (they come back too).
 //  2. Sequence numbers are tracked per (origin, channel). A keys or flush
 //     message must carry the next number; a heartbeat must repeat the last
-//     one. Anything ahead is a gap: messages were lost, and the bus calls
-//     the flush callback of every cache. A lost last message is caught by
-//     the next heartbeat, one interval later.
-//  3. go-redis reconnects a subscription by itself after a network error;
-//     the bus sees the new subscription confirmation, flushes (messages
-//     sent meanwhile are gone) and starts the sequence numbers afresh. When
-//     a Cluster slot migrates, Redis 7 ends the subscriptions of its shard
-//     channels (an unsolicited sunsubscribe); the bus subscribes again,
-//     which reaches the slot's new owner, and flushes.
-//  4. The watchdog looks four times per interval: a channel that heard
-//     nothing, not even the bus's own heartbeats, for WithSilenceIntervals
-//     intervals (default 3) is flushed and subscribed again; another bus
-//     silent that long causes one flush (it died, or lost Redis and may have
-//     failed to publish), and its sequence number is kept, so that a gap
-//     across the silence is still seen if it speaks again.
-//  5. Keys messages call the invalidate callbacks of their namespace only;
+//     one. Anything ahead is a gap: messages were lost, and the bus flushes
+//     the caches of the namespaces the origin announced (every cache when it
+//     never announced). The first message of an origin must be its first:
+//     a first contact further on counts as a gap too.
+//  3. A sequence number an announcement gives for a channel must arrive on
+//     that channel within the lag limit (WithLagLimit, default one
+//     interval); if not, the messages in between were lost or are late: the
+//     origin's namespaces are flushed and the subscription renewed.
+//  4. An origin whose announcements stop for WithSilenceIntervals intervals
+//     (default 3) is gone: the caches of the namespaces it announced are
+//     flushed, once. Another service on the same Redis flushes nothing of
+//     ours: it announces other namespaces (and with its own channel prefix,
+//     WithChannelPrefix, it is not even heard).
+//  5. Healthy means proven: the bus is healthy only while its own
+//     announcements come back through its subscription with a lag under the
+//     lag limit, and every subscription is confirmed. When the newest
+//     announcement sent more than a lag limit ago has not come back (a dead
+//     or half-open connection, a partitioned node, a lagging subscriber),
+//     or a subscription is lost, the bus is unhealthy: it flushes every
+//     cache at once, again every D/2 while it stays unhealthy (so no L1
+//     entry lives longer than D), and once more when it recovers; and it
+//     renews its subscription. The watchdog that decides this never waits
+//     on the network: renewals run on a separate goroutine (closing a
+//     go-redis PubSub can block while it redials).
+//  6. go-redis reconnects a subscription by itself after a network error;
+//     the bus sees the new confirmation, flushes (messages sent meanwhile
+//     are gone) and starts the sequence numbers afresh. When a Cluster slot
+//     migrates, Redis 7 ends the subscriptions of its shard channels; the
+//     bus subscribes again, which reaches the slot's new owner, and flushes.
+//  7. A message on our channels that fails to decode counts as a loss:
+//     every cache is flushed.
+//  8. Keys messages call the invalidate callbacks of their namespace only;
 //     flush messages (PublishFlush) the flush callbacks of their namespace.
+//
+// # Wire versions and rolling upgrades
+//
+// Every message carries a version byte, and is written with the lowest
+// version that can express it: keys, flush and heartbeat messages are
+// version 1, announcements version 2. A bus flushes on any message it
+// cannot decode, so a node never silently ignores an invalidation it does
+// not understand. The rule for future changes: new kinds or fields get a
+// new version, and the kinds older nodes know keep their old encoding.
+// Upgrading from a release before announcements (wire version 1 only):
+// old nodes drop announcements (counted as decode errors) but still apply
+// keys and flush messages; they flush once for each new node, which sends
+// no periodic heartbeats (it looks silent to them). Finish the rollout
+// within a few minutes.
+//
+// # Configuration errors
+//
+// New checks that Redis lets the bus subscribe and publish before starting:
+// a wrong password (WRONGPASS), an ACL user without SUBSCRIBE/SSUBSCRIBE,
+// PUBLISH/SPUBLISH or the channel pattern &prefix:* (NOPERM), or a server
+// without SSUBSCRIBE when sharded pub/sub was asked for, fail New with an
+// error wrapping ErrRedisRefused that says which. On a Cluster without
+// SSUBSCRIBE (Redis 6) and the default transport, the bus falls back to
+// classic pub/sub and logs a warning. The bus logs to slog.Default()
+// unless WithLogger says otherwise.
 //
 // # The staleness bound
 //
@@ -83,20 +137,26 @@
 //	min(LocalTTL, D)
 //
 // after the write that replaced it returned, where D, the loss detection
-// time, is at most (SilenceIntervals + 1/4) × HeartbeatInterval plus a
-// round trip (3.25 s with the defaults):
+// time (Bus.DetectionTime), is
 //
-//   - a lost message is seen at the sender's next message or heartbeat on
-//     the channel, within one interval;
+//	max(HeartbeatInterval + 2 × LagLimit, SilenceIntervals × HeartbeatInterval) + HeartbeatInterval/4
+//
+// (3.25 s with the defaults), plus a round trip:
+//
+//   - a lost message is seen at its origin's next announcement (within one
+//     interval) plus one lag limit, or at its next message or heartbeat on
+//     the channel;
 //   - a message Redis did not accept (Publish returns an error, while the
 //     L2 write it follows stands) has still used its sequence number, so it
 //     shows as a gap the same way;
-//   - a resubscription flushes as soon as it is confirmed;
-//   - a dead subscription, or a sender that vanished, is caught by silence.
+//   - a delayed message: delay over the lag limit makes the bus unhealthy
+//     (its own announcements are late too) or the announced number overdue;
+//   - a partitioned node, or one whose Redis is down: its own
+//     announcements stop coming back, it turns unhealthy within one
+//     interval plus one lag limit and then keeps every L1 entry under D;
+//   - a node that died or lost Redis: its silence is seen by the others.
 //
 // In the normal case the key is dropped within a millisecond on a LAN.
-// Known limit: the very first messages of a bus that a subscriber has not
-// heard from yet cannot be checked for gaps; its later ones can.
 //
 // # Metrics
 //
@@ -107,12 +167,12 @@
 // the lag histogram is recorded on the receive path. The counters count
 // from New; several buses on one provider add up.
 //
-//	tiercache.invalidation.messages.sent      {message}         tiercache.message.kind = keys | flush | heartbeat
+//	tiercache.invalidation.messages.sent      {message}         tiercache.message.kind = keys | flush | heartbeat | announcement
 //	tiercache.invalidation.messages.received  {message}         tiercache.message.kind (from other buses only)
 //	tiercache.invalidation.keys.sent          {key}
 //	tiercache.invalidation.keys.invalidated   {key}             keys of a namespace with a subscriber
 //	tiercache.invalidation.gaps               {gap}
-//	tiercache.invalidation.flushes            {flush}           tiercache.flush.reason = gap | resubscribe | silence | remote
+//	tiercache.invalidation.flushes            {flush}           tiercache.flush.reason = gap | resubscribe | silence | remote | unhealthy | undecodable
 //	tiercache.invalidation.decode_errors      {message}
 //	tiercache.invalidation.publish_errors     {message}         messages and heartbeats
 //	tiercache.invalidation.resubscriptions    {resubscription}
@@ -127,6 +187,7 @@
 // # Concurrency and lifetime
 //
 // A Bus is safe for concurrent use. It owns 2 goroutines per channel plus
-// one watchdog, all stopped and waited for by Close. Callbacks run on the
+// an announcer, a watchdog and a resetter, all stopped and waited for by
+// Close. Callbacks run on the
 // subscriber goroutines and must be quick.
 package invalidation

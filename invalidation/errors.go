@@ -16,6 +16,12 @@ var (
 	ErrNamespace = errors.New("invalidation: invalid namespace")
 	// ErrKeyTooLong is returned by Publish for a key longer than MaxKeyLen.
 	ErrKeyTooLong = errors.New("invalidation: key too long")
+	// ErrRedisRefused is returned by New when Redis refuses the bus:
+	// a wrong password, an ACL user without the permissions the bus needs
+	// (SUBSCRIBE or SSUBSCRIBE, PUBLISH or SPUBLISH, and its channel
+	// pattern), or a server without sharded pub/sub when it was asked for.
+	// The message says which.
+	ErrRedisRefused = errors.New("invalidation: Redis refused the bus")
 	// ErrPublish wraps the Redis error of a failed PUBLISH or SPUBLISH.
 	ErrPublish = errors.New("invalidation: publish failed")
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tiercache/tiercache/internal/bushook"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
@@ -158,4 +159,12 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// withDrop injects message loss (see bushook.Hooks.Drop).
+func withDrop(drop func(outgoing bool, m bushook.Msg) bool) Option {
+	return func(c *config) error {
+		c.hooks.Drop = drop
+		return nil
+	}
 }

@@ -19,80 +19,117 @@ const (
 	MaxNamespaceLen = 256
 )
 
-// Wire format, version 1 (all integers big-endian, varints are canonical
-// unsigned LEB128 as written by encoding/binary.AppendUvarint):
+// Wire format (all integers big-endian, varints are canonical unsigned
+// LEB128 as written by encoding/binary.AppendUvarint):
 //
 //	offset size  field
 //	0      1     magic 'I' (0x49)
-//	1      1     version (1)
-//	2      1     kind (1 keys, 2 flush, 3 heartbeat)
+//	1      1     version (1 or 2, see below)
+//	2      1     kind (1 keys, 2 flush, 3 heartbeat, 4 announcement)
 //	3      1     flags (bit 0: the origin is leaving; other bits zero)
 //	4      8     origin node id (non-zero)
 //	12     8     sequence number
 //	20     8     publish time, Unix nanoseconds
 //	28     var   namespace length, then the namespace bytes
 //	...    var   key count, then per key: length, then the key bytes
+//	...    var   announcement only: entry count, then per entry the channel
+//	             index and that channel's sequence number (indexes rising)
 //
 // A keys message has a namespace and at least one key; a flush message has a
-// namespace and no key; a heartbeat has neither. Nothing may follow the last
-// key.
+// namespace and no key; a heartbeat has neither. An announcement has no
+// namespace; its "keys" are the namespaces its origin can write (each
+// non-empty, at most MaxNamespaceLen bytes). The leaving flag goes on
+// heartbeats and announcements. Nothing may follow the last field.
+//
+// Versions. A message is written with the lowest version that can express
+// it: keys, flush and heartbeat messages are version 1 (unchanged since the
+// first release, so older nodes still apply them), announcements version 2.
+// A decoder rejects versions it does not know, and a bus treats a message on
+// its channels that it cannot decode as a loss (it flushes). Rolling-upgrade
+// rule: a release may add kinds or fields only under a new version number,
+// and must keep writing the kinds older nodes know in their old version;
+// then an old node never ignores an invalidation it cannot read, it flushes.
 const (
-	wireMagic   = 'I'
-	wireVersion = 1
-	headerSize  = 28
-
-	flagLeaving = 1 << 0
+	wireMagic     = 'I'
+	wireVersion   = 2 // the highest version this package reads
+	headerSize    = 28
+	flagLeaving   = 1 << 0
+	maxSeqEntries = MaxShards
 )
 
-// Kind is the kind of a bus message.
-type Kind uint8
+// msgKind is the kind of a bus message.
+type msgKind uint8
 
 // Kinds of message.
 const (
-	// KindKeys names keys of one namespace that changed.
-	KindKeys Kind = 1
-	// KindFlush asks every node to flush the L1 of one namespace.
-	KindFlush Kind = 2
-	// KindHeartbeat carries the sender's current sequence number on its
-	// channel, so a receiver notices a lost last message, and shows the
-	// sender (and the subscription) is alive.
-	KindHeartbeat Kind = 3
+	// kindKeys names keys of one namespace that changed.
+	kindKeys msgKind = 1
+	// kindFlush asks every node to flush the L1 of one namespace.
+	kindFlush msgKind = 2
+	// kindHeartbeat carries the sender's current sequence number on its
+	// channel, one interval after its last message there, so a receiver
+	// notices a lost last message.
+	kindHeartbeat msgKind = 3
+	// kindAnnounce is an origin's periodic announcement on the
+	// announcement channel: the namespaces it can write and its sequence
+	// number on every channel it has used.
+	kindAnnounce msgKind = 4
 )
 
-func (k Kind) String() string {
+func (k msgKind) String() string {
 	switch k {
-	case KindKeys:
+	case kindKeys:
 		return "keys"
-	case KindFlush:
+	case kindFlush:
 		return "flush"
-	case KindHeartbeat:
+	case kindHeartbeat:
 		return "heartbeat"
+	case kindAnnounce:
+		return "announcement"
 	default:
-		return fmt.Sprintf("Kind(%d)", uint8(k))
+		return fmt.Sprintf("kind(%d)", uint8(k))
 	}
 }
 
-// Message is one bus message, decoded. It is exported so that the testing
-// hook of WithDropFunc can look at what it drops.
-type Message struct {
+// version returns the wire version a message of kind k is written with.
+func (k msgKind) version() byte {
+	if k == kindAnnounce {
+		return 2
+	}
+	return 1
+}
+
+// chanSeq is one entry of an announcement: a channel (by index) and the
+// origin's sequence number on it.
+type chanSeq struct {
+	Index int
+	Seq   uint64
+}
+
+// message is one bus message, decoded.
+type message struct {
 	// Origin identifies the sending bus: random, non-zero, chosen in New.
 	Origin uint64
 	// Seq is the sequence number on the message's channel. Keys and flush
 	// messages each take the next number; a heartbeat repeats the number of
-	// the last one sent.
+	// the last one sent. An announcement numbers the announcements.
 	Seq uint64
 	// Kind says what the message carries.
-	Kind Kind
-	// Leaving marks the heartbeat a bus sends from Close: receivers forget
-	// the origin instead of waiting for it to fall silent.
+	Kind msgKind
+	// Leaving marks the heartbeat and announcement a bus sends from Close:
+	// receivers forget the origin instead of waiting for it to fall
+	// silent.
 	Leaving bool
 	// PublishedAt is when the message was built, in Unix nanoseconds on the
 	// sender's clock; receivers use it for the lag metric.
 	PublishedAt int64
 	// Namespace is the cache the keys belong to (empty for a heartbeat).
 	Namespace string
-	// Keys are the changed keys (KindKeys only).
+	// Keys are the changed keys (kindKeys), or the namespaces an
+	// announcement's origin can write.
 	Keys []string
+	// Seqs are an announcement's sequence numbers, by channel index.
+	Seqs []chanSeq
 }
 
 // encodedSize returns the length of the encoding of a message with the
@@ -111,12 +148,12 @@ func keySize(key string) int { return uvarintLen(uint64(len(key))) + len(key) }
 // appendMessage appends the encoding of m to dst. It does not check limits:
 // the publisher builds messages within them, and tests build invalid ones
 // on purpose.
-func appendMessage(dst []byte, m *Message) []byte {
+func appendMessage(dst []byte, m *message) []byte {
 	var flags byte
 	if m.Leaving {
 		flags |= flagLeaving
 	}
-	dst = append(dst, wireMagic, wireVersion, byte(m.Kind), flags)
+	dst = append(dst, wireMagic, m.Kind.version(), byte(m.Kind), flags)
 	dst = binary.BigEndian.AppendUint64(dst, m.Origin)
 	dst = binary.BigEndian.AppendUint64(dst, m.Seq)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(m.PublishedAt))
@@ -127,6 +164,13 @@ func appendMessage(dst []byte, m *Message) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(k)))
 		dst = append(dst, k...)
 	}
+	if m.Kind == kindAnnounce {
+		dst = binary.AppendUvarint(dst, uint64(len(m.Seqs)))
+		for _, e := range m.Seqs {
+			dst = binary.AppendUvarint(dst, uint64(e.Index))
+			dst = binary.AppendUvarint(dst, e.Seq)
+		}
+	}
 	return dst
 }
 
@@ -134,8 +178,8 @@ func appendMessage(dst []byte, m *Message) []byte {
 // substrings of data. Any input that is not the canonical encoding of a
 // valid message within the limits is rejected with an error wrapping
 // ErrMalformed, ErrTooLarge or ErrVersion; decodeMessage never panics.
-func decodeMessage(data string) (Message, error) {
-	var m Message
+func decodeMessage(data string) (message, error) {
+	var m message
 	if len(data) > MaxMessageSize {
 		return m, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxMessageSize)
 	}
@@ -145,12 +189,15 @@ func decodeMessage(data string) (Message, error) {
 	if data[0] != wireMagic {
 		return m, fmt.Errorf("%w: bad magic byte %#x", ErrMalformed, data[0])
 	}
-	if data[1] != wireVersion {
-		return m, fmt.Errorf("%w: version %d, want %d", ErrVersion, data[1], wireVersion)
+	if data[1] < 1 || data[1] > wireVersion {
+		return m, fmt.Errorf("%w: version %d, this node reads 1 to %d", ErrVersion, data[1], wireVersion)
 	}
-	m.Kind = Kind(data[2])
-	if m.Kind < KindKeys || m.Kind > KindHeartbeat {
+	m.Kind = msgKind(data[2])
+	if m.Kind < kindKeys || m.Kind > kindAnnounce {
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, data[2])
+	}
+	if data[1] != m.Kind.version() {
+		return m, fmt.Errorf("%w: a %v message in version %d (it is written in version %d)", ErrMalformed, m.Kind, data[1], m.Kind.version())
 	}
 	flags := data[3]
 	if flags&^flagLeaving != 0 {
@@ -188,13 +235,15 @@ func decodeMessage(data string) (Message, error) {
 		return m, fmt.Errorf("%w: %d keys in %d bytes", ErrMalformed, count, r.remaining())
 	}
 	switch {
-	case m.Kind == KindKeys && (m.Namespace == "" || count == 0):
+	case m.Kind == kindKeys && (m.Namespace == "" || count == 0):
 		return m, fmt.Errorf("%w: keys message needs a namespace and at least one key", ErrMalformed)
-	case m.Kind == KindFlush && (m.Namespace == "" || count != 0):
+	case m.Kind == kindFlush && (m.Namespace == "" || count != 0):
 		return m, fmt.Errorf("%w: flush message needs a namespace and no key", ErrMalformed)
-	case m.Kind == KindHeartbeat && (m.Namespace != "" || count != 0):
+	case m.Kind == kindHeartbeat && (m.Namespace != "" || count != 0):
 		return m, fmt.Errorf("%w: heartbeat carries no namespace and no key", ErrMalformed)
-	case m.Leaving && m.Kind != KindHeartbeat:
+	case m.Kind == kindAnnounce && m.Namespace != "":
+		return m, fmt.Errorf("%w: announcement carries a namespace", ErrMalformed)
+	case m.Leaving && m.Kind != kindHeartbeat && m.Kind != kindAnnounce:
 		return m, fmt.Errorf("%w: leaving flag on a %v message", ErrMalformed, m.Kind)
 	}
 	if count > 0 {
@@ -207,9 +256,38 @@ func decodeMessage(data string) (Message, error) {
 			if n > MaxKeyLen {
 				return m, fmt.Errorf("%w: key of %d bytes, limit %d", ErrMalformed, n, MaxKeyLen)
 			}
+			if m.Kind == kindAnnounce && (n == 0 || n > MaxNamespaceLen) {
+				return m, fmt.Errorf("%w: announced namespace of %d bytes", ErrMalformed, n)
+			}
 			if m.Keys[i], err = r.bytes(int(n), "key"); err != nil {
 				return m, err
 			}
+		}
+	}
+	if m.Kind == kindAnnounce {
+		n, err := r.uvarint("sequence count")
+		if err != nil {
+			return m, err
+		}
+		if n > maxSeqEntries || n > uint64(r.remaining()) {
+			return m, fmt.Errorf("%w: %d sequence entries", ErrMalformed, n)
+		}
+		if n > 0 {
+			m.Seqs = make([]chanSeq, n)
+		}
+		for i := range m.Seqs {
+			idx, err := r.uvarint("channel index")
+			if err != nil {
+				return m, err
+			}
+			if idx >= MaxShards || (i > 0 && idx <= uint64(m.Seqs[i-1].Index)) {
+				return m, fmt.Errorf("%w: channel index %d out of order or range", ErrMalformed, idx)
+			}
+			seq, err := r.uvarint("sequence number")
+			if err != nil {
+				return m, err
+			}
+			m.Seqs[i] = chanSeq{Index: int(idx), Seq: seq}
 		}
 	}
 	if r.remaining() != 0 {

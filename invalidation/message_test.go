@@ -12,14 +12,24 @@ import (
 func TestMessageRoundTrip(t *testing.T) {
 	tests := []struct {
 		name string
-		m    Message
+		m    message
 	}{
-		{"keys", Message{Origin: 1, Seq: 2, Kind: KindKeys, PublishedAt: 3, Namespace: "users", Keys: []string{"42"}}},
-		{"many keys", Message{Origin: ^uint64(0), Seq: ^uint64(0), Kind: KindKeys, PublishedAt: -1, Namespace: "n", Keys: []string{"", "a", strings.Repeat("k", 300)}}},
-		{"flush", Message{Origin: 7, Seq: 9, Kind: KindFlush, PublishedAt: 1 << 62, Namespace: "orders"}},
-		{"heartbeat", Message{Origin: 7, Seq: 0, Kind: KindHeartbeat}},
-		{"leaving", Message{Origin: 7, Seq: 5, Kind: KindHeartbeat, Leaving: true}},
-		{"limits", Message{Origin: 1, Kind: KindKeys, Namespace: strings.Repeat("n", MaxNamespaceLen), Keys: []string{strings.Repeat("k", MaxKeyLen)}}},
+		{"keys", message{Origin: 1, Seq: 2, Kind: kindKeys, PublishedAt: 3, Namespace: "users", Keys: []string{"42"}}},
+		{"many keys", message{Origin: ^uint64(0), Seq: ^uint64(0), Kind: kindKeys, PublishedAt: -1, Namespace: "n", Keys: []string{"", "a", strings.Repeat("k", 300)}}},
+		{"flush", message{Origin: 7, Seq: 9, Kind: kindFlush, PublishedAt: 1 << 62, Namespace: "orders"}},
+		{"heartbeat", message{Origin: 7, Seq: 0, Kind: kindHeartbeat}},
+		{"leaving", message{Origin: 7, Seq: 5, Kind: kindHeartbeat, Leaving: true}},
+		{"limits", message{Origin: 1, Kind: kindKeys, Namespace: strings.Repeat("n", MaxNamespaceLen), Keys: []string{strings.Repeat("k", MaxKeyLen)}}},
+	}
+	announcements := []message{
+		{Origin: 4, Seq: 9, Kind: kindAnnounce, PublishedAt: 5, Keys: []string{"orders", "users"}, Seqs: []chanSeq{{0, 5}, {3, 1 << 40}}},
+		{Origin: 5, Seq: 1, Kind: kindAnnounce, Leaving: true},
+	}
+	for i, m := range announcements {
+		got, err := decodeMessage(string(appendMessage(nil, &m)))
+		if err != nil || !reflect.DeepEqual(got, m) {
+			t.Errorf("announcement %d: decode = %+v, %v; want %+v", i, got, err, m)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,17 +60,17 @@ func TestMessageRoundTripRandom(t *testing.T) {
 		return string(b)
 	}
 	for i := range 2000 {
-		m := Message{Origin: r.Uint64() | 1, Seq: r.Uint64(), PublishedAt: r.Int64(), Kind: Kind(1 + r.IntN(3))}
+		m := message{Origin: r.Uint64() | 1, Seq: r.Uint64(), PublishedAt: r.Int64(), Kind: msgKind(1 + r.IntN(3))}
 		switch m.Kind {
-		case KindKeys:
+		case kindKeys:
 			m.Namespace = "n" + str(MaxNamespaceLen-1)
 			m.Keys = make([]string, 1+r.IntN(50))
 			for j := range m.Keys {
 				m.Keys[j] = str(200)
 			}
-		case KindFlush:
+		case kindFlush:
 			m.Namespace = "n" + str(20)
-		case KindHeartbeat:
+		case kindHeartbeat:
 			m.Leaving = r.IntN(2) == 0
 		}
 		data := appendMessage(nil, &m)
@@ -75,8 +85,8 @@ func TestMessageRoundTripRandom(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	valid := func(m Message) []byte { return appendMessage(nil, &m) }
-	keys := Message{Origin: 1, Seq: 1, Kind: KindKeys, Namespace: "ns", Keys: []string{"a", "b"}}
+	valid := func(m message) []byte { return appendMessage(nil, &m) }
+	keys := message{Origin: 1, Seq: 1, Kind: kindKeys, Namespace: "ns", Keys: []string{"a", "b"}}
 	good := valid(keys)
 	patch := func(off int, b byte) []byte {
 		d := append([]byte(nil), good...)
@@ -98,22 +108,25 @@ func TestDecodeRejects(t *testing.T) {
 		{"truncated key", good[:len(good)-1], ErrMalformed},
 		{"trailing byte", append(append([]byte(nil), good...), 0), ErrMalformed},
 		{"bad magic", patch(0, 'X'), ErrMalformed},
-		{"version 2", patch(1, 2), ErrVersion},
+		{"version 3", patch(1, 3), ErrVersion},
+		{"version 0", patch(1, 0), ErrVersion},
+		{"keys in version 2", patch(1, 2), ErrMalformed},
 		{"kind 0", patch(2, 0), ErrMalformed},
-		{"kind 4", patch(2, 4), ErrMalformed},
+		{"kind 5", patch(2, 5), ErrMalformed},
+		{"announcement in version 1", patch(2, 4), ErrMalformed},
 		{"unknown flag", patch(3, 2), ErrMalformed},
 		{"leaving keys", patch(3, flagLeaving), ErrMalformed},
-		{"zero origin", valid(Message{Kind: KindHeartbeat}), ErrMalformed},
-		{"keys without key", valid(Message{Origin: 1, Kind: KindKeys, Namespace: "ns"}), ErrMalformed},
-		{"keys without namespace", valid(Message{Origin: 1, Kind: KindKeys, Keys: []string{"a"}}), ErrMalformed},
-		{"flush with key", valid(Message{Origin: 1, Kind: KindFlush, Namespace: "ns", Keys: []string{"a"}}), ErrMalformed},
-		{"flush without namespace", valid(Message{Origin: 1, Kind: KindFlush}), ErrMalformed},
-		{"heartbeat with namespace", valid(Message{Origin: 1, Kind: KindHeartbeat, Namespace: "ns"}), ErrMalformed},
-		{"namespace too long", valid(Message{Origin: 1, Kind: KindFlush, Namespace: strings.Repeat("n", MaxNamespaceLen+1)}), ErrMalformed},
-		{"key too long", valid(Message{Origin: 1, Kind: KindKeys, Namespace: "n", Keys: []string{strings.Repeat("k", MaxKeyLen+1)}}), ErrMalformed},
-		{"too many keys", valid(Message{Origin: 1, Kind: KindKeys, Namespace: "n", Keys: manyKeys}), ErrMalformed},
+		{"zero origin", valid(message{Kind: kindHeartbeat}), ErrMalformed},
+		{"keys without key", valid(message{Origin: 1, Kind: kindKeys, Namespace: "ns"}), ErrMalformed},
+		{"keys without namespace", valid(message{Origin: 1, Kind: kindKeys, Keys: []string{"a"}}), ErrMalformed},
+		{"flush with key", valid(message{Origin: 1, Kind: kindFlush, Namespace: "ns", Keys: []string{"a"}}), ErrMalformed},
+		{"flush without namespace", valid(message{Origin: 1, Kind: kindFlush}), ErrMalformed},
+		{"heartbeat with namespace", valid(message{Origin: 1, Kind: kindHeartbeat, Namespace: "ns"}), ErrMalformed},
+		{"namespace too long", valid(message{Origin: 1, Kind: kindFlush, Namespace: strings.Repeat("n", MaxNamespaceLen+1)}), ErrMalformed},
+		{"key too long", valid(message{Origin: 1, Kind: kindKeys, Namespace: "n", Keys: []string{strings.Repeat("k", MaxKeyLen+1)}}), ErrMalformed},
+		{"too many keys", valid(message{Origin: 1, Kind: kindKeys, Namespace: "n", Keys: manyKeys}), ErrMalformed},
 		{"too large", make([]byte, MaxMessageSize+1), ErrTooLarge},
-		{"count beyond input", append(valid(Message{Origin: 1, Kind: KindFlush, Namespace: "n"})[:headerSize+2], 0x80, 0x20), ErrMalformed},
+		{"count beyond input", append(valid(message{Origin: 1, Kind: kindFlush, Namespace: "n"})[:headerSize+2], 0x80, 0x20), ErrMalformed},
 		{"non-canonical varint", append(append(good[:headerSize:headerSize], 0x82, 0x00), "ns\x01\x01a"...), ErrMalformed},
 		{"varint overflow", append(good[:headerSize:headerSize], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), ErrMalformed},
 	}
@@ -131,10 +144,12 @@ func TestDecodeRejects(t *testing.T) {
 // is within the limits, and that it accepts only canonical encodings:
 // encode(decode(data)) == data.
 func FuzzDecode(f *testing.F) {
-	for _, m := range []Message{
-		{Origin: 1, Seq: 1, Kind: KindKeys, Namespace: "users", Keys: []string{"42", "43"}},
-		{Origin: 2, Seq: 300, Kind: KindFlush, Namespace: "orders", PublishedAt: 1700000000000000000},
-		{Origin: 3, Seq: 7, Kind: KindHeartbeat, Leaving: true},
+	for _, m := range []message{
+		{Origin: 1, Seq: 1, Kind: kindKeys, Namespace: "users", Keys: []string{"42", "43"}},
+		{Origin: 2, Seq: 300, Kind: kindFlush, Namespace: "orders", PublishedAt: 1700000000000000000},
+		{Origin: 3, Seq: 7, Kind: kindHeartbeat, Leaving: true},
+		{Origin: 4, Seq: 9, Kind: kindAnnounce, Keys: []string{"orders", "users"}, Seqs: []chanSeq{{0, 5}, {3, 1 << 40}}},
+		{Origin: 5, Seq: 1, Kind: kindAnnounce, Leaving: true},
 	} {
 		f.Add(appendMessage(nil, &m))
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/tiercache/tiercache/internal/bushook"
 )
 
 // Defaults of the options.
@@ -17,11 +19,11 @@ const (
 	DefaultShardedShards = 16
 	// DefaultClassicShards is the number of channels with classic pub/sub.
 	DefaultClassicShards = 1
-	// DefaultHeartbeatInterval is the longest a channel stays without a
-	// message from each bus.
+	// DefaultHeartbeatInterval is how often each bus announces itself (and
+	// its sequence numbers) on the announcement channel.
 	DefaultHeartbeatInterval = time.Second
-	// DefaultSilenceIntervals is how many heartbeat intervals of silence
-	// make a subscriber flush and resubscribe.
+	// DefaultSilenceIntervals is how many heartbeat intervals without an
+	// announcement make another bus count as gone.
 	DefaultSilenceIntervals = 3
 	// DefaultPublishTimeout bounds each PUBLISH or SPUBLISH round trip.
 	DefaultPublishTimeout = 500 * time.Millisecond
@@ -31,16 +33,6 @@ const (
 	DefaultQueueSize = 1024
 	// MaxShards is the largest number of channels.
 	MaxShards = 1024
-)
-
-// Direction tells a drop function whether a message is being sent or was
-// received.
-type Direction uint8
-
-// Directions of a message.
-const (
-	Outgoing Direction = 1 // built by this bus, about to be published
-	Incoming Direction = 2 // received and decoded, about to be applied
 )
 
 // An Option configures a Bus. Options are applied in order; New returns an
@@ -57,9 +49,19 @@ type config struct {
 	publishTimeout time.Duration
 	startTimeout   time.Duration
 	queueSize      int
-	logger         *slog.Logger
-	drop           func(Direction, *Message) bool
+	lagLimit       time.Duration // 0: one heartbeat interval
+	logger         *slog.Logger  // nil: slog.Default() at New
+	hooks          bushook.Hooks
 	meterProvider  metric.MeterProvider // nil: the global provider at New
+}
+
+func init() {
+	bushook.Option = func(h bushook.Hooks) any {
+		return Option(func(c *config) error {
+			c.hooks = h
+			return nil
+		})
+	}
 }
 
 func defaultConfig() config {
@@ -122,10 +124,12 @@ func WithShardedPubSub(sharded bool) Option {
 	}
 }
 
-// WithHeartbeatInterval sets how often each channel's publisher sends a
-// heartbeat when it has sent nothing else. Default DefaultHeartbeatInterval
-// (1 s); it must be at least 1 ms. A lost last message is noticed about one
-// interval after it was sent.
+// WithHeartbeatInterval sets how often the bus announces itself on the
+// announcement channel (its id, its sequence number on every channel it
+// used, the namespaces it can write), and how long after its last message
+// on a channel it sends one heartbeat there. Default
+// DefaultHeartbeatInterval (1 s); it must be at least 1 ms. A lost message
+// is noticed within about one interval plus two lag limits.
 func WithHeartbeatInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Millisecond {
@@ -136,11 +140,11 @@ func WithHeartbeatInterval(d time.Duration) Option {
 	}
 }
 
-// WithSilenceIntervals sets after how many heartbeat intervals without any
-// message a channel is taken for dead (the bus flushes and resubscribes) and
-// another bus for gone (the bus flushes once; should it speak again, a gap
-// across the silence is still detected). Default DefaultSilenceIntervals
-// (3); it must be at least 2.
+// WithSilenceIntervals sets after how many heartbeat intervals without an
+// announcement another bus counts as gone: the bus flushes the caches of
+// the namespaces it announced, once (should it speak again, a gap across
+// the silence is still detected). Default DefaultSilenceIntervals (3); it
+// must be at least 2.
 func WithSilenceIntervals(n int) Option {
 	return func(c *config) error {
 		if n < 2 {
@@ -195,24 +199,30 @@ func WithQueueSize(n int) Option {
 	}
 }
 
-// WithLogger sets a logger for subscription losses, flushes and failed
-// heartbeats. Default nil: no logging.
+// WithLogger sets where the bus logs subscription losses, flushes, health
+// changes and failed heartbeats. Default: slog.Default() at New. Nil is an
+// error; to silence the bus pass slog.New(slog.DiscardHandler).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
+		if l == nil {
+			return invalid("nil logger")
+		}
 		c.logger = l
 		return nil
 	}
 }
 
-// WithDropFunc is for tests only: it injects message loss. drop is called
-// for every message the bus is about to publish (Outgoing: the message takes
-// its sequence number but is not sent, and Publish reports success) and for
-// every message it received (Incoming: the message is discarded before
-// anything looks at it). Returning true drops the message. drop is called
-// from the bus's goroutines, concurrently; it must not block. Default nil.
-func WithDropFunc(drop func(d Direction, m *Message) bool) Option {
+// WithLagLimit sets the largest lag at which a subscription still counts as
+// healthy: the bus's own announcements must come back through it within
+// this time, and a sequence number another bus announced must arrive on its
+// channel within this time of the announcement. Default: one heartbeat
+// interval; it must be at least 1 ms.
+func WithLagLimit(d time.Duration) Option {
 	return func(c *config) error {
-		c.drop = drop
+		if d < time.Millisecond {
+			return invalid("lag limit %v, want at least 1ms", d)
+		}
+		c.lagLimit = d
 		return nil
 	}
 }

@@ -19,7 +19,7 @@ const (
 	// AttrMessageKind is the kind of a message: keys | flush | heartbeat.
 	AttrMessageKind = attribute.Key("tiercache.message.kind")
 	// AttrFlushReason is why the bus asked caches to flush:
-	// gap | resubscribe | silence | remote.
+	// gap | resubscribe | silence | remote | unhealthy | undecodable.
 	AttrFlushReason = attribute.Key("tiercache.flush.reason")
 )
 
@@ -52,9 +52,9 @@ func newTelemetry(mp metric.MeterProvider, c *counters) (*telemetry, error) {
 	ins := otelx.Instruments{Meter: meter}
 	counter := ins.Counter
 	sent := counter("tiercache.invalidation.messages.sent", "{message}",
-		"Messages Redis accepted from this bus, by kind (keys, flush, heartbeat).")
+		"Messages Redis accepted from this bus, by kind (keys, flush, heartbeat, announcement).")
 	received := counter("tiercache.invalidation.messages.received", "{message}",
-		"Messages received from other buses, by kind (keys, flush, heartbeat).")
+		"Messages received from other buses, by kind (keys, flush, heartbeat, announcement).")
 	keysSent := counter("tiercache.invalidation.keys.sent", "{key}",
 		"Keys in the messages Redis accepted from this bus.")
 	keysInvalidated := counter("tiercache.invalidation.keys.invalidated", "{key}",
@@ -101,6 +101,10 @@ func newTelemetry(mp metric.MeterProvider, c *counters) (*telemetry, error) {
 		{flushes, reason("resubscribe"), c.flushResubscribe.Load},
 		{flushes, reason("silence"), c.flushSilence.Load},
 		{flushes, reason("remote"), c.flushRemote.Load},
+		{flushes, reason("unhealthy"), c.flushUnhealthy.Load},
+		{flushes, reason("undecodable"), c.flushUndecodable.Load},
+		{sent, kind("announcement"), c.announcementsSent.Load},
+		{received, kind("announcement"), c.announcementsReceived.Load},
 		{decodeErrors, plain, c.decodeErrors.Load},
 		{publishErrors, plain, c.publishErrors.Load},
 		{resubscriptions, plain, c.resubscribes.Load},

@@ -97,9 +97,9 @@ func checkCounters(t *testing.T, bus string, rm metricdata.ResourceMetrics, want
 }
 
 var (
-	kindKeys      = AttrMessageKind.String("keys")
-	kindFlush     = AttrMessageKind.String("flush")
-	kindHeartbeat = AttrMessageKind.String("heartbeat")
+	attrKeys      = AttrMessageKind.String("keys")
+	attrFlush     = AttrMessageKind.String("flush")
+	attrHeartbeat = AttrMessageKind.String("heartbeat")
 )
 
 func TestMetricsPublishAndReceive(t *testing.T) {
@@ -122,21 +122,21 @@ func TestMetricsPublishAndReceive(t *testing.T) {
 	eventually(t, 5*time.Second, "B to flush", func() bool { return r.flushCount() == 1 })
 
 	checkCounters(t, "A", rigA.collect(t), []counterWant{
-		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{kindKeys}, 1},
-		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{kindFlush}, 1},
-		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{kindHeartbeat}, 0},
+		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{attrKeys}, 1},
+		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{attrFlush}, 1},
+		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{attrHeartbeat}, 0},
 		{"tiercache.invalidation.keys.sent", nil, 3},
 		// A hears its own messages and ignores them.
-		{"tiercache.invalidation.messages.received", []attribute.KeyValue{kindKeys}, 0},
+		{"tiercache.invalidation.messages.received", []attribute.KeyValue{attrKeys}, 0},
 		{"tiercache.invalidation.keys.invalidated", nil, 0},
 		{"tiercache.invalidation.publish_errors", nil, 0},
 	})
 	rmB := rigB.collect(t)
 	checkCounters(t, "B", rmB, []counterWant{
-		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{kindKeys}, 0},
-		{"tiercache.invalidation.messages.received", []attribute.KeyValue{kindKeys}, 1},
-		{"tiercache.invalidation.messages.received", []attribute.KeyValue{kindFlush}, 1},
-		{"tiercache.invalidation.messages.received", []attribute.KeyValue{kindHeartbeat}, 0},
+		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{attrKeys}, 0},
+		{"tiercache.invalidation.messages.received", []attribute.KeyValue{attrKeys}, 1},
+		{"tiercache.invalidation.messages.received", []attribute.KeyValue{attrFlush}, 1},
+		{"tiercache.invalidation.messages.received", []attribute.KeyValue{attrHeartbeat}, 0},
 		{"tiercache.invalidation.keys.invalidated", nil, 3},
 		{"tiercache.invalidation.flushes", []attribute.KeyValue{AttrFlushReason.String("remote")}, 1},
 		{"tiercache.invalidation.flushes", []attribute.KeyValue{AttrFlushReason.String("gap")}, 0},
@@ -203,9 +203,9 @@ func TestMetricsDescribed(t *testing.T) {
 func TestMetricsGap(t *testing.T) {
 	ctx := ctxT(t)
 	rigA, rigB := newMeterRig(t), newMeterRig(t)
-	d := &dropper{dir: Outgoing, kind: KindKeys}
+	d := &dropper{out: true, kind: kindKeys}
 	opts := []Option{WithChannelPrefix(uniqueName(t)), WithShards(1), WithHeartbeatInterval(time.Minute)}
-	a := newBus(t, standaloneClient(t), append(opts, WithDropFunc(d.drop), WithMeterProvider(rigA.mp))...)
+	a := newBus(t, standaloneClient(t), append(opts, withDrop(d.drop), WithMeterProvider(rigA.mp))...)
 	b := newBus(t, standaloneClient(t), append(opts, WithMeterProvider(rigB.mp))...)
 	r := newRecorder()
 	r.subscribe(t, b, "users")
@@ -225,7 +225,7 @@ func TestMetricsGap(t *testing.T) {
 
 	checkCounters(t, "A", rigA.collect(t), []counterWant{
 		// The dropped message is not sent.
-		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{kindKeys}, 2},
+		{"tiercache.invalidation.messages.sent", []attribute.KeyValue{attrKeys}, 2},
 		{"tiercache.invalidation.keys.sent", nil, 2},
 	})
 	rmB := rigB.collect(t)
@@ -235,7 +235,7 @@ func TestMetricsGap(t *testing.T) {
 		{"tiercache.invalidation.flushes", []attribute.KeyValue{AttrFlushReason.String("silence")}, 0},
 		{"tiercache.invalidation.flushes", []attribute.KeyValue{AttrFlushReason.String("resubscribe")}, 0},
 		{"tiercache.invalidation.flushes", []attribute.KeyValue{AttrFlushReason.String("remote")}, 1},
-		{"tiercache.invalidation.messages.received", []attribute.KeyValue{kindKeys}, 2},
+		{"tiercache.invalidation.messages.received", []attribute.KeyValue{attrKeys}, 2},
 		{"tiercache.invalidation.keys.invalidated", nil, 2},
 	})
 	if pts := lagPoints(rmB); len(pts) != 1 || pts[0].Count != 2 {
@@ -253,7 +253,7 @@ func TestMetricsUnregisteredOnClose(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	mustPublish(t, ctx, b, "users", "k")
 	const name = "tiercache.invalidation.messages.sent"
-	if got, ok := counter(rig.collect(t), name, kindKeys); !ok || got != 1 {
+	if got, ok := counter(rig.collect(t), name, attrKeys); !ok || got != 1 {
 		t.Fatalf("before Close: %s{keys} = %d (reported %v), want 1", name, got, ok)
 	}
 	if err := b.Close(); err != nil {

@@ -13,10 +13,10 @@ func TestPackRespectsLimits(t *testing.T) {
 		many = append(many, "k"+strings.Repeat("y", i%50))
 	}
 	reqs := []*request{
-		{kind: KindKeys, namespace: "a", keys: many},
-		{kind: KindKeys, namespace: "b", keys: []string{big, big, big, big, big, big, big, big, big, big, big, big, big, big, big, big, big}},
-		{kind: KindFlush, namespace: "a"},
-		{kind: KindKeys, namespace: "a", keys: []string{"last"}},
+		{kind: kindKeys, namespace: "a", keys: many},
+		{kind: kindKeys, namespace: "b", keys: []string{big, big, big, big, big, big, big, big, big, big, big, big, big, big, big, big, big}},
+		{kind: kindFlush, namespace: "a"},
+		{kind: kindKeys, namespace: "a", keys: []string{"last"}},
 	}
 	msgs := pack(reqs)
 	perNS := map[string]int{}

@@ -3,7 +3,7 @@ package invalidation
 import (
 	"context"
 	"fmt"
-	"time"
+	"sync/atomic"
 )
 
 // maxBatchKeys bounds how many keys one round of a publisher takes from its
@@ -12,7 +12,7 @@ const maxBatchKeys = 4 * MaxKeysPerMessage
 
 // request is one Publish or PublishFlush call's share of one channel.
 type request struct {
-	kind      Kind
+	kind      msgKind
 	namespace string
 	keys      []string
 	msgs      []int      // indexes of the messages of its batch carrying it
@@ -20,13 +20,14 @@ type request struct {
 }
 
 // publisher owns one channel's sending side: its queue, its sequence
-// number, its heartbeats. Only its goroutine (run) touches seq.
+// number, its heartbeat. Only its goroutine (run) changes seq; the
+// announcer reads it.
 type publisher struct {
 	bus     *Bus
 	index   int
 	channel string
 	queue   chan *request
-	seq     uint64
+	seq     atomic.Uint64
 }
 
 func newPublisher(b *Bus, index int, channel string) *publisher {
@@ -60,12 +61,17 @@ func (p *publisher) wait(ctx context.Context, r *request) error {
 
 // run is the publisher goroutine. It sends what is queued as soon as it is
 // free: a lone write goes out at once, and writes queued while a round trip
-// is in flight go out together in the next one. When it has sent nothing
-// for a heartbeat interval it sends a heartbeat.
+// is in flight go out together in the next one. One heartbeat interval
+// after its last message it sends one heartbeat carrying the channel's
+// sequence number (so that a lost last message is seen by the receivers of
+// this channel even before the next announcement); an idle channel costs
+// nothing.
 func (p *publisher) run(ctx context.Context) {
 	defer p.bus.wg.Done()
+	defer p.bus.pubWG.Done()
 	interval := p.bus.cfg.heartbeat
-	hb := time.NewTimer(interval)
+	hb := p.bus.clock.NewTimer(interval)
+	hb.Stop()
 	defer hb.Stop()
 	for {
 		select {
@@ -74,10 +80,10 @@ func (p *publisher) run(ctx context.Context) {
 			return
 		case r := <-p.queue:
 			p.send(ctx, p.collect(r))
-		case <-hb.C:
+			hb.Reset(interval)
+		case <-hb.C():
 			p.heartbeat(ctx, false)
 		}
-		hb.Reset(interval)
 	}
 }
 
@@ -99,7 +105,7 @@ func (p *publisher) collect(first *request) []*request {
 
 // outgoing is one message of a batch.
 type outgoing struct {
-	msg     Message
+	msg     message
 	size    int // encoded size
 	dropped bool
 	err     error
@@ -112,9 +118,9 @@ func pack(batch []*request) []*outgoing {
 	open := make(map[string]int) // namespace → index of its last keys message
 	for _, r := range batch {
 		r.msgs = r.msgs[:0]
-		if r.kind == KindFlush {
+		if r.kind == kindFlush {
 			msgs = append(msgs, &outgoing{
-				msg:  Message{Kind: KindFlush, Namespace: r.namespace},
+				msg:  message{Kind: kindFlush, Namespace: r.namespace},
 				size: encodedSize(r.namespace, nil),
 			})
 			r.msgs = append(r.msgs, len(msgs)-1)
@@ -130,7 +136,7 @@ func pack(batch []*request) []*outgoing {
 			}
 			if !ok {
 				msgs = append(msgs, &outgoing{
-					msg:  Message{Kind: KindKeys, Namespace: r.namespace},
+					msg:  message{Kind: kindKeys, Namespace: r.namespace},
 					size: encodedSize(r.namespace, nil) + 2, // room for a 3-byte key count
 				})
 				i = len(msgs) - 1
@@ -151,11 +157,10 @@ func pack(batch []*request) []*outgoing {
 func (p *publisher) send(ctx context.Context, batch []*request) {
 	msgs := pack(batch)
 	payloads := make([][]byte, 0, len(msgs))
-	now := time.Now().UnixNano()
+	now := p.bus.clock.Now().UnixNano()
 	for _, m := range msgs {
-		p.seq++
-		m.msg.Origin, m.msg.Seq, m.msg.PublishedAt = p.bus.origin, p.seq, now
-		if p.drop(&m.msg) {
+		m.msg.Origin, m.msg.Seq, m.msg.PublishedAt = p.bus.origin, p.seq.Add(1), now
+		if p.bus.dropped(true, &m.msg) {
 			m.dropped = true
 			continue
 		}
@@ -173,7 +178,7 @@ func (p *publisher) send(ctx context.Context, batch []*request) {
 			p.bus.stats.publishErrors.Add(1)
 			continue
 		}
-		if m.msg.Kind == KindFlush {
+		if m.msg.Kind == kindFlush {
 			p.bus.stats.flushMsgsSent.Add(1)
 			continue
 		}
@@ -193,13 +198,13 @@ func (p *publisher) send(ctx context.Context, batch []*request) {
 
 // heartbeat sends the current sequence number.
 func (p *publisher) heartbeat(ctx context.Context, leaving bool) {
-	m := Message{Origin: p.bus.origin, Seq: p.seq, Kind: KindHeartbeat, Leaving: leaving, PublishedAt: time.Now().UnixNano()}
-	if p.drop(&m) {
+	m := message{Origin: p.bus.origin, Seq: p.seq.Load(), Kind: kindHeartbeat, Leaving: leaving, PublishedAt: p.bus.clock.Now().UnixNano()}
+	if p.bus.dropped(true, &m) {
 		return
 	}
 	if err := p.publish(ctx, [][]byte{appendMessage(nil, &m)})[0]; err != nil {
 		p.bus.stats.publishErrors.Add(1)
-		p.bus.logWarn("invalidation: heartbeat failed", "channel", p.channel, "error", err)
+		p.bus.log.Warn("invalidation: heartbeat failed", "channel", p.channel, "error", err)
 		return
 	}
 	p.bus.stats.heartbeatsSent.Add(1)
@@ -212,18 +217,12 @@ func (p *publisher) stop(ctx context.Context) {
 		case r := <-p.queue:
 			r.done <- ErrClosed
 		default:
-			p.heartbeat(context.WithoutCancel(ctx), true)
+			if p.seq.Load() > 0 {
+				p.heartbeat(context.WithoutCancel(ctx), true)
+			}
 			return
 		}
 	}
-}
-
-func (p *publisher) drop(m *Message) bool {
-	if p.bus.cfg.drop != nil && p.bus.cfg.drop(Outgoing, m) {
-		p.bus.stats.dropped.Add(1)
-		return true
-	}
-	return false
 }
 
 // publish sends payloads in order in one round trip and returns one error

@@ -15,7 +15,15 @@ type Stats struct {
 	KeysSent uint64
 	// PublishErrors counts messages and heartbeats Redis did not accept.
 	PublishErrors uint64
-	// Dropped counts messages discarded by the WithDropFunc testing hook.
+	// AnnouncementsSent counts announcements Redis accepted.
+	AnnouncementsSent uint64
+	// AnnouncementsReceived counts announcements received from other buses.
+	AnnouncementsReceived uint64
+	// Unhealthy counts the times the bus became unhealthy: its own
+	// announcements stopped coming back in time, or a subscription was
+	// lost.
+	Unhealthy uint64
+	// Dropped counts messages discarded by the test hook (internal).
 	Dropped uint64
 	// MessagesReceived counts keys and flush messages received from other
 	// buses.
@@ -25,7 +33,9 @@ type Stats struct {
 	// KeysInvalidated counts keys received from other buses in messages of a
 	// namespace with at least one subscriber.
 	KeysInvalidated uint64
-	// Gaps counts sequence gaps: messages lost on their way from another bus.
+	// Gaps counts sequence gaps: messages lost on their way from another
+	// bus, seen in the sequence numbers of a channel or announced and not
+	// arrived within the lag limit.
 	Gaps uint64
 	// Resubscribes counts subscriptions renewed after the first one (after a
 	// reconnect, a slot migration or a silence), and first subscriptions
@@ -48,8 +58,14 @@ type FlushStats struct {
 	// Resubscribe: the subscription of a channel was renewed; messages sent
 	// meanwhile are lost.
 	Resubscribe uint64
-	// Silence: a channel, or a bus that had been heard, fell silent.
+	// Silence: a bus that had been heard fell silent (only the namespaces
+	// it announced are flushed).
 	Silence uint64
+	// Unhealthy: the bus itself was unhealthy (at the start, every D/2
+	// while it lasted, and at the end).
+	Unhealthy uint64
+	// Undecodable: a message on the bus's channels could not be decoded.
+	Undecodable uint64
 	// Remote: another bus published a flush of a namespace (counted once per
 	// message, whatever the number of subscribers of that namespace).
 	Remote uint64
@@ -112,6 +128,8 @@ type counters struct {
 	keysSent, publishErrors, dropped                      atomic.Uint64
 	keysInvalidated, gaps, resubscribes, decodeErrors     atomic.Uint64
 	flushGap, flushResubscribe, flushSilence, flushRemote atomic.Uint64
+	flushUnhealthy, flushUndecodable, unhealthy           atomic.Uint64
+	announcementsSent, announcementsReceived              atomic.Uint64
 	lag                                                   [len(lagBounds) + 1]atomic.Uint64
 }
 
@@ -125,22 +143,27 @@ func (c *counters) observeLag(d time.Duration) {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		MessagesSent:       c.keysMsgsSent.Load() + c.flushMsgsSent.Load(),
-		HeartbeatsSent:     c.heartbeatsSent.Load(),
-		KeysSent:           c.keysSent.Load(),
-		PublishErrors:      c.publishErrors.Load(),
-		Dropped:            c.dropped.Load(),
-		MessagesReceived:   c.keysMsgsReceived.Load() + c.flushRemote.Load(),
-		HeartbeatsReceived: c.heartbeatsReceived.Load(),
-		KeysInvalidated:    c.keysInvalidated.Load(),
-		Gaps:               c.gaps.Load(),
-		Resubscribes:       c.resubscribes.Load(),
-		DecodeErrors:       c.decodeErrors.Load(),
+		MessagesSent:          c.keysMsgsSent.Load() + c.flushMsgsSent.Load(),
+		HeartbeatsSent:        c.heartbeatsSent.Load(),
+		KeysSent:              c.keysSent.Load(),
+		PublishErrors:         c.publishErrors.Load(),
+		Dropped:               c.dropped.Load(),
+		AnnouncementsSent:     c.announcementsSent.Load(),
+		AnnouncementsReceived: c.announcementsReceived.Load(),
+		Unhealthy:             c.unhealthy.Load(),
+		MessagesReceived:      c.keysMsgsReceived.Load() + c.flushRemote.Load(),
+		HeartbeatsReceived:    c.heartbeatsReceived.Load(),
+		KeysInvalidated:       c.keysInvalidated.Load(),
+		Gaps:                  c.gaps.Load(),
+		Resubscribes:          c.resubscribes.Load(),
+		DecodeErrors:          c.decodeErrors.Load(),
 		Flushes: FlushStats{
 			Gap:         c.flushGap.Load(),
 			Resubscribe: c.flushResubscribe.Load(),
 			Silence:     c.flushSilence.Load(),
 			Remote:      c.flushRemote.Load(),
+			Unhealthy:   c.flushUnhealthy.Load(),
+			Undecodable: c.flushUndecodable.Load(),
 		},
 	}
 	for i := range c.lag {

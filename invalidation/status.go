@@ -14,9 +14,16 @@ type Status struct {
 	Sharded bool
 	// HeartbeatInterval is the configured interval.
 	HeartbeatInterval time.Duration
-	// Silence is how long a channel or an origin may stay unheard before the
-	// bus flushes for it (the loss-detection time).
+	// Silence is how long another bus may stay unheard before the bus
+	// flushes for it.
 	Silence time.Duration
+	// DetectionTime is D, the loss-detection time (see Bus.DetectionTime).
+	DetectionTime time.Duration
+	// Healthy reports that the bus's own announcements come back in time
+	// and every subscription works (see the package documentation).
+	Healthy bool
+	// OwnLag is the lag of the newest own announcement that came back.
+	OwnLag time.Duration
 	// Channels has one entry per channel, in shard order.
 	Channels []ChannelStatus
 }
@@ -28,9 +35,8 @@ type ChannelStatus struct {
 	// Subscribed reports that a subscription is open (go-redis may still be
 	// reconnecting it).
 	Subscribed bool
-	// Healthy reports that the channel was heard (a message, a heartbeat,
-	// this bus's own included, or a subscription confirmation) within the
-	// silence time.
+	// Healthy reports that the channel's subscription is confirmed and the
+	// bus is healthy.
 	Healthy bool
 	// SinceHeard is the time since the channel was last heard.
 	SinceHeard time.Duration
@@ -46,7 +52,8 @@ type OriginStatus struct {
 	Seq uint64
 	// SinceHeard is the time since it was last heard on the channel.
 	SinceHeard time.Duration
-	// Silent reports that it fell silent and the bus flushed for it.
+	// Silent reports that it fell silent (no announcement) and the bus
+	// flushed for it.
 	Silent bool
 }
 
@@ -59,14 +66,23 @@ func (b *Bus) Status() Status {
 		Sharded:           b.sharded,
 		HeartbeatInterval: b.cfg.heartbeat,
 		Silence:           b.silence(),
+		DetectionTime:     b.DetectionTime(),
+		Healthy:           b.healthy.Load(),
+		OwnLag:            time.Duration(b.proofLag.Load()),
 	}
+	silent := map[uint64]bool{}
+	b.originsMu.Lock()
+	for id, o := range b.origins {
+		silent[id] = o.silent
+	}
+	b.originsMu.Unlock()
 	for _, s := range b.subs {
 		heard := now - time.Duration(s.lastHeard.Load())
-		cs := ChannelStatus{Name: s.channel, SinceHeard: heard, Healthy: heard <= st.Silence}
+		cs := ChannelStatus{Name: s.channel, SinceHeard: heard, Healthy: st.Healthy && !s.down.Load()}
 		s.mu.Lock()
 		cs.Subscribed = s.ps != nil
 		for o, p := range s.peers {
-			cs.Origins = append(cs.Origins, OriginStatus{Origin: o, Seq: p.seq, SinceHeard: now - p.heard, Silent: p.silent})
+			cs.Origins = append(cs.Origins, OriginStatus{Origin: o, Seq: p.seq, SinceHeard: now - p.heard, Silent: silent[o]})
 		}
 		s.mu.Unlock()
 		slices.SortFunc(cs.Origins, func(a, b OriginStatus) int {

@@ -13,7 +13,8 @@ import (
 // subscriber owns one channel's receiving side: one subscription connection
 // (a *redis.PubSub, which go-redis pins to the node owning the channel's slot
 // on a Cluster), the sequence numbers of the other buses on the channel,
-// and the loss detection of the channel.
+// and what their announcements say should arrive. Subscriber 0 also carries
+// the announcement channel, which shares its slot.
 type subscriber struct {
 	bus     *Bus
 	index   int
@@ -23,7 +24,9 @@ type subscriber struct {
 	readyOnce sync.Once
 	confirmed bool // a confirmation was seen; run goroutine only
 
-	lastHeard atomic.Int64 // bus.since() of the last message or confirmation
+	lastHeard    atomic.Int64 // bus.since() of the last message or confirmation
+	down         atomic.Bool  // no working subscription: between a loss and the next confirmation
+	resetPending atomic.Bool  // a reset is queued for the resetter
 
 	mu    sync.Mutex
 	ps    *redis.PubSub    // current subscription; nil between two
@@ -32,16 +35,17 @@ type subscriber struct {
 
 // peer is what a subscriber knows of another bus on its channel.
 type peer struct {
-	seq   uint64        // last sequence number seen
-	heard time.Duration // bus.since() of the last message
-	// silent is set when the peer fell silent and the bus flushed for it.
-	// The peer is kept (for forgetAfter silence periods) so that a gap
-	// across the silence is still seen when it speaks again.
-	silent bool
+	seq    uint64        // last sequence number seen (or announced at first contact)
+	heard  time.Duration // bus.since() of its last message here
+	expect []expectation // announced numbers not seen yet, rising
 }
 
-// forgetAfter is how many silence periods a silent peer is remembered.
-const forgetAfter = 100
+// expectation is a sequence number an announcement promised, and by when it
+// must have arrived.
+type expectation struct {
+	seq uint64
+	by  time.Duration
+}
 
 // errUnsubscribed reports that the server ended the subscription: Redis 7
 // sends sunsubscribe when the slot of a shard channel moves to another
@@ -53,7 +57,9 @@ var errUnsubscribed = errors.New("invalidation: unsubscribed by the server")
 var errKicked = errors.New("invalidation: subscription closed")
 
 func newSubscriber(b *Bus, index int, channel string) *subscriber {
-	return &subscriber{bus: b, index: index, channel: channel, ready: make(chan struct{}), peers: make(map[uint64]*peer)}
+	s := &subscriber{bus: b, index: index, channel: channel, ready: make(chan struct{}), peers: make(map[uint64]*peer)}
+	s.down.Store(true)
+	return s
 }
 
 // run is the subscriber goroutine: it subscribes, receives until the
@@ -67,17 +73,20 @@ func (s *subscriber) run(ctx context.Context) {
 			return
 		}
 		err := s.receive(ctx, ps, &bo)
+		s.down.Store(true)
 		s.mu.Lock()
 		s.ps = nil
 		s.mu.Unlock()
-		_ = ps.Close()
+		// Close can block while go-redis redials: not on this goroutine's
+		// critical path either, so that Close of the bus never waits on it.
+		go func() { _ = ps.Close() }()
 		if ctx.Err() != nil {
 			return
 		}
 		if bo.next == 0 {
-			s.bus.logWarn("invalidation: subscription lost; subscribing again", "channel", s.channel, "error", err)
+			s.bus.log.Warn("invalidation: subscription lost; subscribing again", "channel", s.channel, "error", err)
 		} else {
-			s.bus.logDebug("invalidation: subscribing again", "channel", s.channel, "error", err)
+			s.bus.log.Debug("invalidation: subscribing again", "channel", s.channel, "error", err)
 		}
 		if s.bus.reload != nil {
 			s.bus.reload(ctx)
@@ -91,16 +100,20 @@ func (s *subscriber) run(ctx context.Context) {
 // open starts a subscription and publishes it in s.ps for kick. It returns
 // nil when ctx has ended.
 func (s *subscriber) open(ctx context.Context) *redis.PubSub {
+	chans := []string{s.channel}
+	if s.index == 0 {
+		chans = append(chans, s.bus.announce)
+	}
 	var ps *redis.PubSub
 	if s.bus.sharded {
-		ps = s.bus.client.SSubscribe(ctx, s.channel)
+		ps = s.bus.client.SSubscribe(ctx, chans...)
 	} else {
-		ps = s.bus.client.Subscribe(ctx, s.channel)
+		ps = s.bus.client.Subscribe(ctx, chans...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ctx.Err() != nil {
-		_ = ps.Close()
+		go func() { _ = ps.Close() }()
 		return nil
 	}
 	s.ps = ps
@@ -108,13 +121,13 @@ func (s *subscriber) open(ctx context.Context) *redis.PubSub {
 }
 
 // kick closes the current subscription, which makes receive return, so that
-// run subscribes again (or stops, once its context has ended).
+// run subscribes again (or stops, once its context has ended). It may block
+// while go-redis redials: only the resetter and Close call it.
 func (s *subscriber) kick() {
 	s.mu.Lock()
 	ps := s.ps
 	s.mu.Unlock()
 	if ps != nil {
-		// Outside s.mu: Close waits while go-redis dials inside Receive.
 		_ = ps.Close()
 	}
 }
@@ -135,8 +148,9 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 				return err
 			}
 			// A network error: go-redis has reconnected, or will on the
-			// next Receive. Pace the retries while Redis is unreachable.
-			s.bus.logDebug("invalidation: receive failed", "channel", s.channel, "error", err)
+			// next Receive; until it confirms, the channel is down.
+			s.down.Store(true)
+			s.bus.log.Debug("invalidation: receive failed", "channel", s.channel, "error", err)
 			if s.bus.reload != nil {
 				s.bus.reload(ctx)
 			}
@@ -149,13 +163,19 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 		case *redis.Subscription:
 			switch v.Kind {
 			case "subscribe", "ssubscribe":
-				bo.reset()
-				s.confirm()
+				if v.Channel == s.channel {
+					bo.reset()
+					s.confirm()
+				}
 			case "unsubscribe", "sunsubscribe":
 				return errUnsubscribed
 			}
 		case *redis.Message:
-			s.handle(v.Payload)
+			if v.Channel == s.channel {
+				s.handle(v.Payload)
+			} else {
+				s.handleAnnouncement(v.Payload)
+			}
 		}
 	}
 }
@@ -171,125 +191,164 @@ func (s *subscriber) confirm() {
 	s.mu.Unlock()
 	if s.confirmed || s.bus.started.Load() {
 		s.bus.stats.resubscribes.Add(1)
-		s.bus.logWarn("invalidation: channel subscribed again; flushing", "channel", s.channel)
+		s.bus.log.Warn("invalidation: channel subscribed again; flushing", "channel", s.channel)
 		s.bus.flushAll(reasonResubscribe)
 	}
+	s.down.Store(false)
 	s.confirmed = true
 	s.readyOnce.Do(func() { close(s.ready) })
 }
 
-// handle applies one received payload.
-func (s *subscriber) handle(payload string) {
+// decode decodes payload, applying the test hook. ok is false when the
+// message is to be ignored; an undecodable payload is a loss: the bus
+// flushes every cache (it cannot know whose keys it carried).
+func (s *subscriber) decode(payload string) (m message, ok bool) {
 	b := s.bus
 	m, err := decodeMessage(payload)
-	if err == nil && b.cfg.drop != nil && b.cfg.drop(Incoming, &m) {
-		b.stats.dropped.Add(1)
-		return // as if it never arrived
+	if err == nil && b.dropped(false, &m) {
+		return m, false
 	}
 	s.lastHeard.Store(int64(b.since()))
 	if err != nil {
 		b.stats.decodeErrors.Add(1)
-		b.logWarn("invalidation: dropping undecodable message", "channel", s.channel, "error", err)
+		b.log.Warn("invalidation: undecodable message on our channel (another wire version?); flushing", "channel", s.channel, "error", err)
+		b.flushAll(reasonUndecodable)
+		return m, false
+	}
+	return m, true
+}
+
+func (s *subscriber) handleAnnouncement(payload string) {
+	m, ok := s.decode(payload)
+	if !ok {
 		return
 	}
-	if m.Origin == b.origin {
-		return // our own message: it proves the channel works, nothing more
+	if m.Kind != kindAnnounce {
+		s.bus.stats.decodeErrors.Add(1)
+		s.bus.log.Warn("invalidation: a non-announcement on the announcement channel; flushing", "kind", m.Kind)
+		s.bus.flushAll(reasonUndecodable)
+		return
 	}
-	gap, heardAgain := s.track(&m)
-	if heardAgain {
-		b.peerSeen(m.Origin)
+	s.bus.handleAnnouncement(&m)
+}
+
+// handle applies one received payload of the channel.
+func (s *subscriber) handle(payload string) {
+	b := s.bus
+	m, ok := s.decode(payload)
+	if !ok || m.Origin == b.origin {
+		return // our own message: nothing to do
 	}
-	if gap {
+	if m.Kind == kindAnnounce {
+		b.stats.decodeErrors.Add(1)
+		b.log.Warn("invalidation: an announcement on a data channel; flushing", "channel", s.channel)
+		b.flushAll(reasonUndecodable)
+		return
+	}
+	if s.track(&m) {
 		b.stats.gaps.Add(1)
-		b.logWarn("invalidation: messages lost; flushing", "channel", s.channel, "origin", m.Origin)
-		b.flushAll(reasonGap)
+		b.log.Warn("invalidation: messages lost; flushing", "channel", s.channel, "origin", m.Origin)
+		b.flushOrigin(m.Origin, reasonGap, m.Namespace)
 	}
 	switch m.Kind {
-	case KindKeys:
+	case kindKeys:
 		b.stats.keysMsgsReceived.Add(1)
 		if b.invalidate(m.Namespace, m.Keys) {
 			b.stats.keysInvalidated.Add(uint64(len(m.Keys)))
-			lag := time.Duration(max(time.Now().UnixNano()-m.PublishedAt, 0))
+			lag := time.Duration(max(b.clock.Now().UnixNano()-m.PublishedAt, 0))
 			b.stats.observeLag(lag)
 			b.tel.recordLag(lag)
 		}
-	case KindFlush:
+	case kindFlush:
 		b.stats.flushRemote.Add(1)
-		b.flushNamespace(m.Namespace)
-	case KindHeartbeat:
+		b.flushNamespaces([]string{m.Namespace})
+	case kindHeartbeat:
 		b.stats.heartbeatsReceived.Add(1)
 	}
 }
 
 // track checks m's sequence number against what this channel saw from its
-// origin. It reports a gap (messages lost in between) and whether the
-// origin is new here or back from silence. A keys or flush message must
-// carry the next number; a heartbeat repeats the number of the last one, so
-// a heartbeat ahead of what was seen means the last messages were lost.
-func (s *subscriber) track(m *Message) (gap, heardAgain bool) {
+// origin and reports a gap (messages lost in between). A keys or flush
+// message must carry the next number; a heartbeat repeats the number of the
+// last one, so a heartbeat ahead of what was seen means the last messages
+// were lost. The first message of an origin must be its first (number 1, or
+// 0 for a heartbeat of an origin that sent nothing yet): a first contact
+// further on counts as a gap, since what came before may have been missed.
+func (s *subscriber) track(m *message) (gap bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.peers[m.Origin]
-	switch {
-	case p == nil && m.Leaving:
-		return false, false
-	case p == nil:
-		// The first message of this origin since we subscribed: it sets the
-		// baseline. What the origin sent before cannot have been missed by
-		// this subscription.
-		s.peers[m.Origin] = &peer{seq: m.Seq, heard: s.bus.since()}
-		return false, true
+	now := s.bus.since()
+	if p == nil {
+		if m.Leaving {
+			return false
+		}
+		s.peers[m.Origin] = &peer{seq: m.Seq, heard: now}
+		if m.Kind == kindHeartbeat {
+			return m.Seq > 0
+		}
+		return m.Seq > 1
 	}
-	heardAgain = p.silent
-	p.silent = false
-	p.heard = s.bus.since()
-	if m.Kind == KindHeartbeat {
+	p.heard = now
+	if m.Kind == kindHeartbeat {
 		gap = m.Seq > p.seq
 	} else {
 		gap = m.Seq > p.seq+1
 	}
 	p.seq = max(p.seq, m.Seq)
-	if m.Leaving {
-		delete(s.peers, m.Origin)
-	}
-	return gap, heardAgain
+	p.settle()
+	return gap
 }
 
-// check is called by the watchdog. A channel silent for the silence time
-// (not even our own heartbeats came back) has lost its subscription without
-// go-redis noticing: flush and subscribe again. An origin silent that long
-// has died or lost Redis, and what it published last may be lost: flush
-// (once per origin, whatever the number of channels) and mark it silent; it
-// is forgotten after forgetAfter silence periods.
-func (s *subscriber) check(now time.Duration) {
-	b := s.bus
-	silence := b.silence()
-	if now-time.Duration(s.lastHeard.Load()) > silence {
-		// Start a new window: while the silence lasts, flush once per window.
-		s.lastHeard.Store(int64(now))
-		s.mu.Lock()
-		clear(s.peers)
-		s.mu.Unlock()
-		b.logWarn("invalidation: channel silent; flushing and subscribing again", "channel", s.channel, "silence", silence)
-		b.flushAll(reasonSilence)
-		s.kick()
+// settle drops the expectations met.
+func (p *peer) settle() {
+	i := 0
+	for i < len(p.expect) && p.expect[i].seq <= p.seq {
+		i++
+	}
+	p.expect = p.expect[i:]
+}
+
+// expect records that origin announced sequence number seq on this channel:
+// unless it arrived already, it must arrive by deadline. An origin this
+// channel never heard from gets seq as its baseline minus what must still
+// arrive: nothing, so that every message up to seq must arrive.
+func (s *subscriber) expect(origin, seq uint64, deadline time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peers[origin]
+	if p == nil {
+		p = &peer{heard: s.bus.since()}
+		s.peers[origin] = p
+	}
+	if seq <= p.seq || (len(p.expect) > 0 && seq <= p.expect[len(p.expect)-1].seq) {
 		return
 	}
-	var lost []uint64
+	p.expect = append(p.expect, expectation{seq: seq, by: deadline})
+}
+
+// overdue returns the origins with an announced sequence number that did
+// not arrive in time, and gives up waiting for it (its messages are taken
+// as lost: the caller flushes).
+func (s *subscriber) overdue(now time.Duration) []uint64 {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	var late []uint64
 	for o, p := range s.peers {
-		switch idle := now - p.heard; {
-		case p.silent && idle > forgetAfter*silence:
-			delete(s.peers, o)
-		case !p.silent && idle > silence:
-			p.silent = true
-			lost = append(lost, o)
+		if len(p.expect) > 0 && now > p.expect[0].by {
+			late = append(late, o)
+			p.seq = max(p.seq, p.expect[len(p.expect)-1].seq)
+			p.expect = nil
 		}
 	}
+	return late
+}
+
+// forget drops what the channel knows of origin.
+func (s *subscriber) forget(origin uint64) {
+	s.mu.Lock()
+	delete(s.peers, origin)
 	s.mu.Unlock()
-	for _, o := range lost {
-		b.peerLost(o)
-	}
 }
 
 // backoff paces retries: 10 ms doubling up to max.

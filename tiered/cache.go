@@ -48,6 +48,10 @@ type Cache[V any] struct {
 	tagsSeen atomic.Bool   // tags were used: loads read the tag epoch first
 	tagEpoch atomic.Uint64 // moved by every tag invalidation this node sees
 	tagIndex tagIndex
+
+	// busPublish publishes as this cache's registration on the bus (see
+	// PublishingBus); nil when the bus lacks it or the cache has no L1.
+	busPublish func(ctx context.Context, keys []string) error
 }
 
 // flight is the shared work of one key on this node. done is closed when
@@ -116,7 +120,14 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
-		unsub, err := cfg.bus.Subscribe(name, c.onInvalidate, l1.Flush)
+		invalidate := c.onInvalidate
+		var unsub func()
+		var err error
+		if pb, ok := cfg.bus.(PublishingBus); ok {
+			c.busPublish, unsub, err = pb.SubscribePublisher(name, invalidate, l1.Flush)
+		} else {
+			unsub, err = cfg.bus.Subscribe(name, invalidate, l1.Flush)
+		}
 		if err != nil {
 			c.cancel()
 			tel.close()

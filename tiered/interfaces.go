@@ -112,3 +112,15 @@ type Bus interface {
 	// lost. unsubscribe stops the calls; it is safe to call more than once.
 	Subscribe(namespace string, invalidate func(keys []string), flush func()) (unsubscribe func(), err error)
 }
+
+// PublishingBus is an optional extension of Bus, for local delivery: a bus
+// that also delivers a publish to the other caches of the same namespace on
+// the same bus (two caches of one name in one process invalidate each
+// other) needs to know which registration publishes, so that a cache does
+// not drop the copy it just wrote. Package invalidation implements it.
+type PublishingBus interface {
+	// SubscribePublisher is Subscribe that also returns a publish function
+	// bound to the registration: Publish of namespace, delivered to every
+	// subscriber of namespace but this registration.
+	SubscribePublisher(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, unsubscribe func(), err error)
+}

@@ -118,7 +118,13 @@ func (c *Cache[V]) publish(ctx context.Context, keys []string) error {
 	}
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
-	if err := c.cfg.bus.Publish(rctx, c.name, keys); err != nil {
+	var err error
+	if c.busPublish != nil {
+		err = c.busPublish(rctx, keys)
+	} else {
+		err = c.cfg.bus.Publish(rctx, c.name, keys)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %d keys of cache %q: %w", ErrInvalidation, len(keys), c.name, err)
 	}
 	return nil

@@ -42,6 +42,7 @@ type node struct {
 	name  string
 	bus   *invalidation.Bus
 	l1    *guardedL1
+	l2    tiered.Remote
 	cache *tiered.Cache[string]
 }
 
@@ -87,7 +88,7 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 			t.Fatalf("tiered.New: %v", err)
 		}
 		t.Cleanup(func() { _ = cache.Close() })
-		nodes[i] = &node{name: string(rune('A' + i)), bus: bus, l1: l1, cache: cache}
+		nodes[i] = &node{name: string(rune('A' + i)), bus: bus, l1: l1, l2: l2, cache: cache}
 	}
 	return nodes
 }
@@ -171,4 +172,21 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// newCacheOn starts a second cache called name on n's bus and L2 client,
+// with its own L1.
+func newCacheOn(t *testing.T, n *node, name string) *node {
+	t.Helper()
+	store, err := local.New[string](local.Options[string]{MaxEntries: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := &guardedL1{Store: store}
+	cache, err := tiered.New[string](name, l1, n.l2, tiered.WithInvalidation(n.bus), tiered.WithRemoteTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cache.Close() })
+	return &node{name: n.name + "2", bus: n.bus, l1: l1, l2: n.l2, cache: cache}
 }

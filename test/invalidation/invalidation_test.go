@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/internal/bushook"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/tiered"
@@ -178,7 +179,7 @@ func TestRandomizedStalenessBound(t *testing.T) {
 			ctx := ctxT(t)
 			var rngMu sync.Mutex
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-			lose := func(invalidation.Direction, *invalidation.Message) bool {
+			lose := func(bool, bushook.Msg) bool {
 				rngMu.Lock()
 				defer rngMu.Unlock()
 				return rng.Float64() < lossRate
@@ -187,7 +188,7 @@ func TestRandomizedStalenessBound(t *testing.T) {
 				busOpts: []invalidation.Option{
 					invalidation.WithHeartbeatInterval(heartbeat),
 					invalidation.WithSilenceIntervals(silence),
-					invalidation.WithDropFunc(lose),
+					bushook.Option(bushook.Hooks{Drop: lose}).(invalidation.Option),
 				},
 				cacheOpts: []tiered.Option{tiered.WithLocalTTL(localTTL)},
 			})

@@ -196,3 +196,27 @@ func TestRefreshRacingDeleteOverRedis(t *testing.T) {
 		t.Fatalf("A reads %q, %v, %v; want a miss", v, ok, err)
 	}
 }
+
+// TestTwoCachesOfOneNameOnOneBus (issue 10 item 5): two caches of one name
+// sharing a bus invalidate each other; the writer keeps its own copy.
+func TestTwoCachesOfOneNameOnOneBus(t *testing.T) {
+	ctx := ctxT(t)
+	nodes := newNodes(t, topologies()[0], 1, redistest.Name(t), nodeConfig{})
+	a := nodes[0]
+	second := newCacheOn(t, a, a.cache.Name())
+	if err := a.cache.Set(ctx, "k", "old"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := second.cache.Get(ctx, "k"); err != nil || !ok || v != "old" {
+		t.Fatalf("second cache reads %q, %v, %v", v, ok, err)
+	}
+	if err := a.cache.Set(ctx, "k", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := second.cached("k"); ok {
+		t.Fatalf("the second cache still holds %q in L1 after the first one's Set", v)
+	}
+	if v, ok := a.cached("k"); !ok || v != "new" {
+		t.Fatalf("the writer's L1 holds %q, %v; want new", v, ok)
+	}
+}
