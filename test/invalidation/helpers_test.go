@@ -178,7 +178,7 @@ func ctxT(t testing.TB) context.Context {
 // with its own L1.
 func newCacheOn(t *testing.T, n *node, name string) *node {
 	t.Helper()
-	store, err := local.New[string](local.Options[string]{MaxEntries: 10_000})
+	store, err := local.New[string](local.WithMaxEntries(10_000))
 	if err != nil {
 		t.Fatal(err)
 	}
