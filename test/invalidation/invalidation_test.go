@@ -322,6 +322,28 @@ func (h *history) write(key string, cacheOp func(v string) error) {
 	h.mu.Unlock()
 }
 
+// writeRetrying is write for faults: it retries any error (Redis may be
+// unreachable for a while) until ctx ends.
+func (h *history) writeRetrying(ctx context.Context, key string, cacheOp func(v string) error) {
+	i, _ := strconv.Atoi(strings.TrimPrefix(key, "k"))
+	h.keyMu[i].Lock()
+	defer h.keyMu[i].Unlock()
+	h.mu.Lock()
+	h.version[key]++
+	v := key + "@" + strconv.Itoa(h.version[key])
+	h.mu.Unlock()
+	for cacheOp(v) != nil {
+		if ctx.Err() != nil {
+			return // never confirmed: its successor's time is unknown
+		}
+		time.Sleep(20 * time.Millisecond) // retry pacing
+	}
+	h.mu.Lock()
+	h.done[key] = append(h.done[key], time.Now())
+	h.nwrites++
+	h.mu.Unlock()
+}
+
 func (h *history) read(node, key string, start time.Time, value string) {
 	k, n, ok := strings.Cut(value, "@")
 	version, err := strconv.Atoi(n)
@@ -329,6 +351,10 @@ func (h *history) read(node, key string, start time.Time, value string) {
 		panic(fmt.Sprintf("%s read %q under %s", node, value, key))
 	}
 	h.mu.Lock()
+	if version > h.version[key] {
+		h.mu.Unlock()
+		panic(fmt.Sprintf("%s read %q, a version never written (newest %d)", node, value, h.version[key]))
+	}
 	h.log = append(h.log, readRecord{node, key, start, version})
 	h.mu.Unlock()
 }
