@@ -69,7 +69,13 @@ func TestStampedeOneLoadPerCluster(t *testing.T) {
 
 func TestStampedeManyKeys(t *testing.T) {
 	eachDeploymentD(t, func(t *testing.T, d testRedis) {
-		nodes := cluster[user](t, d, 8)
+		// 1600 goroutines on a busy 2-core machine under -race can keep an
+		// L2 call or a lease wait going longer than the default deadlines,
+		// a lease can expire while its holder is descheduled, and a timed-out
+		// call, wait or lease rightly becomes a second load on
+		// that node. This test is about the lease protocol, so calls and
+		// waits get as long as they need.
+		nodes := cluster[user](t, d, 8, tiered.WithRemoteTimeout(0), tiered.WithCircuitBreaker(0, 0), tiered.WithLoadTimeout(2*time.Minute), tiered.WithLeaseTTL(time.Minute))
 		var mu sync.Mutex
 		calls := map[string]int{}
 		load := func(ctx context.Context, key string) (user, error) {
