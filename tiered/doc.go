@@ -51,11 +51,26 @@
 //     accepted the message. Other nodes evict them through the same
 //     generation guard.
 //
+// SetMany is Set for many keys: one pipelined L2 write, one invalidation
+// for the batch, errors per key (KeyErrors).
+//
 // # TTLs
 //
 // An L1 entry lives min(LocalTTL, remaining L2 TTL). L2 TTLs get random
 // jitter (default ±10 %). The L2 envelope carries the absolute expiry, so no
-// extra round trip is needed to compute the remaining TTL.
+// extra round trip is needed to compute the remaining TTL. The cache's
+// options are the defaults: a loader sets the TTL of what it returns with
+// SetTTL (SetKeyTTL per key of a BatchLoader) on the context it is given,
+// and Set and SetMany take TTL(d) per call.
+//
+// # Tags
+//
+// A loader tags what it returns with SetTags (SetKeyTags per key of a
+// BatchLoader); Set and SetMany take Tags(...). InvalidateTags makes every
+// value with one of the tags a miss on every node: each tag has a random
+// generation in L2, a tagged value records its tags' generations and is
+// stale once one changed, and each node drops its L1 copies through a local
+// index fed only by its own fills. See tags.go for the protocol.
 //
 // # Errors
 //
