@@ -94,7 +94,14 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 			c.invalidateLocal(k)
 			continue
 		}
-		c.fillAfterWrite(k, gens[i], items[k], false, expiries[i])
+		gen := gens[i]
+		if c.l2 == nil {
+			// No L2 write to race with: snapshot now, so that another key
+			// of this batch sharing k's generation stripe cannot cost k
+			// its fill (L1 is its only tier).
+			gen = c.generation(k)
+		}
+		c.fillAfterWrite(k, gen, items[k], false, expiries[i])
 		done = append(done, k)
 	}
 	var perr error
