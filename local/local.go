@@ -17,6 +17,10 @@ import (
 type item[V any] struct {
 	value  V
 	absent bool
+	// expires is the end of the entry's TTL in Unix nanoseconds when the
+	// store keeps stale entries (WithKeepStale); 0 otherwise (ristretto's
+	// own TTL ends the entry).
+	expires int64
 }
 
 // Store is an L1 store on ristretto. Create it with New.
@@ -33,7 +37,8 @@ type Store[V any] struct {
 	// Counters, read with Stats. ristretto's own metrics stay off: they
 	// put an atomic add on every Get, on a stripe chosen by the key, which
 	// makes parallel hits on one hot key contend.
-	byEntries bool // bounded by MaxEntries: each entry costs 1
+	staleFor  time.Duration // WithKeepStale
+	byEntries bool          // bounded by MaxEntries: each entry costs 1
 	dropped   atomic.Uint64
 	rejected  atomic.Uint64
 	evicted   atomic.Uint64
@@ -62,7 +67,7 @@ func New[V any](opts ...Option) (*Store[V], error) {
 		maxCost, counters = DefaultMaxEntries, DefaultMaxEntries*10
 	}
 	buffer := cfg.bufferItems
-	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: cfg.maxCost == 0}
+	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: cfg.maxCost == 0, staleFor: cfg.staleFor}
 	c, err := ristretto.NewCache(&ristretto.Config[string, *item[V]]{
 		NumCounters:        counters,
 		MaxCost:            maxCost,
@@ -86,10 +91,24 @@ func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
 		return value, false, false
 	}
 	it, ok := s.cache.Get(key)
-	if !ok {
+	if !ok || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
 		return value, false, false
 	}
 	return it.value, it.absent, true
+}
+
+// GetStale returns the entry for key even if its TTL has passed, as long as
+// the store still keeps it (WithKeepStale), with the end of its TTL. ok is
+// false when there is no entry or the store keeps no stale entries.
+func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Time, ok bool) {
+	if s == nil || s.closed.Load() || s.staleFor == 0 {
+		return value, false, expiredAt, false
+	}
+	it, ok := s.cache.Get(key)
+	if !ok {
+		return value, false, expiredAt, false
+	}
+	return it.value, it.absent, time.Unix(0, it.expires), true
 }
 
 func (s *Store[V]) stripe(key string) *atomic.Uint64 {
@@ -132,7 +151,12 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 	if s.Generation(key) != gen {
 		return false
 	}
-	if !s.cache.SetWithTTL(key, &item[V]{value: value, absent: absent}, 0, ttl) {
+	it := &item[V]{value: value, absent: absent}
+	if s.staleFor > 0 {
+		it.expires = time.Now().Add(ttl).UnixNano()
+		ttl += s.staleFor
+	}
+	if !s.cache.SetWithTTL(key, it, 0, ttl) {
 		s.dropped.Add(1)
 		return false
 	}

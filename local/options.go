@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 )
 
 // Defaults of the options.
@@ -28,6 +29,7 @@ type config struct {
 	cost        any // func(V) int64 for the store's V; checked by New
 	costType    reflect.Type
 	bufferItems int64
+	staleFor    time.Duration
 }
 
 // Option configures a Store. Options are applied in order; a later option of
@@ -121,4 +123,20 @@ func build[V any](opts []Option) (cfg config, cost func(V) int64, err error) {
 		cfg.bufferItems = DefaultBufferItems
 	}
 	return cfg, cost, nil
+}
+
+// WithKeepStale keeps every entry for d past its TTL, invisible to Get but
+// returned by GetStale, so a cache using tiered.WithStaleIfError can serve
+// it when both L2 and the loader fail. The kept entries count towards the
+// store's bound. Get then compares each entry's expiry with the clock (a
+// few nanoseconds per hit). Default 0: entries end at their TTL and
+// GetStale finds nothing. d must not be negative.
+func WithKeepStale(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return invalid("keep-stale window %v is negative", d)
+		}
+		c.staleFor = d
+		return nil
+	}
 }

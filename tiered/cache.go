@@ -31,6 +31,7 @@ type Cache[V any] struct {
 	stats    counters
 	tel      *telemetry
 	breakers *breakers     // the per-shard circuit breakers; nil when off
+	stale    StaleLocal[V] // l1's stale reads, with WithStaleIfError; else nil
 	loadSem  chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
 
 	// closing is cancelled by Close; flights derive their context from it.
@@ -85,6 +86,13 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	if err := cfg.checkLease(); err != nil {
 		return nil, err
 	}
+	var stale StaleLocal[V]
+	if cfg.staleIfError > 0 {
+		var ok bool
+		if stale, ok = l1.(StaleLocal[V]); !ok || l1 == nil {
+			return nil, fmt.Errorf("%w: WithStaleIfError needs an L1 store that keeps expired entries (tiered.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
+		}
+	}
 	if cfg.onError == nil {
 		cfg.onError = logTo(cfg.logger, cfg.now)
 	}
@@ -94,6 +102,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		l1:         l1,
 		l2:         l2,
 		cfg:        cfg,
+		stale:      stale,
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
 	}

@@ -36,6 +36,16 @@ type Local[V any] interface {
 	Close()
 }
 
+// StaleLocal is the optional interface of a Local that keeps entries past
+// their TTL for a while (package local does with local.WithKeepStale), for
+// WithStaleIfError. GetStale returns key's entry even when its TTL has
+// passed, with the end of that TTL; ok is false when there is no entry. It
+// is called only when L2 and the loader have both failed, never on the hit
+// path. A Local must not return expired entries from Get.
+type StaleLocal[V any] interface {
+	GetStale(key string) (value V, absent bool, expiredAt time.Time, ok bool)
+}
+
 // Kinds of RemoteEntry. The values are part of the contract with L2 adapters,
 // which declare the same constants.
 const (

@@ -214,7 +214,29 @@ func (c *Cache[V]) storeUnleased(ctx context.Context, key string, gen uint64, v 
 // L1 only.
 func (c *Cache[V]) loadDegraded(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
 	v, err := load(ctx)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		if sv, ok := c.serveStale(ctx, key); ok {
+			return sv, nil
+		}
+	}
 	return c.keepLocal(ctx, key, v, err, gen)
+}
+
+// serveStale returns key's expired L1 value when WithStaleIfError allows it:
+// L2 and the loader have both failed, and the entry expired less than the
+// window ago.
+func (c *Cache[V]) serveStale(ctx context.Context, key string) (V, bool) {
+	var zero V
+	if c.stale == nil {
+		return zero, false
+	}
+	v, absent, expiredAt, ok := c.stale.GetStale(key)
+	if !ok || absent || c.cfg.now().Sub(expiredAt) > c.cfg.staleIfError {
+		return zero, false
+	}
+	c.stats.staleServed.Add(1)
+	trace.SpanFromContext(ctx).SetAttributes(AttrResult.String("stale"))
+	return v, true
 }
 
 // loadLeased runs the loader under the lease with token, renewing the lease

@@ -195,9 +195,10 @@ func TestBlackholedHolderIsTakenOver(t *testing.T) {
 	name := redistest.Name(t)
 	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
 	defer viaProxy.Close()
-	opts := []tiered.Option{tiered.WithLeaseTTL(leaseTTL), tiered.WithRemoteTimeout(100 * time.Millisecond)}
-	a := newNode[user](t, name, viaProxy, opts...)
-	b := newNode[user](t, name, redistest.Standalone(t), opts...)
+	// A's lease lives leaseTTL; B, the waiter, gets a generous remote
+	// timeout so that a busy machine does not turn its reads into errors.
+	a := newNode[user](t, name, viaProxy, tiered.WithLeaseTTL(leaseTTL), tiered.WithRemoteTimeout(100*time.Millisecond))
+	b := newNode[user](t, name, redistest.Standalone(t))
 	started, cut := make(chan struct{}), make(chan struct{})
 	aRes := make(chan error, 1)
 	go func() {

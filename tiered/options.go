@@ -40,6 +40,7 @@ type config struct {
 	remoteTimeout, loadTimeout       time.Duration
 	leaseTTL                         time.Duration
 	leaseTTLSet                      bool // by WithLeaseTTL; else derived from the remote timeout
+	staleIfError                     time.Duration
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
@@ -313,4 +314,22 @@ func (c *config) checkLease() error {
 		return fmt.Errorf("%w: lease TTL %v must be longer than the longest lease poll %v", ErrInvalidOption, c.leaseTTL, c.pollMax)
 	}
 	return nil
+}
+
+// WithStaleIfError lets the cache answer a GetOrLoad with an L1 entry whose
+// TTL passed less than d ago when L2 has failed and the loader failed too
+// (DESIGN section 7), instead of returning the loader's error. Such answers
+// are counted (Stats.StaleServed, tiercache.requests with tier l1 and
+// result "stale") and mark the span (tiercache.result=stale). The L1 store
+// must keep expired entries at least d: it must implement StaleLocal (for
+// package local: local.WithKeepStale(d) or longer); New rejects an L1
+// without it. Default 0: off. d must not be negative.
+func WithStaleIfError(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: stale-if-error window %v is negative", ErrInvalidOption, d)
+		}
+		c.staleIfError = d
+		return nil
+	}
 }

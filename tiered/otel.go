@@ -152,6 +152,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 		{tierResult("l1", "hit"), s.l1Hit.Load},
 		{tierResult("l1", "not_found"), s.l1NotFound.Load},
 		{tierResult("l1", "miss"), s.l1Miss.Load},
+		{tierResult("l1", "stale"), s.staleServed.Load},
 		{tierResult("l2", "hit"), s.l2Hit.Load},
 		{tierResult("l2", "not_found"), s.l2NotFound.Load},
 		{tierResult("l2", "miss"), s.l2Miss.Load},

@@ -20,6 +20,7 @@ type counters struct {
 
 	leaseAcquired, leaseWaits, leaseTakeovers atomic.Uint64
 	leaseRenewals, degradedLoads              atomic.Uint64
+	staleServed                               atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
 	refreshStarted, refreshSkipped            atomic.Uint64
@@ -54,6 +55,9 @@ type Stats struct {
 	// only: L2 failed, a lease would have outlived the waiter's flight, or
 	// the value cannot be stored in L2.
 	DegradedLoads uint64
+	// StaleServed counts expired L1 entries served because L2 and the
+	// loader both failed (WithStaleIfError).
+	StaleServed   uint64
 	FillsRejected uint64 // loads not stored: the key changed meanwhile
 
 	RefreshesStarted uint64 // early refreshes this node ran
@@ -94,6 +98,7 @@ func (c *Cache[V]) Stats() Stats {
 		LeaseTakeovers:   s.leaseTakeovers.Load(),
 		LeaseRenewals:    s.leaseRenewals.Load(),
 		DegradedLoads:    s.degradedLoads.Load(),
+		StaleServed:      s.staleServed.Load(),
 		FillsRejected:    s.fillsRejected.Load(),
 		RefreshesStarted: s.refreshStarted.Load(),
 		RefreshesSkipped: s.refreshSkipped.Load(),

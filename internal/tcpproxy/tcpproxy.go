@@ -6,8 +6,6 @@
 package tcpproxy
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -164,10 +162,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 				}
 			}
 		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				return
-			}
+		if err != nil { // EOF or a closed connection: close both sides
 			return
 		}
 	}
