@@ -46,6 +46,75 @@ func Run(t *testing.T, s Suite) {
 	t.Run("PerEntryTTL", func(t *testing.T) { perEntryTTL(t, s.New) })
 	t.Run("NilAndClosedSafe", func(t *testing.T) { nilAndClosed(t, s) })
 	t.Run("GetDoesNotAllocate", func(t *testing.T) { noAlloc(t, open(t)) })
+	t.Run("FillMany", func(t *testing.T) { fillMany(t, open(t)) })
+}
+
+// ManyFiller is the optional batch fill of an L1 store (tiered uses it for
+// the results of GetOrLoadMany when the store offers it).
+type ManyFiller interface {
+	FillMany(n int, at func(i int) (key string, value string, absent bool, ttl time.Duration, gen uint64)) int
+}
+
+// fillMany checks FillMany, when the store has it: every entry as Fill
+// would store it, the stale ones (generation moved, ttl 0) skipped, and an
+// invalidation racing with the batch wins.
+func fillMany(t *testing.T, s Store) {
+	m, ok := s.(ManyFiller)
+	if !ok {
+		t.Skipf("%T has no FillMany", s)
+	}
+	type entry struct {
+		key, value string
+		absent     bool
+		ttl        time.Duration
+		gen        uint64
+	}
+	var es []entry
+	for i := range 50 {
+		k := fmt.Sprint("m", i)
+		es = append(es, entry{k, "v" + k, i%10 == 9, time.Minute, s.Generation(k)})
+	}
+	s.Invalidate("m3") // stale generation: skipped
+	es[4].ttl = 0      // no TTL: skipped
+	at := func(i int) (string, string, bool, time.Duration, uint64) {
+		e := es[i]
+		return e.key, e.value, e.absent, e.ttl, e.gen
+	}
+	if n := m.FillMany(len(es), at); n != len(es)-2 {
+		t.Errorf("FillMany stored %d, want %d", n, len(es)-2)
+	}
+	for i, e := range es {
+		v, absent, ok := s.Get(e.key)
+		switch {
+		case i == 3 || i == 4:
+			if ok {
+				t.Errorf("%s: stored although its %s", e.key, map[bool]string{true: "generation moved", false: "ttl is 0"}[i == 3])
+			}
+		case !ok || absent != e.absent || (!absent && v != e.value):
+			t.Errorf("Get(%s) = %q, %v, %v; want %q, %v, true", e.key, v, absent, ok, e.value, e.absent)
+		}
+	}
+	// Invalidations racing with a batch fill of the same keys win.
+	for round := range 100 {
+		keys := []string{fmt.Sprint("r", round, "a"), fmt.Sprint("r", round, "b"), fmt.Sprint("r", round, "c")}
+		gens := []uint64{s.Generation(keys[0]), s.Generation(keys[1]), s.Generation(keys[2])}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() { <-start; s.Invalidate(keys...) })
+		wg.Go(func() {
+			<-start
+			m.FillMany(3, func(i int) (string, string, bool, time.Duration, uint64) {
+				return keys[i], "stale", false, time.Minute, gens[i]
+			})
+		})
+		close(start)
+		wg.Wait()
+		for _, k := range keys {
+			if _, _, ok := s.Get(k); ok {
+				t.Fatalf("round %d: %s survived an invalidation that began after its generation snapshot", round, k)
+			}
+		}
+	}
 }
 
 func fill(t *testing.T, s Store, key, v string, absent bool, ttl time.Duration) {

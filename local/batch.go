@@ -1,0 +1,47 @@
+package local
+
+import "time"
+
+// FillMany stores n entries as n calls of Fill would, but waits for
+// ristretto once for all of them instead of once per entry. at(i) returns
+// entry i; it is called twice per entry (before storing, and to check the
+// generation again after ristretto applied the batch) and must return the
+// same entry both times. It returns how many entries were stored.
+func (s *Store[V]) FillMany(n int, at func(i int) (key string, value V, absent bool, ttl time.Duration, gen uint64)) (stored int) {
+	if n <= 0 || !s.lock() {
+		return 0
+	}
+	defer s.mu.RUnlock()
+	set := false
+	for i := range n {
+		key, value, absent, ttl, gen := at(i)
+		if ttl <= 0 || s.Generation(key) != gen {
+			continue
+		}
+		if !s.cache.SetWithTTL(key, &item[V]{value: value, absent: absent}, 0, ttl) {
+			s.dropped.Add(1)
+			continue
+		}
+		set = true
+	}
+	if !set {
+		return 0
+	}
+	s.cache.Wait()
+	// As in Fill: an Invalidate that ran after the first check changed the
+	// generation before deleting; remove what we stored for such keys.
+	for i := range n {
+		key, _, _, ttl, gen := at(i)
+		if ttl <= 0 {
+			continue
+		}
+		if s.Generation(key) != gen {
+			s.cache.Del(key)
+			continue
+		}
+		if _, ok := s.cache.Get(key); ok {
+			stored++
+		}
+	}
+	return stored
+}
