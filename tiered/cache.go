@@ -25,8 +25,9 @@ type Cache[V any] struct {
 	prefix   string // name + ":", prepended to keys in L2
 	l1       Local[V]
 	l2       Remote
-	l2many   multiSetter // l2's batch write, if it has one
-	l2tags   tagStore    // l2's tag generations, if it has them
+	l2many   multiSetter  // l2's batch write, if it has one
+	l2tags   tagStore     // l2's tag generations, if it has them
+	l2lease  leaseBatcher // l2's pipelined lease calls, if it has them
 	cfg      config
 	stats    counters
 	tel      *telemetry
@@ -119,6 +120,7 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	if l2 != nil {
 		c.l2many, _ = l2.(multiSetter)
 		c.l2tags, _ = l2.(tagStore)
+		c.l2lease, _ = l2.(leaseBatcher)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)

@@ -21,7 +21,10 @@ import (
 // kept in L1 only) when it has waited half its flight (the load timeout) for
 // a holder that is still loading, or the holder found its value cannot be
 // stored. Callers never see the flight's own end as an error of the lease.
-func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error)) (V, error) {
+//
+// pre, if given, is what the caller already read from L2 under key: the
+// first round uses it instead of reading again.
+func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error), pre ...preRead) (V, error) {
 	full := c.prefix + key
 	var (
 		waitingOn uint64 // token of the lease waited on; 0 before waiting
@@ -51,9 +54,15 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		return c.loadDegraded(ctx, key, gen, load)
 	}
 	for {
-		rctx, cancel := c.remoteCtx(ctx)
-		e, err := c.l2.Get(rctx, full)
-		cancel()
+		var e RemoteEntry
+		var err error
+		if len(pre) > 0 {
+			e, err, pre = pre[0].e, pre[0].err, nil
+		} else {
+			rctx, cancel := c.remoteCtx(ctx)
+			e, err = c.l2.Get(rctx, full)
+			cancel()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// The flight ended (Close, or the load timeout): nobody is

@@ -160,10 +160,20 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		awaited  []int
 		contest  []int // indexes into remain of the keys to take the lease of
 	)
+	var hits []int // indexes into remain of the L2 hits, filled into L1 at once
 	for n, i := range remain {
 		e := entries[n]
-		if v, err := c.accept(ctx, keys[i], e, gens[i]); !errors.Is(err, errUnusable) {
+		decode := c.decodeEntry
+		if e.Kind == KindTagged {
+			decode = func(ctx context.Context, key string, e RemoteEntry) (V, error) {
+				return c.accept(ctx, key, e, gens[i]) // fills L1 itself
+			}
+		}
+		if v, err := decode(ctx, keys[i], e); !errors.Is(err, errUnusable) {
 			results[i] = result[V]{v, err}
+			if e.Kind != KindTagged {
+				hits = append(hits, n)
+			}
 			if e.Kind == KindValue {
 				c.maybeRefresh(ctx, keys[i], e, c.oneOf(keys[i], load))
 			}
@@ -180,6 +190,11 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 		contest = append(contest, n)
 	}
+	c.fillLocalMany(len(hits), func(m int) (string, V, bool, time.Time, uint64) {
+		n := hits[m]
+		i := remain[n]
+		return keys[i], results[i].value, entries[n].Kind == KindNotFound, c.localExpiry(entries[n]), gens[i]
+	})
 	// Take the leases, a few round trips in flight at once.
 	type leaseResult struct {
 		token uint64
@@ -188,9 +203,29 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		err   error
 	}
 	leases := make([]leaseResult, len(contest))
-	inParallel(len(contest), func(j int) {
-		n := contest[j]
-		r := &leases[j]
+	// Empty keys: all leases in one pipelined call when L2 offers it; the
+	// markers of failed loads (compare-and-swap) one by one.
+	var empty, other []int // indexes into contest
+	for j, n := range contest {
+		if c.l2lease != nil && entries[n].Kind == KindNone {
+			empty = append(empty, j)
+		} else {
+			other = append(other, j)
+		}
+	}
+	if len(empty) > 0 {
+		ks := make([]string, len(empty))
+		for m, j := range empty {
+			ks[m] = full[contest[j]]
+		}
+		ts, cur, won, errs := c.acquireMany(ctx, c.l2lease, ks)
+		for m, j := range empty {
+			leases[j] = leaseResult{token: ts[m], cur: cur[m], won: won[m], err: errs[m]}
+		}
+	}
+	inParallel(len(other), func(m int) {
+		n := contest[other[m]]
+		r := &leases[other[m]]
 		r.token, r.cur, r.won, r.err = c.takeLease(ctx, full[n], entries[n])
 	})
 	for j, n := range contest {
@@ -224,16 +259,20 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		m, err := c.callBatch(ctx, pickKeys(keys, won), load)
 		took := time.Since(start)
 		stop()
-		inParallel(len(won), func(j int) {
-			i := won[j]
-			v, kerr := batchResult(m, err, keys[i])
-			if c.cfg.noLeases {
-				v, kerr = c.storeUnleased(ctx, keys[i], gens[i], v, kerr, took)
-			} else {
-				v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
-			}
-			results[i] = result[V]{v, kerr}
-		})
+		if c.l2lease != nil && !c.cfg.noLeases {
+			c.fillMany(ctx, c.l2lease, keys, won, tokens, gens, m, err, took, results)
+		} else {
+			inParallel(len(won), func(j int) {
+				i := won[j]
+				v, kerr := batchResult(m, err, keys[i])
+				if c.cfg.noLeases {
+					v, kerr = c.storeUnleased(ctx, keys[i], gens[i], v, kerr, took)
+				} else {
+					v, kerr = c.storeLeased(ctx, keys[i], tokens[i], gens[i], v, kerr, took)
+				}
+				results[i] = result[V]{v, kerr}
+			})
+		}
 	}
 	if len(degraded) > 0 {
 		c.loadLocal(ctx, keys, degraded, gens, results, load)

@@ -97,6 +97,20 @@ var errUnusable = errors.New("tiered: no usable L2 entry")
 // (stored in L1), or errUnusable. A payload the codec cannot decode is
 // deleted from L2 so the next read reloads it.
 func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen uint64) (v V, err error) {
+	if e.Kind == KindTagged {
+		return c.acceptTagged(ctx, key, e, gen) // checks the tags, then accepts
+	}
+	v, err = c.decodeEntry(ctx, key, e)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
+	}
+	return v, err
+}
+
+// decodeEntry is accept without the L1 fill (the caller fills L1 itself,
+// e.g. a batch at once), for entries of kind KindValue and KindNotFound;
+// other kinds are errUnusable (a tagged entry goes through accept).
+func (c *Cache[V]) decodeEntry(ctx context.Context, key string, e RemoteEntry) (v V, err error) {
 	switch e.Kind {
 	case KindValue:
 		if err := c.l2.Unmarshal(e.Payload, &v); err != nil {
@@ -110,13 +124,9 @@ func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen ui
 			return v, errUnusable
 		}
 		c.stats.l2Hit.Add(1)
-		c.fillL1(key, v, false, c.localExpiry(e), gen)
 		return v, nil
-	case KindTagged:
-		return c.acceptTagged(ctx, key, e, gen)
 	case KindNotFound:
 		c.stats.l2NotFound.Add(1)
-		c.fillL1(key, v, true, c.localExpiry(e), gen)
 		return v, ErrNotFound
 	}
 	return v, errUnusable
@@ -154,17 +164,75 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V
 	}
 	span.SetAttributes(AttrShared.Bool(!leader))
 	if leader {
-		fctx, done := c.flightCtx(ctx)
-		go func() {
-			defer c.wg.Done()
-			defer done()
-			v, err := c.fetch(fctx, key, load)
-			c.finish(key, f, v, err)
-		}()
+		if v, err, ended := c.lead(ctx, key, f, load); ended {
+			endSpan(span, err)
+			return v, err
+		}
 	}
 	v, err := wait(ctx, f)
 	endSpan(span, err)
 	return v, err
+}
+
+// lead runs the first step of a flight on the leader's own goroutine: L1
+// again, then one L2 read bounded by the leader's ctx. A value or a cached
+// not-found there ends the flight at once (ended is true; v and err are its
+// result, also handed to the callers that joined): an L2 hit costs no
+// goroutine and no detached context. Anything else (a miss, a lease, an L2
+// error, the leader's ctx ending) hands the flight to a goroutine that runs
+// the shared work detached from ctx, as before; the leader then waits like
+// every other caller. So one caller's cancellation still never fails the
+// others: a failed inline read only starts the shared work, which reads
+// again (and reports an L2 error if it persists).
+func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Loader[V]) (v V, err error, ended bool) {
+	if v, found, err := c.lookL1(key); found {
+		c.finish(key, f, v, err)
+		c.wg.Done()
+		return v, err, true
+	}
+	var pre []preRead
+	if c.l2 != nil && ctx.Err() == nil {
+		gen := c.generation(key)
+		rctx, cancel := c.remoteCtx(ctx)
+		e, rerr := c.l2.Get(rctx, c.prefix+key)
+		cancel()
+		if ctx.Err() == nil {
+			// The shared work goes on from what we read (unless our own
+			// ctx cut the read short: then it reads again).
+			pre = []preRead{{e: e, err: rerr, gen: gen}}
+		}
+		if rerr == nil && (e.Kind == KindValue || e.Kind == KindNotFound || e.Kind == KindTagged) {
+			v, err := c.accept(ctx, key, e, gen)
+			if errors.Is(err, errUnusable) {
+				// Corrupt: accept deleted it. For the shared work it is a
+				// miss.
+				pre = []preRead{{gen: gen}}
+			} else {
+				if e.Kind == KindValue {
+					c.maybeRefresh(ctx, key, e, func(ctx context.Context) (V, error) { return c.callLoader(ctx, key, load) })
+				}
+				c.finish(key, f, v, err)
+				c.wg.Done()
+				return v, err, true
+			}
+		}
+	}
+	fctx, done := c.flightCtx(ctx)
+	go func() {
+		defer c.wg.Done()
+		defer done()
+		v, err := c.fetch(fctx, key, load, pre...)
+		c.finish(key, f, v, err)
+	}()
+	return v, nil, false
+}
+
+// preRead is an L2 read made before the shared work of a flight started,
+// and the L1 generation taken before it.
+type preRead struct {
+	e   RemoteEntry
+	err error
+	gen uint64
 }
 
 // join returns key's flight on this node, creating it if there is none; the
@@ -213,19 +281,24 @@ func (c *Cache[V]) flightCtx(ctx context.Context) (context.Context, func()) {
 }
 
 // fetch is the shared work of one key's flight (read path steps 2-6).
-func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, error) {
+func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V], pre ...preRead) (V, error) {
 	// Another flight may have filled L1 since the caller looked.
 	if v, found, err := c.lookL1(key); found {
 		return v, err
 	}
 	gen := c.generation(key)
+	if len(pre) > 0 {
+		// The read was made under the older generation: keep that one, so
+		// an invalidation since then still wins.
+		gen = pre[0].gen
+	}
 	if c.l2 == nil {
 		v, err := c.callLoader(ctx, key, load)
 		return c.keepLocal(ctx, key, v, err, gen)
 	}
 	return c.fetchRemote(ctx, key, gen, func(ctx context.Context) (V, error) {
 		return c.callLoader(ctx, key, load)
-	})
+	}, pre...)
 }
 
 // keepLocal stores a load result in L1 only (no L2, or L2 failing) and

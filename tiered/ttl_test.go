@@ -37,6 +37,17 @@ func (r *recordingL1[V]) Fill(key string, v V, absent bool, ttl time.Duration, g
 	return r.Store.Fill(key, v, absent, ttl, gen)
 }
 
+// FillMany records like Fill (the batch fill GetOrLoadMany uses).
+func (r *recordingL1[V]) FillMany(n int, at func(i int) (string, V, bool, time.Duration, uint64)) int {
+	r.mu.Lock()
+	for i := range n {
+		key, _, _, ttl, _ := at(i)
+		r.ttls[key] = ttl
+	}
+	r.mu.Unlock()
+	return r.Store.FillMany(n, at)
+}
+
 func (r *recordingL1[V]) ttl(t *testing.T, key string) time.Duration {
 	t.Helper()
 	r.mu.Lock()

@@ -1,0 +1,209 @@
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Batched leases: GetOrLoadMany takes the leases of its missing keys, and
+// fills them, with one pipelined call each (DESIGN §6.1), when the L2 store
+// offers the calls; otherwise, and for every key whose batched call failed,
+// it falls back to the per-key calls.
+
+// leaseBatcher is the pipelined lease calls an L2 store may offer (package
+// remote's Store does): AcquireMany and CompareAndSwapMany do, key by key,
+// what Acquire and CompareAndSwap do, in one round trip per Redis node.
+// errs is nil when every key succeeded, else one error (or nil) per key.
+type leaseBatcher interface {
+	AcquireMany(ctx context.Context, keys []string, tokens []uint64, expiresAt time.Time) (current []RemoteEntry, won []bool, errs []error)
+	CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, entries []RemoteEntry) (swapped []bool, errs []error)
+}
+
+// manyFiller is the batch fill an L1 store may offer (package local's does:
+// one wait for ristretto's buffers per batch instead of one per key). It
+// stores entry i = at(i) as Fill would, for i < n.
+type manyFiller[V any] interface {
+	FillMany(n int, at func(i int) (key string, value V, absent bool, ttl time.Duration, gen uint64)) int
+}
+
+// perShard calls call once per shard with the indexes of full on that
+// shard, each behind its shard's breaker and measured as op, the shards at
+// once; call returns one error per index it got (nil: that key succeeded).
+// Keys of a shard whose breaker refuses the call get its error.
+func (c *Cache[V]) perShard(ctx context.Context, op string, full []string, call func(ctx context.Context, idx []int) []error) []error {
+	errs := make([]error, len(full))
+	one := func(ctx context.Context, idx []int) ([]error, error) {
+		m := measuredRemote{t: c.tel}.observe(ctx, op)
+		perrs := call(m.ctx, idx)
+		if perrs != nil && len(perrs) != len(idx) {
+			err := fmt.Errorf("tiered: the L2 store answered %s of %d keys with %d results", op, len(idx), len(perrs))
+			perrs = make([]error, len(idx))
+			for i := range perrs {
+				perrs[i] = err
+			}
+		}
+		first := firstErr(perrs)
+		m.done(first)
+		return perrs, first
+	}
+	record := func(idx []int, perrs []error, err error) {
+		for n, i := range idx {
+			switch {
+			case perrs != nil:
+				errs[i] = perrs[n]
+			case err != nil:
+				errs[i] = err
+			}
+		}
+	}
+	g, guarded := c.l2.(guardedRemote)
+	if !guarded {
+		all := make([]int, len(full))
+		for i := range all {
+			all[i] = i
+		}
+		perrs, err := one(ctx, all)
+		record(all, perrs, err)
+		return errs
+	}
+	bs, idx := g.byShard(full)
+	inParallel(len(bs), func(j int) {
+		// A refusal by the breaker gives no per-key errors: every key of
+		// the shard gets its error.
+		perrs, err := guard(ctx, bs[j], func() ([]error, error) { return one(ctx, idx[j]) })
+		record(idx[j], perrs, err)
+	})
+	return errs
+}
+
+// acquireMany takes the leases of full (keys[i] of the batch is full[i]),
+// which were all empty when read, with one pipelined call. It returns, per
+// key, the token, what the key holds when the lease was not won, whether it
+// was won, and the error.
+func (c *Cache[V]) acquireMany(ctx context.Context, lb leaseBatcher, full []string) (tokens []uint64, cur []RemoteEntry, won []bool, errs []error) {
+	n := len(full)
+	tokens, cur, won = make([]uint64, n), make([]RemoteEntry, n), make([]bool, n)
+	for i := range tokens {
+		tokens[i] = rand.Uint64()
+	}
+	expiresAt := time.Now().Add(c.cfg.leaseTTL)
+	rctx, cancel := c.remoteCtx(ctx)
+	defer cancel()
+	errs = c.perShard(rctx, "acquire_many", full, func(ctx context.Context, idx []int) []error {
+		keys, ts := make([]string, len(idx)), make([]uint64, len(idx))
+		for n, i := range idx {
+			keys[n], ts[n] = full[i], tokens[i]
+		}
+		cs, ws, perrs := lb.AcquireMany(ctx, keys, ts, expiresAt)
+		if len(cs) == len(idx) && len(ws) == len(idx) {
+			for n, i := range idx {
+				cur[i], won[i] = cs[n], ws[n]
+			}
+		}
+		return perrs
+	})
+	return tokens, cur, won, errs
+}
+
+// fillMany stores the results of the keys won (indexes into keys) with
+// one pipelined conditional fill, and the fills that landed in L1 with one
+// batch fill. Keys whose result is not storable, or whose fill failed, go
+// through storeLeased one by one (failure markers, lease release, retries).
+func (c *Cache[V]) fillMany(ctx context.Context, lb leaseBatcher, keys []string, won []int, tokens map[int]uint64, gens []uint64,
+	m map[string]V, loadErr error, took time.Duration, results []result[V]) {
+	var (
+		batch   []int // indexes into keys
+		full    []string
+		entries []RemoteEntry
+		vers    []uint64
+		single  []int
+	)
+	for _, i := range won {
+		v, kerr := batchResult(m, loadErr, keys[i])
+		results[i] = result[V]{v, kerr}
+		if kerr != nil && !errors.Is(kerr, ErrNotFound) {
+			single = append(single, i)
+			continue
+		}
+		e, storable := c.entryFor(ctx, keys[i], v, kerr, took)
+		if !storable {
+			single = append(single, i)
+			continue
+		}
+		batch = append(batch, i)
+		full = append(full, c.prefix+keys[i])
+		entries = append(entries, e)
+		vers = append(vers, tokens[i])
+	}
+	var landed []int // indexes into batch
+	if len(batch) > 0 {
+		swapped := make([]bool, len(batch))
+		rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
+		errs := c.perShard(rctx, "compare_and_swap_many", full, func(ctx context.Context, idx []int) []error {
+			ks, vs, es := make([]string, len(idx)), make([]uint64, len(idx)), make([]RemoteEntry, len(idx))
+			for n, j := range idx {
+				ks[n], vs[n], es[n] = full[j], vers[j], entries[j]
+			}
+			sw, perrs := lb.CompareAndSwapMany(ctx, ks, vs, es)
+			if len(sw) == len(idx) {
+				for n, j := range idx {
+					swapped[j] = sw[n]
+				}
+			}
+			return perrs
+		})
+		cancel()
+		for j, i := range batch {
+			switch {
+			case errs[j] != nil:
+				// The per-key path retries the fill and resolves the lease.
+				single = append(single, i)
+			case !swapped[j]:
+				// A Delete or Set removed our lease while we loaded: what we
+				// loaded may be stale. Callers get it; no tier stores it.
+				c.stats.fillsRejected.Add(1)
+			default:
+				landed = append(landed, j)
+			}
+		}
+	}
+	c.fillLocalMany(len(landed), func(n int) (string, V, bool, time.Time, uint64) {
+		j := landed[n]
+		i := batch[j]
+		return keys[i], results[i].value, entries[j].Kind == KindNotFound, c.localExpiry(entries[j]), gens[i]
+	})
+	inParallel(len(single), func(n int) {
+		i := single[n]
+		v, kerr := c.storeLeased(ctx, keys[i], tokens[i], gens[i], results[i].value, results[i].err, took)
+		results[i] = result[V]{v, kerr}
+	})
+}
+
+// fillLocalMany stores n entries in L1 as fillL1 does, with one batch fill
+// when L1 offers it.
+func (c *Cache[V]) fillLocalMany(n int, at func(i int) (key string, v V, absent bool, expiresAt time.Time, gen uint64)) {
+	if c.l1 == nil || n == 0 {
+		return
+	}
+	ttl := func(expiresAt time.Time) time.Duration {
+		if expiresAt.IsZero() {
+			return c.cfg.localTTL
+		}
+		return min(c.cfg.localTTL, time.Until(expiresAt))
+	}
+	mf, ok := c.l1.(manyFiller[V])
+	if !ok {
+		for i := range n {
+			key, v, absent, exp, gen := at(i)
+			c.l1.Fill(key, v, absent, ttl(exp), gen)
+		}
+		return
+	}
+	mf.FillMany(n, func(i int) (string, V, bool, time.Duration, uint64) {
+		key, v, absent, exp, gen := at(i)
+		return key, v, absent, ttl(exp), gen
+	})
+}
