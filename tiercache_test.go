@@ -73,7 +73,10 @@ func newNode(t *testing.T, tr transport, prefix string) node {
 	t.Helper()
 	g, err := tiercache.NewGroup(tr.client(t),
 		tiercache.WithBusOptions(invalidation.WithChannelPrefix(prefix), invalidation.WithHeartbeatInterval(200*time.Millisecond)),
-		tiercache.WithDefaults(tiered.WithLocalTTL(time.Minute), tiered.WithRemoteTTL(time.Minute)))
+		tiercache.WithDefaults(tiered.WithLocalTTL(time.Minute), tiered.WithRemoteTTL(time.Minute),
+			// Generous, so that a loaded machine does not turn a slow L2 read
+			// into a degraded load.
+			tiered.WithRemoteTimeout(5*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +302,7 @@ func TestBadArguments(t *testing.T) {
 		t.Errorf("nil group: %v", err)
 	}
 
-	g, err := tiercache.NewGroup(rdb, tiercache.WithoutInvalidation())
+	g, err := tiercache.NewGroup(rdb, tiercache.WithoutInvalidation(), tiercache.WithDefaults(tiered.WithRemoteTimeout(5*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,10 @@ func newGroup(t *testing.T, prefix string) *tiercache.Group {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
-	g, err := tiercache.NewGroup(rdb, tiercache.WithBusOptions(invalidation.WithChannelPrefix(prefix), invalidation.WithShards(2)))
+	g, err := tiercache.NewGroup(rdb, tiercache.WithBusOptions(invalidation.WithChannelPrefix(prefix), invalidation.WithShards(2)),
+		// Generous, so that a loaded machine does not turn a slow L2 read into
+		// a degraded load and change the counts.
+		tiercache.WithDefaults(tiered.WithRemoteTimeout(5*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
