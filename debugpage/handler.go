@@ -147,17 +147,17 @@ code{font:12px ui-monospace,Menlo,Consolas,monospace}
 {{range .Buses}}
 <div class="card">
 <h3>{{.Name}} <span class="{{ok .Healthy}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}}</span></h3>
-<div class="meta">{{if .Origin}}origin <code>{{.Origin}}</code> · {{if .Sharded}}sharded pub/sub{{else}}pub/sub{{end}} · loss detection {{secs .Silence}} · {{end}}totals: {{.Totals.MessagesSent}} sent, {{.Totals.MessagesReceived}} received, {{.Totals.Gaps}} gaps</div>
+<div class="meta">{{if .Origin}}origin <code>{{.Origin}}</code> · {{if .Sharded}}sharded pub/sub{{else}}pub/sub{{end}} · loss detection {{secs .Detection}} · own announcements back in {{secs .OwnLag}} · {{end}}totals: {{.Totals.MessagesSent}} sent, {{.Totals.MessagesReceived}} received, {{.Totals.Gaps}} gaps</div>
 <table>
 <tr><th class="l">last {{span .Recent.Seconds}}</th><th>sent</th><th>received</th><th>keys invalidated</th><th>gaps</th><th>publish errors</th><th>flushes</th><th>lag p50</th><th>lag p99</th></tr>
 <tr><td class="l"></td><td>{{.Recent.MessagesSent}}</td><td>{{.Recent.MessagesReceived}}</td><td>{{.Recent.KeysInvalidated}}</td><td>{{.Recent.Gaps}}</td><td>{{.Recent.PublishErrors}}</td><td>{{.Recent.Flushes}}</td>
 <td>{{if .Recent.LagSamples}}≤ {{secs .Recent.LagP50}}{{else}}–{{end}}</td><td>{{if .Recent.LagSamples}}≤ {{secs .Recent.LagP99}}{{else}}–{{end}}</td></tr>
 </table>
 <table>
-<tr><th class="l">channel</th><th class="l">health</th><th>last heard</th><th class="l">origins heard: last sequence number (last heard)</th></tr>
-{{range .Channels}}<tr><td class="l"><code>{{.Name}}</code></td><td class="l {{ok .Healthy}}">{{if not .Subscribed}}subscribing{{else if .Healthy}}ok{{else}}silent{{end}}</td><td>{{secs .SinceHeard}} ago</td>
+<tr><th class="l">channel</th><th class="l">health</th><th>last heard</th><th>last lag</th><th class="l">origins heard: last sequence number (last heard)</th></tr>
+{{range .Channels}}<tr><td class="l"><code>{{.Name}}</code></td><td class="l {{ok .Healthy}}">{{if not .Subscribed}}subscribing{{else if .Healthy}}ok{{else}}silent{{end}}</td><td>{{secs .SinceHeard}} ago</td><td>{{if .LastLag}}{{secs .LastLag}}{{else}}–{{end}}</td>
 <td class="l">{{range .Origins}}<code>{{.Origin}}</code>: {{.Seq}} ({{secs .SinceHeard}} ago{{if .Silent}}, <span class="bad">silent</span>{{end}})<br>{{else}}<span class="none">none yet</span>{{end}}</td></tr>
-{{else}}<tr><td class="l none" colspan="4">the bus does not report its channels</td></tr>{{end}}
+{{else}}<tr><td class="l none" colspan="5">the bus does not report its channels</td></tr>{{end}}
 </table>
 <table>
 <tr><th class="l">recent flushes</th><th>count</th><th class="l">between</th></tr>

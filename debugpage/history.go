@@ -80,8 +80,8 @@ func (p *Page) sampleBusLocked(b BusSource, now time.Time) {
 
 // FlushEvent is a batch of flushes of one reason seen between two samples.
 type FlushEvent struct {
-	// Reason is "gap", "resubscribe", "silence" or "remote" (see
-	// invalidation.FlushStats).
+	// Reason is "gap", "resubscribe", "silence", "remote", "unhealthy" or
+	// "undecodable" (see invalidation.FlushStats).
 	Reason string `json:"reason"`
 	// Count is the number of flushes.
 	Count uint64 `json:"count"`
@@ -98,4 +98,6 @@ var flushReasons = []struct {
 	{"resubscribe", func(f invalidation.FlushStats) uint64 { return f.Resubscribe }},
 	{"silence", func(f invalidation.FlushStats) uint64 { return f.Silence }},
 	{"remote", func(f invalidation.FlushStats) uint64 { return f.Remote }},
+	{"unhealthy", func(f invalidation.FlushStats) uint64 { return f.Unhealthy }},
+	{"undecodable", func(f invalidation.FlushStats) uint64 { return f.Undecodable }},
 }

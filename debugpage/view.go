@@ -92,12 +92,15 @@ type BusView struct {
 	// Origin is the bus's id in hex; empty when the source does not say.
 	Origin  string `json:"origin,omitempty"`
 	Sharded bool   `json:"sharded"`
-	// Healthy reports that every channel is healthy.
+	// Healthy is the bus's verdict (its own announcements come back in
+	// time, every subscription works), and every channel healthy.
 	Healthy bool `json:"healthy"`
-	// Silence is the loss-detection time in seconds.
-	Silence  float64       `json:"silence_seconds"`
-	Recent   BusWindow     `json:"recent"`
-	Channels []ChannelView `json:"channels"`
+	// Detection is D, the loss-detection time, in seconds; OwnLag the lag
+	// of the newest own announcement that came back.
+	Detection float64       `json:"detection_seconds"`
+	OwnLag    float64       `json:"own_lag_seconds"`
+	Recent    BusWindow     `json:"recent"`
+	Channels  []ChannelView `json:"channels"`
 	// Flushes are the recent flush events, oldest first (counted between
 	// two samples, so their times are within one interval).
 	Flushes []FlushEvent       `json:"recent_flushes"`
@@ -122,11 +125,14 @@ type BusWindow struct {
 
 // ChannelView is one channel of a bus.
 type ChannelView struct {
-	Name       string       `json:"name"`
-	Subscribed bool         `json:"subscribed"`
-	Healthy    bool         `json:"healthy"`
-	SinceHeard float64      `json:"since_heard_seconds"`
-	Origins    []OriginView `json:"origins"`
+	Name       string  `json:"name"`
+	Subscribed bool    `json:"subscribed"`
+	Healthy    bool    `json:"healthy"`
+	SinceHeard float64 `json:"since_heard_seconds"`
+	// LastLag is the publish-to-evict lag of the last keys message received
+	// on the channel, in seconds (0 before the first).
+	LastLag float64      `json:"last_lag_seconds"`
+	Origins []OriginView `json:"origins"`
 }
 
 // OriginView is another bus heard on a channel.
@@ -210,9 +216,11 @@ func (p *Page) busView(b namedBus, z invalidation.Stats, h *history, now time.Ti
 	bv := BusView{Name: b.name, Healthy: true, Totals: z, Channels: []ChannelView{}, Flushes: append([]FlushEvent{}, h.flushes...)}
 	if s, ok := b.bus.(busStatuser); ok {
 		st := s.Status()
-		bv.Origin, bv.Sharded, bv.Silence = originHex(st.Origin), st.Sharded, st.Silence.Seconds()
+		bv.Origin, bv.Sharded, bv.Healthy = originHex(st.Origin), st.Sharded, st.Healthy
+		bv.Detection, bv.OwnLag = st.DetectionTime.Seconds(), st.OwnLag.Seconds()
 		for _, c := range st.Channels {
-			cv := ChannelView{Name: c.Name, Subscribed: c.Subscribed, Healthy: c.Healthy, SinceHeard: c.SinceHeard.Seconds(), Origins: []OriginView{}}
+			cv := ChannelView{Name: c.Name, Subscribed: c.Subscribed, Healthy: c.Healthy, SinceHeard: c.SinceHeard.Seconds(),
+				LastLag: c.LastLag.Seconds(), Origins: []OriginView{}}
 			for _, o := range c.Origins {
 				cv.Origins = append(cv.Origins, OriginView{Origin: originHex(o.Origin), Seq: o.Seq, SinceHeard: o.SinceHeard.Seconds(), Silent: o.Silent})
 			}

@@ -40,6 +40,9 @@ type ChannelStatus struct {
 	Healthy bool
 	// SinceHeard is the time since the channel was last heard.
 	SinceHeard time.Duration
+	// LastLag is the publish-to-evict lag of the last keys message received
+	// on the channel; zero before the first.
+	LastLag time.Duration
 	// Origins are the other buses heard on the channel, by origin id.
 	Origins []OriginStatus
 }
@@ -78,7 +81,7 @@ func (b *Bus) Status() Status {
 	b.originsMu.Unlock()
 	for _, s := range b.subs {
 		heard := now - time.Duration(s.lastHeard.Load())
-		cs := ChannelStatus{Name: s.channel, SinceHeard: heard, Healthy: st.Healthy && !s.down.Load()}
+		cs := ChannelStatus{Name: s.channel, SinceHeard: heard, LastLag: time.Duration(s.lastLag.Load()), Healthy: st.Healthy && !s.down.Load()}
 		s.mu.Lock()
 		cs.Subscribed = s.ps != nil
 		for o, p := range s.peers {

@@ -26,6 +26,7 @@ type subscriber struct {
 
 	lastHeard    atomic.Int64 // bus.since() of the last message or confirmation
 	down         atomic.Bool  // no working subscription: between a loss and the next confirmation
+	lastLag      atomic.Int64 // publish-to-evict lag of the last keys message (Status)
 	resetPending atomic.Bool  // a reset is queued for the resetter
 
 	mu    sync.Mutex
@@ -258,6 +259,7 @@ func (s *subscriber) handle(payload string) {
 			lag := time.Duration(max(b.clock.Now().UnixNano()-m.PublishedAt, 0))
 			b.stats.observeLag(lag)
 			b.tel.recordLag(lag)
+			s.lastLag.Store(int64(lag))
 		}
 	case kindFlush:
 		b.stats.flushRemote.Add(1)
