@@ -83,7 +83,7 @@ func (h *handler) refresh(w http.ResponseWriter, rq *request, e entry, allowStal
 		h.forward(w, rq, m.status.fwd[fwdStale][0][0], fallback)
 		return e, true
 	}
-	p := plan{kind: planSuccessor, u: rq.u, spec: e.spec, key: e.key, stale: rec, staleOnErr: fallback != nil}
+	p := plan{kind: planSuccessor, u: rq.u, spec: e.spec, key: e.key, stale: rec, staleOnErr: fallback != nil, validate: allowStale}
 	res := h.fill(w, rq, p, successorKey(e.key, rec.id), fwdStale)
 	if res.rec != nil && res.rec.kind == kindMoved {
 		res.rec = m.awaitMoved(rq.r.Context(), e.key, rec.id)

@@ -36,7 +36,7 @@ func (h *handler) refreshInBackground(rq *request, e entry) {
 	br := rq.r.Clone(context.Background())
 	br.Body, br.ContentLength = http.NoBody, 0
 	brq := *rq
-	p := plan{kind: planSuccessor, u: rq.u, spec: e.spec, key: key, stale: rec}
+	p := plan{kind: planSuccessor, u: rq.u, spec: e.spec, key: key, stale: rec, validate: true}
 	go func() {
 		defer m.wg.Done()
 		defer func() { <-m.slots; release() }()

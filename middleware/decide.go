@@ -30,7 +30,8 @@ type decision struct {
 	reason fwd         // actLoad, actReload
 	now    time.Time   // actServe, actServeStale: the time freshness was judged at
 	// actRefresh: whether stale-if-error may answer with the stored
-	// response when the origin fails (not for a purged one).
+	// response when the origin fails, and the refresh may be a conditional
+	// request (not for one purged by tag, nor a hit-for-pass record).
 	allowStale bool
 }
 

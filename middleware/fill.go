@@ -162,7 +162,7 @@ func b2i(b bool) int {
 func (h *handler) load(ctx context.Context, w http.ResponseWriter, rq *request, p plan, reason fwd) (c *capture, rec, v *Response, err error) {
 	m := h.m
 	epoch, epochOK := m.generation(ctx, epochKey)
-	validate := p.kind == planSuccessor && p.stale.validatable()
+	validate := p.kind == planSuccessor && p.validate && p.stale.validatable()
 	var answerWith *Response // a revalidated response that may not be stored
 	var pass bool
 	var vary []string

@@ -33,6 +33,10 @@ type plan struct {
 	// origin fails (stale-if-error).
 	stale      *Response
 	staleOnErr bool
+	// planSuccessor: ask the origin conditionally with the stale
+	// response's validators (not for one purged by tag: a purge asks for
+	// the full response).
+	validate bool
 }
 
 // place decides what tiered stores under the loaded key for a storable

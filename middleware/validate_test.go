@@ -291,3 +291,32 @@ func TestHeadMissCoalesced(t *testing.T) {
 		t.Errorf("origin calls = %d, want 1", got)
 	}
 }
+
+// A response purged by tag is fetched whole, not revalidated: a purge asks
+// for the origin's current response.
+func TestPurgeTagNotRevalidated(t *testing.T) {
+	clk := newClock()
+	o := newValidatingOrigin(clk)
+	mw, err := middleware.New(memCache(t), middleware.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mw.Close() })
+	tagged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Surrogate-Key", "doc")
+		o.ServeHTTP(w, r)
+	})
+	f := &fixture{t: t, clock: clk, mw: mw, h: mw.Handler(tagged), o: &origin{}}
+	f.do("GET", "http://example.com/pt")
+	if err := mw.PurgeTag(ctx, "doc"); err != nil {
+		t.Fatal(err)
+	}
+	w := f.do("GET", "http://example.com/pt")
+	if w.Code != 200 || strings.Contains(cacheStatus(w), "fwd-status=304") {
+		t.Errorf("after PurgeTag: %d %q, want a full load", w.Code, cacheStatus(w))
+	}
+	full, n304, cond := o.counts()
+	if full != 2 || n304 != 0 || cond[1] != "|" {
+		t.Errorf("origin: %d full, %d 304, last request validators %q; want 2, 0 and none", full, n304, cond[len(cond)-1])
+	}
+}
