@@ -78,7 +78,7 @@ type telemetry struct {
 // loaders: 100 µs to 10 s.
 var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete", "set_many", "tag_generations", "tag_ensure", "tag_bump"}
+var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete", "set_many", "tag_generations", "tag_ensure", "tag_bump", "acquire_many", "compare_and_swap_many"}
 
 // remoteSpanNames maps an L2 operation to its span name, built once.
 var remoteSpanNames = func() map[string]string {
