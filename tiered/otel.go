@@ -21,7 +21,7 @@ const ScopeName = "github.com/tiercache/tiercache/tiered"
 const (
 	AttrCache     = attribute.Key("tiercache.cache")     // the cache's name
 	AttrTier      = attribute.Key("tiercache.tier")      // l1 | l2 | loader
-	AttrResult    = attribute.Key("tiercache.result")    // requests: hit | miss | not_found | error; refreshes: started | skipped | error
+	AttrResult    = attribute.Key("tiercache.result")    // requests: hit | miss | not_found | stale (WithStaleIfError) | error; refreshes: started | skipped | error
 	AttrOperation = attribute.Key("tiercache.operation") // L2 operation: get, get_many, set, delete, acquire, compare_and_swap, compare_and_delete
 	AttrShared    = attribute.Key("tiercache.shared")    // the caller joined a flight another caller started
 	AttrShard     = attribute.Key("tiercache.shard")     // L2 shard (primary address) of breaker metrics; absent on a single shard
