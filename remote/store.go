@@ -288,6 +288,21 @@ func pick(keys []string, idx []int) []string {
 	return out
 }
 
+// mget reads keys (checked, not empty) with one MGET per hash slot, all in
+// one pipeline: cmds[i] holds the values of the keys at groups[i].
+func (s *Store) mget(ctx context.Context, keys []string) (groups [][]int, cmds []*redis.SliceCmd, err error) {
+	groups = s.groups(keys)
+	pipe := s.client.Pipeline()
+	cmds = make([]*redis.SliceCmd, len(groups))
+	for i, g := range groups {
+		cmds[i] = pipe.MGet(ctx, pick(keys, g)...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, s.wrap(err, "MGET of %d keys", len(keys))
+	}
+	return groups, cmds, nil
+}
+
 // GetMany returns one entry per key, in order, with KindNone for misses. It
 // sends one MGET per hash slot, all in one pipeline.
 func (s *Store) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
@@ -300,14 +315,9 @@ func (s *Store) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
 	if len(keys) == 0 {
 		return out, nil
 	}
-	groups := s.groups(keys)
-	pipe := s.client.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(groups))
-	for i, g := range groups {
-		cmds[i] = pipe.MGet(ctx, pick(keys, g)...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, s.wrap(err, "MGET of %d keys", len(keys))
+	groups, cmds, err := s.mget(ctx, keys)
+	if err != nil {
+		return nil, err
 	}
 	var corrupt []string
 	for i, g := range groups {

@@ -55,14 +55,9 @@ func (s *Store) Generations(ctx context.Context, keys []string) ([]uint64, error
 	if len(keys) == 0 {
 		return out, nil
 	}
-	groups := s.groups(keys)
-	pipe := s.client.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(groups))
-	for i, g := range groups {
-		cmds[i] = pipe.MGet(ctx, pick(keys, g)...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("remote: reading %d generations: %w", len(keys), err)
+	groups, cmds, err := s.mget(ctx, keys)
+	if err != nil {
+		return nil, err
 	}
 	for i, g := range groups {
 		for j, v := range cmds[i].Val() {
