@@ -8,21 +8,19 @@ import "time"
 // generation again after ristretto applied the batch) and must return the
 // same entry both times. It returns how many entries were stored.
 func (s *Store[V]) FillMany(n int, at func(i int) (key string, value V, absent bool, ttl time.Duration, gen uint64)) (stored int) {
-	if n <= 0 || !s.lock() {
+	if s == nil || n <= 0 || !s.guard.Lock() {
 		return 0
 	}
-	defer s.mu.RUnlock()
+	defer s.guard.Unlock()
 	set := false
 	for i := range n {
 		key, value, absent, ttl, gen := at(i)
-		if ttl <= 0 || s.Generation(key) != gen {
+		if ttl <= 0 || s.guard.Generation(key) != gen {
 			continue
 		}
-		if !s.cache.SetWithTTL(key, &item[V]{value: value, absent: absent}, 0, ttl) {
-			s.dropped.Add(1)
-			continue
+		if s.set(key, value, absent, ttl) {
+			set = true
 		}
-		set = true
 	}
 	if !set {
 		return 0
@@ -35,7 +33,7 @@ func (s *Store[V]) FillMany(n int, at func(i int) (key string, value V, absent b
 		if ttl <= 0 {
 			continue
 		}
-		if s.Generation(key) != gen {
+		if s.guard.Generation(key) != gen {
 			s.cache.Del(key)
 			continue
 		}

@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tiercache/tiercache/internal/localtest"
 	"github.com/tiercache/tiercache/local"
@@ -17,5 +18,12 @@ func TestContract(t *testing.T) {
 			return s
 		},
 		Nil: (*local.Store[string])(nil),
+		KeepStale: func(t *testing.T, d time.Duration) localtest.Store {
+			s, err := local.New[string](local.WithKeepStale(d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
 	})
 }

@@ -2,12 +2,12 @@ package local
 
 import (
 	"fmt"
-	"hash/maphash"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/tiercache/tiercache/internal/l1core"
 )
 
 // item is what the store keeps under a key. ristretto holds a pointer to it:
@@ -25,24 +25,26 @@ type item[V any] struct {
 
 // Store is an L1 store on ristretto. Create it with New.
 type Store[V any] struct {
-	cache   *ristretto.Cache[string, *item[V]]
-	seed    maphash.Seed
-	stripes [Stripes]atomic.Uint64
-	epoch   atomic.Uint64
-	closed  atomic.Bool
-	// mu orders Close after every write in progress: writes hold it for
-	// reading. Get does not take it.
-	mu sync.RWMutex
+	cache *ristretto.Cache[string, *item[V]]
+	guard l1core.Guard
+	cfg   l1core.Config
 
 	// Counters, read with Stats. ristretto's own metrics stay off: they
 	// put an atomic add on every Get, on a stripe chosen by the key, which
 	// makes parallel hits on one hot key contend.
-	staleFor  time.Duration // WithKeepStale
-	byEntries bool          // bounded by MaxEntries: each entry costs 1
+	byEntries bool // bounded by MaxEntries: each entry costs 1
 	dropped   atomic.Uint64
 	rejected  atomic.Uint64
 	evicted   atomic.Uint64
 }
+
+// table is the Store's map as the guard sees it.
+type table[V any] struct {
+	c *ristretto.Cache[string, *item[V]]
+}
+
+func (t table[V]) Delete(key string) { t.c.Del(key) }
+func (t table[V]) Clear()            { t.c.Clear() }
 
 // New returns a Store configured by opts. Without options it holds at most
 // DefaultMaxEntries entries, each costing 1. A bad option is an error
@@ -52,26 +54,24 @@ func New[V any](opts ...Option) (*Store[V], error) {
 	if err != nil {
 		return nil, err
 	}
-	maxCost, counters := cfg.maxEntries, cfg.maxEntries*10
+	maxCost, counters := cfg.MaxEntries, cfg.MaxEntries*10
 	cost := func(*item[V]) int64 { return 1 }
-	if cfg.maxCost > 0 {
+	if cfg.MaxCost > 0 {
 		// Assume entries of about 64 cost units for the admission counters.
-		maxCost, counters = cfg.maxCost, max(cfg.maxCost/64, 1000)*10
+		maxCost, counters = cfg.MaxCost, max(cfg.MaxCost/64, 1000)*10
 		cost = func(it *item[V]) int64 {
 			if it.absent {
 				return 1
 			}
 			return max(userCost(it.value), 1)
 		}
-	} else if maxCost == 0 {
-		maxCost, counters = DefaultMaxEntries, DefaultMaxEntries*10
 	}
-	buffer := cfg.bufferItems
-	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: cfg.maxCost == 0, staleFor: cfg.staleFor}
+	s := &Store[V]{cfg: cfg, byEntries: cfg.MaxCost == 0}
+	s.guard.Init()
 	c, err := ristretto.NewCache(&ristretto.Config[string, *item[V]]{
 		NumCounters:        counters,
 		MaxCost:            maxCost,
-		BufferItems:        buffer,
+		BufferItems:        cfg.BufferItems,
 		Cost:               cost,
 		IgnoreInternalCost: true,
 		OnReject:           func(*ristretto.Item[*item[V]]) { s.rejected.Add(1) },
@@ -87,7 +87,7 @@ func New[V any](opts ...Option) (*Store[V], error) {
 // Get returns the entry for key. ok is false on a miss; absent reports a
 // cached "not found". It does not allocate.
 func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
-	if s == nil || s.closed.Load() {
+	if s == nil || s.guard.Closed() {
 		return value, false, false
 	}
 	it, ok := s.cache.Get(key)
@@ -101,7 +101,7 @@ func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
 // the store still keeps it (WithKeepStale), with the end of its TTL. ok is
 // false when there is no entry or the store keeps no stale entries.
 func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Time, ok bool) {
-	if s == nil || s.closed.Load() || s.staleFor == 0 {
+	if s == nil || s.guard.Closed() || s.cfg.StaleFor == 0 {
 		return value, false, expiredAt, false
 	}
 	it, ok := s.cache.Get(key)
@@ -111,28 +111,21 @@ func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Ti
 	return it.value, it.absent, time.Unix(0, it.expires), true
 }
 
-func (s *Store[V]) stripe(key string) *atomic.Uint64 {
-	return &s.stripes[maphash.String(s.seed, key)%Stripes]
-}
-
 // Generation returns key's generation: it changes with every Invalidate of
 // key (or of a key sharing its stripe) and every Flush.
 func (s *Store[V]) Generation(key string) uint64 {
 	if s == nil {
 		return 0
 	}
-	return s.stripe(key).Load() + s.epoch.Load()
+	return s.guard.Generation(key)
 }
 
-// lock takes the store for a write; it reports false when the store is nil
-// or closed (then there is nothing to unlock).
-func (s *Store[V]) lock() bool {
-	if s == nil {
-		return false
-	}
-	s.mu.RLock()
-	if s.closed.Load() {
-		s.mu.RUnlock()
+// set hands one entry to ristretto (without waiting) and counts a drop.
+func (s *Store[V]) set(key string, value V, absent bool, ttl time.Duration) bool {
+	it := &item[V]{value: value, absent: absent}
+	ttl, it.expires = s.cfg.Expiry(time.Now(), ttl)
+	if !s.cache.SetWithTTL(key, it, 0, ttl) {
+		s.dropped.Add(1)
 		return false
 	}
 	return true
@@ -144,77 +137,42 @@ func (s *Store[V]) lock() bool {
 // admission policy rejected it: ristretto may reject or drop entries under
 // pressure; both are counted in Stats).
 func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool {
-	if ttl <= 0 || !s.lock() {
+	if s == nil || ttl <= 0 {
 		return false
 	}
-	defer s.mu.RUnlock()
-	if s.Generation(key) != gen {
-		return false
-	}
-	it := &item[V]{value: value, absent: absent}
-	if s.staleFor > 0 {
-		it.expires = time.Now().Add(ttl).UnixNano()
-		ttl += s.staleFor
-	}
-	if !s.cache.SetWithTTL(key, it, 0, ttl) {
-		s.dropped.Add(1)
-		return false
-	}
-	s.cache.Wait()
-	// An Invalidate may have run between the check above and the set. It
-	// changed the generation before deleting, so checking again finds it;
-	// remove what we stored (at worst a newer entry, which is only a miss).
-	if s.Generation(key) != gen {
-		s.cache.Del(key)
-		return false
-	}
-	return true
+	return s.guard.Fill(table[V]{s.cache}, key, gen,
+		func() bool { return s.set(key, value, absent, ttl) }, s.cache.Wait)
 }
 
 // Invalidate changes the generation of keys, then removes them.
 func (s *Store[V]) Invalidate(keys ...string) {
-	if !s.lock() {
-		return
-	}
-	defer s.mu.RUnlock()
-	for _, k := range keys {
-		s.stripe(k).Add(1)
-		s.cache.Del(k)
+	if s != nil {
+		s.guard.Invalidate(table[V]{s.cache}, keys...)
 	}
 }
 
 // Flush changes every generation, then removes every entry.
 func (s *Store[V]) Flush() {
-	if !s.lock() {
-		return
+	if s != nil {
+		s.guard.Flush(table[V]{s.cache})
 	}
-	defer s.mu.RUnlock()
-	s.epoch.Add(1)
-	s.cache.Clear()
 }
 
 // Wait blocks until every write handed to ristretto so far is applied.
 func (s *Store[V]) Wait() {
-	if !s.lock() {
+	if s == nil || !s.guard.Lock() {
 		return
 	}
-	defer s.mu.RUnlock()
+	defer s.guard.Unlock()
 	s.cache.Wait()
 }
 
 // Close stops the store's goroutines and drops its entries. Later calls
 // behave as on an empty store. Close is idempotent.
 func (s *Store[V]) Close() {
-	if s == nil {
-		return
+	if s != nil {
+		s.guard.Close(s.cache.Close)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed.CompareAndSwap(false, true) {
-		return
-	}
-	s.epoch.Add(1)
-	s.cache.Close()
 }
 
 // Stats is a snapshot of a Store's counters.
@@ -232,10 +190,10 @@ type Stats struct {
 
 // Stats returns the store's counters. It is safe to call at any time.
 func (s *Store[V]) Stats() Stats {
-	if !s.lock() {
+	if s == nil || !s.guard.Lock() {
 		return Stats{}
 	}
-	defer s.mu.RUnlock()
+	defer s.guard.Unlock()
 	used := uint64(max(s.cache.MaxCost()-s.cache.RemainingCost(), 0))
 	st := Stats{
 		Cost:     used,

@@ -247,37 +247,7 @@ func TestGetDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestKeepStale(t *testing.T) {
-	s, err := local.New[string](local.WithKeepStale(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if !s.Fill("k", "v", false, time.Millisecond, s.Generation("k")) {
-		t.Fatal("Fill refused")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, _, ok := s.Get("k"); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Get still returns the entry after its TTL")
-		}
-	}
-	v, absent, expiredAt, ok := s.GetStale("k")
-	if !ok || absent || v != "v" || time.Since(expiredAt) < 0 {
-		t.Fatalf("GetStale = %q, %v, %v, %v; want the expired entry", v, absent, expiredAt, ok)
-	}
-	plain, err := local.New[string]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	plain.Fill("k", "v", false, time.Hour, plain.Generation("k"))
-	if _, _, _, ok := plain.GetStale("k"); ok {
-		t.Fatal("a store without WithKeepStale returned a stale entry")
-	}
+func TestKeepStaleRejectsNegative(t *testing.T) {
 	if _, err := local.New[string](local.WithKeepStale(-1)); !errors.Is(err, local.ErrInvalidOption) {
 		t.Fatalf("local.WithKeepStale(-1) = %v", err)
 	}

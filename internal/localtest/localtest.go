@@ -27,6 +27,10 @@ type Suite struct {
 	// Nil is the implementation's nil pointer as a Store: every method must
 	// be safe on it and behave as on an empty store.
 	Nil Store
+	// KeepStale, when not nil, returns a fresh store that keeps entries for
+	// d past their TTL; it must implement tiered.StaleLocal. Stores created
+	// by New must keep nothing past the TTL.
+	KeepStale func(t *testing.T, d time.Duration) Store
 }
 
 // Run runs the contract tests as subtests of t.
@@ -47,6 +51,59 @@ func Run(t *testing.T, s Suite) {
 	t.Run("NilAndClosedSafe", func(t *testing.T) { nilAndClosed(t, s) })
 	t.Run("GetDoesNotAllocate", func(t *testing.T) { noAlloc(t, open(t)) })
 	t.Run("FillMany", func(t *testing.T) { fillMany(t, open(t)) })
+	if s.KeepStale != nil {
+		t.Run("KeepStale", func(t *testing.T) { keepStale(t, s) })
+	}
+}
+
+// keepStale checks the keep-stale window: past its TTL an entry is gone for
+// Get but GetStale returns it with the end of its TTL, for entries written
+// by Fill and by FillMany; a store without the window returns nothing.
+func keepStale(t *testing.T, suite Suite) {
+	synctest.Test(t, func(t *testing.T) {
+		s := suite.KeepStale(t, time.Hour)
+		defer s.Close()
+		stale, ok := s.(tiered.StaleLocal[string])
+		if !ok {
+			t.Fatalf("%T does not implement tiered.StaleLocal", s)
+		}
+		start := time.Now()
+		fill(t, s, "one", "v1", false, 50*time.Millisecond)
+		if mf, ok := s.(ManyFiller); ok {
+			gen := s.Generation("many")
+			if n := mf.FillMany(1, func(int) (string, string, bool, time.Duration, uint64) {
+				return "many", "v2", false, 50 * time.Millisecond, gen
+			}); n != 1 {
+				t.Fatalf("FillMany stored %d entries, want 1", n)
+			}
+		}
+		time.Sleep(time.Second)
+		for _, k := range []string{"one", "many"} {
+			if _, ok := s.(ManyFiller); !ok && k == "many" {
+				continue
+			}
+			if _, _, ok := s.Get(k); ok {
+				t.Errorf("Get(%s) returned an entry 1 s after its 50 ms TTL", k)
+			}
+			v, absent, expiredAt, ok := stale.GetStale(k)
+			want := map[string]string{"one": "v1", "many": "v2"}[k]
+			if !ok || absent || v != want || !expiredAt.Equal(start.Add(50*time.Millisecond)) {
+				t.Errorf("GetStale(%s) = %q, %v, %v, %v; want %q ending at %v", k, v, absent, expiredAt, ok, want, start.Add(50*time.Millisecond))
+			}
+		}
+		s.Invalidate("one")
+		if _, _, _, ok := stale.GetStale("one"); ok {
+			t.Error("GetStale returned an invalidated entry")
+		}
+		plain := suite.New(t)
+		defer plain.Close()
+		fill(t, plain, "k", "v", false, time.Hour)
+		if ps, ok := plain.(tiered.StaleLocal[string]); ok {
+			if _, _, _, ok := ps.GetStale("k"); ok {
+				t.Error("a store without the keep-stale window returned an entry from GetStale")
+			}
+		}
+	})
 }
 
 // ManyFiller is the optional batch fill of an L1 store (tiered uses it for

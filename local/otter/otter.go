@@ -1,37 +1,44 @@
 package otter
 
 import (
-	"hash/maphash"
-	"sync"
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	motter "github.com/maypok86/otter/v2"
+
+	"github.com/tiercache/tiercache/internal/l1core"
 )
 
 // item is what the store keeps under a key. otter holds a pointer to it (one
 // shared instantiation of otter's generic code for every V); ttl is read by
-// the expiry calculator when the entry is written.
+// the expiry calculator when the entry is written; expires is the end of
+// the entry's TTL in Unix nanoseconds when the store keeps stale entries
+// (WithKeepStale), 0 otherwise.
 type item[V any] struct {
-	value  V
-	absent bool
-	ttl    time.Duration
+	value   V
+	absent  bool
+	ttl     time.Duration
+	expires int64
 }
 
 // Store is an L1 store on otter v2. Create it with New.
 type Store[V any] struct {
-	cache   *motter.Cache[string, *item[V]]
-	seed    maphash.Seed
-	stripes [Stripes]atomic.Uint64
-	epoch   atomic.Uint64
-	closed  atomic.Bool
-	// mu orders Close after every write in progress: writes hold it for
-	// reading. Get does not take it.
-	mu sync.RWMutex
+	cache *motter.Cache[string, *item[V]]
+	guard l1core.Guard
+	cfg   l1core.Config
 
 	byEntries bool
 	evicted   atomic.Uint64
 }
+
+// table is the Store's map as the guard sees it.
+type table[V any] struct {
+	c *motter.Cache[string, *item[V]]
+}
+
+func (t table[V]) Delete(key string) { t.c.Invalidate(key) }
+func (t table[V]) Clear()            { t.c.InvalidateAll() }
 
 // New returns a Store configured by opts. Without options it holds at most
 // DefaultMaxEntries entries. A bad option is an error wrapping
@@ -41,7 +48,8 @@ func New[V any](opts ...Option) (*Store[V], error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store[V]{seed: maphash.MakeSeed(), byEntries: cfg.maxCost == 0}
+	s := &Store[V]{cfg: cfg, byEntries: cfg.MaxCost == 0}
+	s.guard.Init()
 	o := &motter.Options[string, *item[V]]{
 		ExpiryCalculator: motter.ExpiryWritingFunc(func(e motter.Entry[string, *item[V]]) time.Duration {
 			return e.Value.ttl
@@ -52,8 +60,8 @@ func New[V any](opts ...Option) (*Store[V], error) {
 			}
 		},
 	}
-	if cfg.maxCost > 0 {
-		o.MaximumWeight = uint64(cfg.maxCost)
+	if cfg.MaxCost > 0 {
+		o.MaximumWeight = uint64(cfg.MaxCost)
 		o.Weigher = func(_ string, it *item[V]) uint32 {
 			if it.absent {
 				return 1
@@ -61,11 +69,11 @@ func New[V any](opts ...Option) (*Store[V], error) {
 			return uint32(min(max(userCost(it.value), 1), 1<<32-1))
 		}
 	} else {
-		o.MaximumSize = int(cfg.maxEntries)
+		o.MaximumSize = int(cfg.MaxEntries)
 	}
 	c, err := motter.New(o)
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	s.cache = c
 	return s, nil
@@ -74,18 +82,28 @@ func New[V any](opts ...Option) (*Store[V], error) {
 // Get returns the entry for key. ok is false on a miss; absent reports a
 // cached "not found". It does not allocate.
 func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
-	if s == nil || s.closed.Load() {
+	if s == nil || s.guard.Closed() {
 		return value, false, false
 	}
 	it, ok := s.cache.GetIfPresent(key)
-	if !ok {
+	if !ok || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
 		return value, false, false
 	}
 	return it.value, it.absent, true
 }
 
-func (s *Store[V]) stripe(key string) *atomic.Uint64 {
-	return &s.stripes[maphash.String(s.seed, key)%Stripes]
+// GetStale returns the entry for key even if its TTL has passed, as long as
+// the store still keeps it (WithKeepStale), with the end of its TTL. ok is
+// false when there is no entry or the store keeps no stale entries.
+func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Time, ok bool) {
+	if s == nil || s.guard.Closed() || s.cfg.StaleFor == 0 {
+		return value, false, expiredAt, false
+	}
+	it, ok := s.cache.GetIfPresent(key)
+	if !ok {
+		return value, false, expiredAt, false
+	}
+	return it.value, it.absent, time.Unix(0, it.expires), true
 }
 
 // Generation returns key's generation: it changes with every Invalidate of
@@ -94,21 +112,7 @@ func (s *Store[V]) Generation(key string) uint64 {
 	if s == nil {
 		return 0
 	}
-	return s.stripe(key).Load() + s.epoch.Load()
-}
-
-// lock takes the store for a write; it reports false when the store is nil
-// or closed (then there is nothing to unlock).
-func (s *Store[V]) lock() bool {
-	if s == nil {
-		return false
-	}
-	s.mu.RLock()
-	if s.closed.Load() {
-		s.mu.RUnlock()
-		return false
-	}
-	return true
+	return s.guard.Generation(key)
 }
 
 // Fill stores the entry for ttl if key's generation still equals gen and
@@ -116,44 +120,29 @@ func (s *Store[V]) lock() bool {
 // entry (otter writes its table synchronously; the size bound is enforced
 // shortly after, by otter's maintenance).
 func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen uint64) bool {
-	if ttl <= 0 || !s.lock() {
+	if s == nil || ttl <= 0 {
 		return false
 	}
-	defer s.mu.RUnlock()
-	if s.Generation(key) != gen {
-		return false
-	}
-	s.cache.Set(key, &item[V]{value: value, absent: absent, ttl: ttl})
-	// An Invalidate may have run between the check above and the set. It
-	// changed the generation before deleting, so checking again finds it;
-	// remove what we stored (at worst a newer entry, which is only a miss).
-	if s.Generation(key) != gen {
-		s.cache.Invalidate(key)
-		return false
-	}
-	return true
+	return s.guard.Fill(table[V]{s.cache}, key, gen, func() bool {
+		it := &item[V]{value: value, absent: absent}
+		it.ttl, it.expires = s.cfg.Expiry(time.Now(), ttl)
+		s.cache.Set(key, it)
+		return true
+	}, nil)
 }
 
 // Invalidate changes the generation of keys, then removes them.
 func (s *Store[V]) Invalidate(keys ...string) {
-	if !s.lock() {
-		return
-	}
-	defer s.mu.RUnlock()
-	for _, k := range keys {
-		s.stripe(k).Add(1)
-		s.cache.Invalidate(k)
+	if s != nil {
+		s.guard.Invalidate(table[V]{s.cache}, keys...)
 	}
 }
 
 // Flush changes every generation, then removes every entry.
 func (s *Store[V]) Flush() {
-	if !s.lock() {
-		return
+	if s != nil {
+		s.guard.Flush(table[V]{s.cache})
 	}
-	defer s.mu.RUnlock()
-	s.epoch.Add(1)
-	s.cache.InvalidateAll()
 }
 
 // Close stops otter's goroutines and drops the entries. Later calls behave
@@ -162,14 +151,10 @@ func (s *Store[V]) Close() {
 	if s == nil {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed.CompareAndSwap(false, true) {
-		return
-	}
-	s.epoch.Add(1)
-	s.cache.InvalidateAll()
-	s.cache.StopAllGoroutines()
+	s.guard.Close(func() {
+		s.cache.InvalidateAll()
+		s.cache.StopAllGoroutines()
+	})
 }
 
 // Stats is a snapshot of a Store's counters.
@@ -185,10 +170,10 @@ type Stats struct {
 
 // Stats returns the store's counters. It is safe to call at any time.
 func (s *Store[V]) Stats() Stats {
-	if !s.lock() {
+	if s == nil || !s.guard.Lock() {
 		return Stats{}
 	}
-	defer s.mu.RUnlock()
+	defer s.guard.Unlock()
 	st := Stats{Entries: uint64(max(s.cache.EstimatedSize(), 0)), Evicted: s.evicted.Load()}
 	if s.byEntries {
 		st.Cost = st.Entries

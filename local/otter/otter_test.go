@@ -23,6 +23,13 @@ func TestContract(t *testing.T) {
 			return s
 		},
 		Nil: (*otter.Store[string])(nil),
+		KeepStale: func(t *testing.T, d time.Duration) localtest.Store {
+			s, err := otter.New[string](otter.WithKeepStale(d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
 	})
 }
 
@@ -41,6 +48,7 @@ func TestOptions(t *testing.T) {
 		{"nil func", []otter.Option{otter.WithMaxCost(100), otter.WithCost[string](nil)}},
 		{"func of another type", []otter.Option{otter.WithMaxCost(100), otter.WithCost(func(int) int64 { return 1 })}},
 		{"nil option", []otter.Option{nil}},
+		{"negative keep-stale", []otter.Option{otter.WithKeepStale(-1)}},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
