@@ -54,11 +54,13 @@ func New[V any](opts ...Option) (*Store[V], error) {
 	if err != nil {
 		return nil, err
 	}
-	maxCost, counters := cfg.MaxEntries, cfg.MaxEntries*10
+	maxCost, counters := cfg.MaxEntries, cfg.MaxEntries*countersPerEntry
 	cost := func(*item[V]) int64 { return 1 }
 	if cfg.MaxCost > 0 {
-		// Assume entries of about 64 cost units for the admission counters.
-		maxCost, counters = cfg.MaxCost, max(cfg.MaxCost/64, 1000)*10
+		// The counters are sized by the entries expected, not by the cost
+		// bound: a byte bound of 1 GiB must not cost hundreds of MB of
+		// counters (it did when we assumed 64-byte entries).
+		maxCost, counters = cfg.MaxCost, cfg.ExpectedEntries*countersPerEntry
 		cost = func(it *item[V]) int64 {
 			if it.absent {
 				return 1

@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -183,6 +184,8 @@ func TestOptions(t *testing.T) {
 		{"nil cost func", []local.Option{local.WithMaxCost(100), local.WithCost[string](nil)}},
 		{"cost func of another type", []local.Option{local.WithMaxCost(100), local.WithCost(func(int) int64 { return 1 })}},
 		{"zero buffer", []local.Option{local.WithBufferItems(0)}},
+		{"zero expected entries", []local.Option{local.WithMaxCost(100), local.WithCost(cost), local.WithExpectedEntries(0)}},
+		{"expected entries without a cost bound", []local.Option{local.WithMaxEntries(100), local.WithExpectedEntries(10)}},
 		{"nil option", []local.Option{nil}},
 	}
 	for _, tt := range bad {
@@ -197,6 +200,7 @@ func TestOptions(t *testing.T) {
 		{local.WithMaxEntries(10)},
 		{local.WithMaxCost(100), local.WithCost(cost)},
 		{local.WithBufferItems(16)},
+		{local.WithMaxCost(100), local.WithCost(cost), local.WithExpectedEntries(1000)},
 	}
 	for i, opts := range good {
 		s, err := local.New[string](opts...)
@@ -251,4 +255,37 @@ func TestKeepStaleRejectsNegative(t *testing.T) {
 	if _, err := local.New[string](local.WithKeepStale(-1)); !errors.Is(err, local.ErrInvalidOption) {
 		t.Fatalf("local.WithKeepStale(-1) = %v", err)
 	}
+}
+
+// TestCostBoundDoesNotPreallocateByCost checks that a store bounded by
+// bytes sizes its admission counters by the entries it expects, not by the
+// bound: a 1 GiB bound used to allocate 768 MiB of counters up front
+// (64 MiB: 48 MiB), assuming 64-byte entries.
+func TestCostBoundDoesNotPreallocateByCost(t *testing.T) {
+	heapGrowth := func(opts ...local.Option) float64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s, err := local.New[[]byte](opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		s.Close()
+		return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / (1 << 20)
+	}
+	size := local.WithCost(func(b []byte) int64 { return int64(len(b)) })
+	def := heapGrowth()
+	big := heapGrowth(local.WithMaxCost(1<<30), size)
+	// The default store (100,000 entries) and the 1 GiB byte bound expect
+	// as many entries; other tests' garbage may add a few MiB.
+	if big > 16 || big > def+8 {
+		t.Errorf("New(WithMaxCost(1 GiB)) grew the heap by %.1f MiB (default store: %.1f MiB); want the counters sized by the expected entries", big, def)
+	}
+	more := heapGrowth(local.WithMaxCost(1<<30), size, local.WithExpectedEntries(1_000_000))
+	if more < big+16 {
+		t.Errorf("WithExpectedEntries(1e6) grew the heap by %.1f MiB, want clearly more than the default's %.1f MiB", more, big)
+	}
+	t.Logf("heap growth: default %.1f MiB, 1 GiB cost bound %.1f MiB, with 1e6 expected entries %.1f MiB", def, big, more)
 }

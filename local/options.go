@@ -16,6 +16,13 @@ const (
 	// DefaultBufferItems is ristretto's per-Get buffer size unless
 	// WithBufferItems says otherwise.
 	DefaultBufferItems = 64
+	// DefaultExpectedEntries is how many entries a store bounded by
+	// WithMaxCost is assumed to hold when full, unless WithExpectedEntries
+	// says otherwise (or the cost bound is smaller).
+	DefaultExpectedEntries = 100_000
+	// countersPerEntry is ristretto's advice: track the frequency of ten
+	// times as many keys as the cache holds.
+	countersPerEntry = 10
 	// Stripes is the number of generation counters.
 	Stripes = l1core.Stripes
 )
@@ -57,6 +64,24 @@ func WithBufferItems(n int64) Option {
 	}
 }
 
+// WithExpectedEntries sizes the admission policy of a store bounded by
+// WithMaxCost: n is about how many entries it holds when full. ristretto
+// allocates its frequency counters up front, 10 per expected entry at about
+// 5 bytes each (0.5 KB per entry, 48 MB for a million), whatever the store
+// then holds. Default: min(max cost, DefaultExpectedEntries), about 4.6 MB.
+// More entries than expected only make admission less precise, never
+// wrong. n must be positive and it needs WithMaxCost (with WithMaxEntries
+// the bound is the expected count).
+func WithExpectedEntries(n int64) Option {
+	return func(c *l1core.Config) error {
+		if n <= 0 {
+			return fmt.Errorf("expected entries %d must be positive", n)
+		}
+		c.ExpectedEntries = n
+		return nil
+	}
+}
+
 // WithKeepStale keeps every entry for d past its TTL, invisible to Get but
 // returned by GetStale, so a cache using tiered.WithStaleIfError can serve
 // it when both L2 and the loader fail. The kept entries count towards the
@@ -71,8 +96,14 @@ func build[V any](opts []Option) (l1core.Config, func(V) int64, error) {
 	if err != nil {
 		return cfg, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
+	if cfg.ExpectedEntries > 0 && cfg.MaxCost == 0 {
+		return cfg, nil, fmt.Errorf("%w: WithExpectedEntries needs WithMaxCost (WithMaxEntries already says how many entries to expect)", ErrInvalidOption)
+	}
 	if cfg.BufferItems == 0 {
 		cfg.BufferItems = DefaultBufferItems
+	}
+	if cfg.MaxCost > 0 && cfg.ExpectedEntries == 0 {
+		cfg.ExpectedEntries = min(cfg.MaxCost, DefaultExpectedEntries)
 	}
 	return cfg, cost, nil
 }

@@ -23,6 +23,9 @@ type Config struct {
 	StaleFor time.Duration
 	// BufferItems is ristretto's per-Get buffer size (package local only).
 	BufferItems int64
+	// ExpectedEntries sizes ristretto's admission counters of a store
+	// bounded by cost (package local only; 0: the default).
+	ExpectedEntries int64
 }
 
 // Option sets a field of Config, or returns why it cannot.
