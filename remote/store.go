@@ -104,6 +104,7 @@ type Store struct {
 	reloadEvery   time.Duration
 	lastReload    atomic.Int64 // unix nanos of the last reload asked for
 	reloads       atomic.Uint64
+	shards        shardMap // Shard's memory of each slot's primary
 }
 
 // WithReloadInterval sets the least time between two reloads of a Cluster

@@ -99,25 +99,9 @@ func (s *Store) maybeReload() {
 		return
 	}
 	s.reloads.Add(1)
+	s.shards.forget()
 	// ReloadState reloads in the background and does not use the context.
 	s.reloader.ReloadState(context.Background())
-}
-
-// Shard returns the address of the Cluster primary that serves key, or ""
-// on a standalone or Sentinel client (one shard) and when the slot map is
-// not known yet. tiered gives each shard its own circuit breaker. It reads
-// the client's cached slot map and does no I/O once that is loaded.
-func (s *Store) Shard(key string) string {
-	if s.clusterClient == nil {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	c, err := s.clusterClient.MasterForKey(ctx, key)
-	if err != nil {
-		return ""
-	}
-	return c.Options().Addr
 }
 
 // isPermission reports whether err is an ACL or authentication refusal,
