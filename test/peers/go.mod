@@ -13,6 +13,7 @@ require (
 	github.com/tiercache/tiercache v0.0.0-00010101000000-000000000000
 	github.com/viccon/sturdyc v1.1.5
 	github.com/vmihailenco/msgpack/v5 v5.3.4
+	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -29,6 +30,5 @@ require (
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/sync v0.1.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"golang.org/x/sync/singleflight"
 )
 
 // l2Hit: sequential reads of a value held in L2 only (no L1), against a raw
@@ -56,6 +57,20 @@ func l2Hit(ctx context.Context, e *env, cfg config) ([]*row, error) {
 				return ns / 1000, err
 			}
 		}
+		var sf singleflight.Group
+		getDecode := func(ctx context.Context) (any, error) {
+			b, err := rdb.Get(ctx, rawKey).Bytes()
+			if err != nil {
+				return nil, err
+			}
+			en, err := remote.Decode(b)
+			if err != nil {
+				return nil, err
+			}
+			var out val
+			err = json.Unmarshal(en.Payload, &out)
+			return out, err
+		}
 		cands := []candidate{
 			{"go-redis GET of the same bytes", us(func() error { return rdb.Get(ctx, rawKey).Err() })},
 			{"go-redis GET + decode", us(func() error {
@@ -79,6 +94,20 @@ func l2Hit(ctx context.Context, e *env, cfg config) ([]*row, error) {
 			{"tiercache GetOrLoad", us(func() error {
 				_, err := n.c.GetOrLoad(ctx, "hot", load)
 				return err
+			})},
+			// GetOrLoad's L2 step built on x/sync/singleflight instead
+			// of tiercache's typed flight, the same GET + decode inside:
+			// Do runs it on the caller (then one caller's cancellation
+			// fails every caller that joined); DoChan on a goroutine of
+			// its own with a detached context (what keeps callers apart,
+			// as GetOrLoad does), boxing the value in an interface.
+			{"x/sync/singleflight Do + GET + decode", us(func() error {
+				_, err, _ := sf.Do("hot", func() (any, error) { return getDecode(ctx) })
+				return err
+			})},
+			{"x/sync/singleflight DoChan + GET + decode", us(func() error {
+				r := <-sf.DoChan("hot", func() (any, error) { return getDecode(context.WithoutCancel(ctx)) })
+				return r.Err
 			})},
 			{"go-redis/cache Get (Redis only)", us(func() error {
 				var out val
