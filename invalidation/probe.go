@@ -105,6 +105,20 @@ type probeError struct {
 func (e *probeError) Error() string { return e.op + ": " + e.err.Error() }
 func (e *probeError) Unwrap() error { return e.err }
 
+// refusedCommand returns the command a NOPERM reply names ("... no
+// permissions to run the 'cluster|slots' command"), or "".
+func refusedCommand(msg string) string {
+	_, rest, ok := strings.Cut(msg, "to run the '")
+	if !ok {
+		return ""
+	}
+	cmd, _, ok := strings.Cut(rest, "'")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(cmd)
+}
+
 func isUnknownCommand(err error) bool {
 	return isRedisError(err) && strings.Contains(strings.ToLower(err.Error()), "unknown command")
 }
@@ -128,6 +142,12 @@ func (b *Bus) explain(err error) error {
 		return fmt.Errorf("%w: the Redis user may not use the bus's channels (NOPERM on %s): grant the channel pattern &%s: %w",
 			ErrRedisRefused, op, pattern, err)
 	case strings.Contains(msg, "NOPERM"):
+		if cmd := refusedCommand(msg); cmd != "" && cmd != strings.ToLower(op) {
+			// Another command on the way, e.g. CLUSTER SLOTS, which a
+			// Cluster client runs to find the channel's node.
+			return fmt.Errorf("%w: the Redis user may not run %s, which %s needs (NOPERM): grant +%s: %w",
+				ErrRedisRefused, cmd, op, cmd, err)
+		}
 		return fmt.Errorf("%w: the Redis user may not run %s (NOPERM): grant +%s (or +@pubsub) and the channel pattern &%s: %w",
 			ErrRedisRefused, op, strings.ToLower(op), pattern, err)
 	case isUnknownCommand(err) && b.sharded:
