@@ -2,12 +2,11 @@ package tiered_test
 
 import (
 	"context"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/internal/fillrace"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
@@ -70,60 +69,14 @@ func (n *hubNode) Subscribe(namespace string, invalidate func([]string), _ func(
 
 var _ tiered.Bus = (*hubNode)(nil)
 
-// hookedRemote runs hooks after the calls of its Remote: it forces an
-// interleaving between this node's L2 write and its L1 fill.
-type hookedRemote struct {
-	tiered.Remote
-	afterSet    func(key string)
-	beforeCAS   func(key string)
-	afterCAS    func(key string, swapped bool)
-	afterCAD    func(key string)
-	afterAcquir func(key string, won bool)
-}
-
-func (r *hookedRemote) Set(ctx context.Context, key string, e tiered.RemoteEntry) error {
-	err := r.Remote.Set(ctx, key, e)
-	if r.afterSet != nil && err == nil {
-		r.afterSet(key)
-	}
-	return err
-}
-
-func (r *hookedRemote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (tiered.RemoteEntry, bool, error) {
-	cur, won, err := r.Remote.Acquire(ctx, key, token, exp)
-	if r.afterAcquir != nil && err == nil {
-		r.afterAcquir(key, won)
-	}
-	return cur, won, err
-}
-
-func (r *hookedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
-	if r.beforeCAS != nil {
-		r.beforeCAS(key)
-	}
-	ok, err := r.Remote.CompareAndSwap(ctx, key, version, e)
-	if r.afterCAS != nil && err == nil {
-		r.afterCAS(key, ok)
-	}
-	return ok, err
-}
-
-func (r *hookedRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
-	ok, err := r.Remote.CompareAndDelete(ctx, key, version)
-	if r.afterCAD != nil {
-		r.afterCAD(key)
-	}
-	return ok, err
-}
-
-// hookedNode is a node whose L2 calls go through a hookedRemote.
-func hookedNode(t *testing.T, name string, store *remote.Store, bus tiered.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *hookedRemote) {
+// hookedNode is a node whose L2 calls go through a fillrace.Remote.
+func hookedNode(t *testing.T, name string, store *remote.Store, bus tiered.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *fillrace.Remote) {
 	t.Helper()
 	l1, err := local.New[string]()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &hookedRemote{Remote: store}
+	r := &fillrace.Remote{Remote: store}
 	all := append([]tiered.Option{tiered.WithRemoteTimeout(5 * time.Second), tiered.WithInvalidation(bus)}, opts...)
 	c, err := tiered.New[string](name, l1, r, all...)
 	if err != nil {
@@ -148,14 +101,11 @@ func TestConcurrentSetsAcrossNodes(t *testing.T) {
 	a, aL1, aRemote := hookedNode(t, name, store, h.node())
 	b, _, _ := hookedNode(t, name, store, h.node())
 	ctx := context.Background()
-	var once sync.Once
-	aRemote.afterSet = func(string) {
-		once.Do(func() {
-			if err := b.Set(ctx, "k", "B"); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	aRemote.OnceAfterSet(func() {
+		if err := b.Set(ctx, "k", "B"); err != nil {
+			t.Error(err)
+		}
+	})
 	if err := a.Set(ctx, "k", "A"); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +119,7 @@ func TestConcurrentSetsAcrossNodes(t *testing.T) {
 	}
 
 	// Without interference the writer still reads its own write from L1.
-	aRemote.afterSet = nil
+	aRemote.AfterSet = nil
 	if err := a.Set(ctx, "k2", "A2"); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +139,7 @@ func TestSetRacingLocalDelete(t *testing.T) {
 	var h hub
 	a, aL1, aRemote := hookedNode(t, redistest.Name(t), store, h.node())
 	ctx := context.Background()
-	aRemote.afterSet = func(string) {
+	aRemote.AfterSet = func(string) {
 		if err := a.Delete(ctx, "k"); err != nil {
 			t.Error(err)
 		}
@@ -214,82 +164,20 @@ func TestRefreshRacingDelete(t *testing.T) {
 	}
 	name := redistest.Name(t)
 	var h hub
-	// A huge beta with a 20 ms first load: every L2 hit starts a refresh
-	// (unless -ln(rand) < 0.03), and the first value's L1 copy ends at
-	// once, so every read reaches L2. The refresh's own load is instant, so
-	// its L1 copy lives (LocalTTL).
-	opts := []tiered.Option{tiered.WithRemoteTTL(time.Minute), tiered.WithJitter(0), tiered.WithEarlyRefresh(100_000)}
+	opts := append([]tiered.Option{tiered.WithRemoteTTL(time.Minute)}, fillrace.RefreshOptions()...)
 	a, aL1, aRemote := hookedNode(t, name, store, h.node(), opts...)
 	b, _, _ := hookedNode(t, name, store, h.node())
 	ctx := context.Background()
-	var loads atomic.Int64
-	load := func(ctx context.Context, key string) (string, error) {
-		if loads.Add(1) == 1 {
-			time.Sleep(20 * time.Millisecond) // the first query's duration, for XFetch
-			return "v1", nil
-		}
-		return "refreshed", nil
-	}
-	started := make(chan struct{}, 1)
-	proceed := make(chan struct{})
-	done := make(chan struct{})
-	var deleted, refreshing atomic.Bool
-	aRemote.afterAcquir = func(key string, won bool) {
-		if strings.Contains(key, "\x00refresh:") && won {
-			refreshing.Store(true)
-			select {
-			case started <- struct{}{}:
-			default:
-			}
-		}
-	}
-	// The first load's conditional fill is a CAS too: only the refresh's
-	// waits.
-	aRemote.beforeCAS = func(string) {
-		if refreshing.Load() {
-			<-proceed
-		}
-	}
-	aRemote.afterCAS = func(_ string, swapped bool) {
-		if swapped && refreshing.Load() && !deleted.Swap(true) {
-			if err := b.Delete(ctx, "k"); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	aRemote.afterCAD = func(key string) {
-		if strings.Contains(key, "\x00refresh:") && deleted.Load() {
-			close(done)
-		}
-	}
+	load, loads := fillrace.Loader("v1", "refreshed")
 	if v, err := a.GetOrLoad(ctx, "k", load); err != nil || v != "v1" {
 		t.Fatalf("first load = %q, %v", v, err)
 	}
-	// Read until a refresh has started. Reads while it runs are L2 hits of
-	// v1 (the refresh cannot swap before proceed is closed).
-	for i := 0; ; i++ {
-		if i == 200 {
-			t.Fatal("no early refresh started in 200 L2 hits")
+	// The hub delivers B's invalidation to A before Delete returns.
+	fillrace.RaceRefresh(t, ctx, aRemote, func() (string, error) { return a.GetOrLoad(ctx, "k", load) }, "v1", func() {
+		if err := b.Delete(ctx, "k"); err != nil {
+			t.Error(err)
 		}
-		if v, err := a.GetOrLoad(ctx, "k", load); err != nil || v != "v1" {
-			t.Fatalf("read %d = %q, %v; want v1", i, v, err)
-		}
-		select {
-		case <-started:
-		default:
-			continue
-		}
-		break
-	}
-	close(proceed)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the refresh did not finish in 10 s")
-	}
-	if !deleted.Load() {
-		t.Fatal("the refresh's swap did not succeed")
-	}
+	})
 	if v, _, ok := aL1.Get("k"); ok {
 		t.Fatalf("A's L1 holds %q after B's Delete emptied L2", v)
 	}
@@ -316,14 +204,11 @@ func TestSetManyAndCompareAndSetRacingOtherNode(t *testing.T) {
 	b, _, _ := hookedNode(t, name, store, h.node())
 	ctx := context.Background()
 
-	var once sync.Once
-	aRemote.afterSet = func(string) {
-		once.Do(func() {
-			if err := b.Set(ctx, "m", "B"); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	aRemote.OnceAfterSet(func() {
+		if err := b.Set(ctx, "m", "B"); err != nil {
+			t.Error(err)
+		}
+	})
 	if err := a.SetMany(ctx, map[string]string{"m": "A"}); err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +223,7 @@ func TestSetManyAndCompareAndSetRacingOtherNode(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("GetVersioned = %v, %v", ok, err)
 	}
-	aRemote.afterCAS = func(_ string, swapped bool) {
+	aRemote.AfterCAS = func(_ string, swapped bool) {
 		if swapped {
 			if err := b.Delete(ctx, "c"); err != nil {
 				t.Error(err)
