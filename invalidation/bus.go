@@ -51,6 +51,7 @@ type Bus struct {
 	epoch    time.Time // the zero of since
 	channels []string
 	announce string // the announcement channel (same slot as channels[0])
+	inbox    string // the channel of lease notices to this bus (same slot; notify.go)
 
 	pubs []*publisher
 	subs []*subscriber
@@ -75,6 +76,8 @@ type Bus struct {
 	annRounds atomic.Uint64 // announcer rounds completed (for tests)
 	proved    chan struct{} // closed when the first own announcement came back
 	provedOne sync.Once
+
+	notes notices // lease notices (notify.go)
 
 	stats   counters
 	tel     *telemetry
@@ -156,6 +159,7 @@ func New(client Client, opts ...Option) (*Bus, error) {
 		done:    make(chan struct{}),
 		proved:  make(chan struct{}),
 	}
+	b.notes.init()
 	b.setChannels()
 	if err := b.probe(isCluster); err != nil {
 		return nil, err
@@ -182,10 +186,11 @@ func New(client Client, opts ...Option) (*Bus, error) {
 		go b.pubs[i].run(ctx)
 		go b.subs[i].run(ctx)
 	}
-	b.wg.Add(3)
+	b.wg.Add(4)
 	go b.announceLoop(ctx)
 	go b.watch(ctx)
 	go b.resetter(ctx)
+	go b.notifyLoop(ctx)
 
 	if cfg.startTimeout > 0 {
 		b.waitReady(cfg.startTimeout)
@@ -205,8 +210,9 @@ func (b *Bus) setChannels() {
 		}
 	}
 	b.channels = channelNames(b.cfg.prefix, shards)
-	// Same hash tag as channel 0: one subscription carries both.
+	// Same hash tag as channel 0: one subscription carries all three.
 	b.announce = b.channels[0] + ":ann"
+	b.inbox = inboxName(b.channels[0], hintOf(b.origin))
 }
 
 // waitReady waits until every channel is subscribed and the bus's own first

@@ -28,7 +28,8 @@
 //
 // A message is a compact binary record, versioned (see the wire format in
 // message.go): origin (a random id chosen by New), sequence number, kind
-// (keys, flush or heartbeat), namespace, keys, and publish time. The decoder
+// (keys, flush, heartbeat, announcement, or a lease notice), namespace,
+// keys, and publish time. The decoder
 // rejects anything malformed or over the limits MaxMessageSize,
 // MaxKeysPerMessage, MaxKeyLen and MaxNamespaceLen, and is fuzzed.
 //
@@ -63,6 +64,22 @@
 // it published to). An idle cluster of N buses costs N messages per
 // interval whatever the number of channels (it cost N × channels before).
 // Close sends a last announcement marked "leaving".
+//
+// # Lease notices: waking lease waiters
+//
+// A Bus also implements tiered.LeaseWaker: a cache waiting on another
+// node's load lease is woken when the holder resolves it, instead of
+// finding out at its next poll of L2 (see notify.go for the protocol).
+// Every bus listens on an inbox, prefix:{tag0}:in:hhhh (hhhh: the top 16
+// bits of its origin, which its caches' lease tokens carry too). A waiter's
+// bus sends a "lease wait" notice to the holder's inbox, named by the token
+// it read; the holder's bus, when its cache has resolved the lease, sends a
+// "lease filled" notice to each waiting bus's inbox, and wakes waiters of
+// its own process directly. Nothing is sent for a load nobody waits for; a
+// stampede of N nodes costs 2(N-1) notices, each delivered to one bus.
+// Notices are hints: waiters keep polling, so a lost notice costs latency,
+// never correctness; they carry no sequence number and never cause a
+// flush.
 //
 // # Receiving and loss detection
 //
@@ -108,9 +125,15 @@
 //
 // Every message carries a version byte, and is written with the lowest
 // version that can express it: keys, flush and heartbeat messages are
-// version 1, announcements version 2. A bus flushes on any message it
-// cannot decode, so a node never silently ignores an invalidation it does
-// not understand. The rule for future changes: new kinds or fields get a
+// version 1, announcements version 2, lease notices version 3. A bus
+// flushes on any message it cannot decode on its data and announcement
+// channels, so a node never silently ignores an invalidation it does not
+// understand. Lease notices travel only on the inboxes, which carry no
+// invalidation: older releases do not subscribe to them (so they never see
+// a notice), and a newer notice this bus cannot read is counted as a
+// decode error and ignored. Mixing releases with and without lease notices
+// is safe: waiters on a node of the older release, and waiters on a lease
+// held by one, poll as before. The rule for future changes: new kinds or fields get a
 // new version, and the kinds older nodes know keep their old encoding.
 // Upgrading from a release before announcements (wire version 1 only):
 // old nodes drop announcements (counted as decode errors) but still apply
@@ -187,7 +210,7 @@
 // # Concurrency and lifetime
 //
 // A Bus is safe for concurrent use. It owns 2 goroutines per channel plus
-// an announcer, a watchdog and a resetter, all stopped and waited for by
-// Close. Callbacks run on the
+// an announcer, a watchdog, a resetter and a lease-notice sender, all
+// stopped and waited for by Close. Callbacks run on the
 // subscriber goroutines and must be quick.
 package invalidation

@@ -24,8 +24,9 @@ const (
 //
 //	offset size  field
 //	0      1     magic 'I' (0x49)
-//	1      1     version (1 or 2, see below)
-//	2      1     kind (1 keys, 2 flush, 3 heartbeat, 4 announcement)
+//	1      1     version (1 to 3, see below)
+//	2      1     kind (1 keys, 2 flush, 3 heartbeat, 4 announcement,
+//	             5 lease wait, 6 lease filled)
 //	3      1     flags (bit 0: the origin is leaving; other bits zero)
 //	4      8     origin node id (non-zero)
 //	12     8     sequence number
@@ -38,20 +39,26 @@ const (
 // A keys message has a namespace and at least one key; a flush message has a
 // namespace and no key; a heartbeat has neither. An announcement has no
 // namespace; its "keys" are the namespaces its origin can write (each
-// non-empty, at most MaxNamespaceLen bytes). The leaving flag goes on
+// non-empty, at most MaxNamespaceLen bytes). A lease notice (wait or
+// filled, see notify.go) has a namespace and at least one key, and a zero
+// sequence number: notices are not numbered. The leaving flag goes on
 // heartbeats and announcements. Nothing may follow the last field.
 //
 // Versions. A message is written with the lowest version that can express
 // it: keys, flush and heartbeat messages are version 1 (unchanged since the
-// first release, so older nodes still apply them), announcements version 2.
-// A decoder rejects versions it does not know, and a bus treats a message on
+// first release, so older nodes still apply them), announcements version 2,
+// lease notices version 3. A decoder rejects versions it does not know, and a bus treats a message on
 // its channels that it cannot decode as a loss (it flushes). Rolling-upgrade
 // rule: a release may add kinds or fields only under a new version number,
 // and must keep writing the kinds older nodes know in their old version;
 // then an old node never ignores an invalidation it cannot read, it flushes.
+// Lease notices carry no invalidation, and travel only on the buses'
+// inboxes (notify.go), which older nodes do not subscribe to: an older node
+// never sees them, and a notice this node cannot read is ignored, not a
+// loss.
 const (
 	wireMagic     = 'I'
-	wireVersion   = 2 // the highest version this package reads
+	wireVersion   = 3 // the highest version this package reads
 	headerSize    = 28
 	flagLeaving   = 1 << 0
 	maxSeqEntries = MaxShards
@@ -74,6 +81,12 @@ const (
 	// announcement channel: the namespaces it can write and its sequence
 	// number on every channel it has used.
 	kindAnnounce msgKind = 4
+	// kindLeaseWait says that the origin has callers waiting on the load
+	// leases of keys of one namespace, held elsewhere (notify.go).
+	kindLeaseWait msgKind = 5
+	// kindLeaseFilled says that the origin resolved its load leases on
+	// keys of one namespace: waiters should read them again.
+	kindLeaseFilled msgKind = 6
 )
 
 func (k msgKind) String() string {
@@ -86,6 +99,10 @@ func (k msgKind) String() string {
 		return "heartbeat"
 	case kindAnnounce:
 		return "announcement"
+	case kindLeaseWait:
+		return "lease wait"
+	case kindLeaseFilled:
+		return "lease filled"
 	default:
 		return fmt.Sprintf("kind(%d)", uint8(k))
 	}
@@ -93,11 +110,17 @@ func (k msgKind) String() string {
 
 // version returns the wire version a message of kind k is written with.
 func (k msgKind) version() byte {
-	if k == kindAnnounce {
+	switch k {
+	case kindAnnounce:
 		return 2
+	case kindLeaseWait, kindLeaseFilled:
+		return 3
 	}
 	return 1
 }
+
+// notice reports whether k is a lease notice.
+func (k msgKind) notice() bool { return k == kindLeaseWait || k == kindLeaseFilled }
 
 // chanSeq is one entry of an announcement: a channel (by index) and the
 // origin's sequence number on it.
@@ -112,7 +135,8 @@ type message struct {
 	Origin uint64
 	// Seq is the sequence number on the message's channel. Keys and flush
 	// messages each take the next number; a heartbeat repeats the number of
-	// the last one sent. An announcement numbers the announcements.
+	// the last one sent. An announcement numbers the announcements. A
+	// lease notice has none (zero).
 	Seq uint64
 	// Kind says what the message carries.
 	Kind msgKind
@@ -125,8 +149,8 @@ type message struct {
 	PublishedAt int64
 	// Namespace is the cache the keys belong to (empty for a heartbeat).
 	Namespace string
-	// Keys are the changed keys (kindKeys), or the namespaces an
-	// announcement's origin can write.
+	// Keys are the changed keys (kindKeys), the keys of a lease notice, or
+	// the namespaces an announcement's origin can write.
 	Keys []string
 	// Seqs are an announcement's sequence numbers, by channel index.
 	Seqs []chanSeq
@@ -193,7 +217,7 @@ func decodeMessage(data string) (message, error) {
 		return m, fmt.Errorf("%w: version %d, this node reads 1 to %d", ErrVersion, data[1], wireVersion)
 	}
 	m.Kind = msgKind(data[2])
-	if m.Kind < kindKeys || m.Kind > kindAnnounce {
+	if m.Kind < kindKeys || m.Kind > kindLeaseFilled {
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, data[2])
 	}
 	if data[1] != m.Kind.version() {
@@ -243,6 +267,8 @@ func decodeMessage(data string) (message, error) {
 		return m, fmt.Errorf("%w: heartbeat carries no namespace and no key", ErrMalformed)
 	case m.Kind == kindAnnounce && m.Namespace != "":
 		return m, fmt.Errorf("%w: announcement carries a namespace", ErrMalformed)
+	case m.Kind.notice() && (m.Namespace == "" || count == 0 || m.Seq != 0):
+		return m, fmt.Errorf("%w: a %v needs a namespace, at least one key and no sequence number", ErrMalformed, m.Kind)
 	case m.Leaving && m.Kind != kindHeartbeat && m.Kind != kindAnnounce:
 		return m, fmt.Errorf("%w: leaving flag on a %v message", ErrMalformed, m.Kind)
 	}

@@ -20,6 +20,8 @@ func TestMessageRoundTrip(t *testing.T) {
 		{"heartbeat", message{Origin: 7, Seq: 0, Kind: kindHeartbeat}},
 		{"leaving", message{Origin: 7, Seq: 5, Kind: kindHeartbeat, Leaving: true}},
 		{"limits", message{Origin: 1, Kind: kindKeys, Namespace: strings.Repeat("n", MaxNamespaceLen), Keys: []string{strings.Repeat("k", MaxKeyLen)}}},
+		{"lease wait", message{Origin: 3, Kind: kindLeaseWait, PublishedAt: 4, Namespace: "users", Keys: []string{"42", "43"}}},
+		{"lease filled", message{Origin: 3, Kind: kindLeaseFilled, PublishedAt: 4, Namespace: "users", Keys: []string{"42"}}},
 	}
 	announcements := []message{
 		{Origin: 4, Seq: 9, Kind: kindAnnounce, PublishedAt: 5, Keys: []string{"orders", "users"}, Seqs: []chanSeq{{0, 5}, {3, 1 << 40}}},
@@ -108,11 +110,22 @@ func TestDecodeRejects(t *testing.T) {
 		{"truncated key", good[:len(good)-1], ErrMalformed},
 		{"trailing byte", append(append([]byte(nil), good...), 0), ErrMalformed},
 		{"bad magic", patch(0, 'X'), ErrMalformed},
-		{"version 3", patch(1, 3), ErrVersion},
+		{"version 4", patch(1, 4), ErrVersion},
+		{"keys in version 3", patch(1, 3), ErrMalformed},
 		{"version 0", patch(1, 0), ErrVersion},
 		{"keys in version 2", patch(1, 2), ErrMalformed},
 		{"kind 0", patch(2, 0), ErrMalformed},
-		{"kind 5", patch(2, 5), ErrMalformed},
+		{"kind 7", patch(2, 7), ErrMalformed},
+		{"lease wait in version 1", patch(2, 5), ErrMalformed},
+		{"lease filled in version 1", patch(2, 6), ErrMalformed},
+		{"lease wait without key", valid(message{Origin: 1, Kind: kindLeaseWait, Namespace: "ns"}), ErrMalformed},
+		{"lease filled without namespace", valid(message{Origin: 1, Kind: kindLeaseFilled, Keys: []string{"a"}}), ErrMalformed},
+		{"numbered lease notice", valid(message{Origin: 1, Seq: 1, Kind: kindLeaseFilled, Namespace: "ns", Keys: []string{"a"}}), ErrMalformed},
+		{"leaving lease notice", func() []byte {
+			d := valid(message{Origin: 1, Kind: kindLeaseWait, Namespace: "ns", Keys: []string{"a"}})
+			d[3] = flagLeaving
+			return d
+		}(), ErrMalformed},
 		{"announcement in version 1", patch(2, 4), ErrMalformed},
 		{"unknown flag", patch(3, 2), ErrMalformed},
 		{"leaving keys", patch(3, flagLeaving), ErrMalformed},
@@ -150,6 +163,8 @@ func FuzzDecode(f *testing.F) {
 		{Origin: 3, Seq: 7, Kind: kindHeartbeat, Leaving: true},
 		{Origin: 4, Seq: 9, Kind: kindAnnounce, Keys: []string{"orders", "users"}, Seqs: []chanSeq{{0, 5}, {3, 1 << 40}}},
 		{Origin: 5, Seq: 1, Kind: kindAnnounce, Leaving: true},
+		{Origin: 6, Kind: kindLeaseWait, Namespace: "users", Keys: []string{"42"}},
+		{Origin: 7, Kind: kindLeaseFilled, Namespace: "users", Keys: []string{"42", "43"}},
 	} {
 		f.Add(appendMessage(nil, &m))
 	}

@@ -103,7 +103,7 @@ func (s *subscriber) run(ctx context.Context) {
 func (s *subscriber) open(ctx context.Context) *redis.PubSub {
 	chans := []string{s.channel}
 	if s.index == 0 {
-		chans = append(chans, s.bus.announce)
+		chans = append(chans, s.bus.announce, s.bus.inbox)
 	}
 	var ps *redis.PubSub
 	if s.bus.sharded {
@@ -172,9 +172,12 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 				return errUnsubscribed
 			}
 		case *redis.Message:
-			if v.Channel == s.channel {
+			switch v.Channel {
+			case s.channel:
 				s.handle(v.Payload)
-			} else {
+			case s.bus.inbox:
+				s.bus.handleNotice(v.Payload)
+			default:
 				s.handleAnnouncement(v.Payload)
 			}
 		}
@@ -240,9 +243,9 @@ func (s *subscriber) handle(payload string) {
 	if !ok || m.Origin == b.origin {
 		return // our own message: nothing to do
 	}
-	if m.Kind == kindAnnounce {
+	if m.Kind == kindAnnounce || m.Kind.notice() {
 		b.stats.decodeErrors.Add(1)
-		b.log.Warn("invalidation: an announcement on a data channel; flushing", "channel", s.channel)
+		b.log.Warn("invalidation: a message of the wrong channel on a data channel; flushing", "channel", s.channel, "kind", m.Kind)
 		b.flushAll(reasonUndecodable)
 		return
 	}

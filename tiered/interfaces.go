@@ -134,3 +134,38 @@ type PublishingBus interface {
 	// subscriber of namespace but this registration.
 	SubscribePublisher(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, unsubscribe func(), err error)
 }
+
+// LeaseWaker is an optional extension of Bus: it wakes the callers waiting
+// on a load lease when the holder resolves it, so that they need not find
+// out by polling L2. Package invalidation implements it. The cache still
+// polls L2 with backoff while it waits (WithLeasePoll): a wake is a hint
+// that the lease may have been resolved, never the only way to learn it, so
+// a lost notice costs latency, not correctness.
+//
+// The cache takes its lease tokens from LeaseToken, calls HoldLease when
+// it has taken a lease on a key and LeaseResolved once it has replaced the
+// lease in L2 by the value, a marker or nothing. A caller that finds
+// another's lease calls AwaitLease with the lease's token, and done when it
+// stops waiting. Keys are the cache's keys (without the L2 prefix),
+// namespace is the cache's name. All methods are safe for concurrent use
+// and quick: they never wait on the network.
+type LeaseWaker interface {
+	// LeaseToken returns a fresh, random, non-zero lease token that tells
+	// the waiters on the lease how to reach this process.
+	LeaseToken() uint64
+	// HoldLease records that this process holds the lease on key of
+	// namespace, so that waiters on other nodes that announce themselves
+	// get a notice when it is resolved. It sends nothing.
+	HoldLease(namespace, key string)
+	// LeaseResolved ends a HoldLease: it wakes the waiters of this process
+	// on key at once and sends a notice to the nodes whose waiters
+	// announced themselves while the lease was held (or shortly after).
+	LeaseResolved(namespace, key string)
+	// AwaitLease registers a waiter on the lease with token on key of
+	// namespace, held by another node or another cache of this process,
+	// and announces it to the holder (unless this process holds a lease on
+	// key itself). wake receives a value when a lease on key may have been
+	// resolved since the call. done unregisters the waiter; it is safe to
+	// call more than once.
+	AwaitLease(namespace, key string, token uint64) (wake <-chan struct{}, done func())
+}

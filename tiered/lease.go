@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -24,6 +23,10 @@ import (
 //
 // pre, if given, is what the caller already read from L2 under key: the
 // first round uses it instead of reading again.
+//
+// A waiter re-reads the key when its poll timer fires (backoff from the
+// poll minimum to the maximum) or when a waking bus says the lease was
+// resolved (wake.go), whichever comes first.
 func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load func(context.Context) (V, error), pre ...preRead) (V, error) {
 	full := c.prefix + key
 	var (
@@ -32,6 +35,8 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		poll      = c.cfg.pollMin
 	)
 	var waitSpan trace.Span
+	lw := leaseWait{w: c.waker(), ns: c.name, key: key}
+	defer lw.end()
 	defer func() {
 		if waitingOn != 0 {
 			took := time.Since(waitStart)
@@ -42,6 +47,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 	}()
 	// won finishes a load under a freshly taken lease.
 	won := func(token uint64) (V, error) {
+		lw.end()
 		c.stats.leaseAcquired.Add(1)
 		if waitingOn != 0 {
 			c.stats.leaseTakeovers.Add(1)
@@ -131,13 +137,15 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			}
 			e = cur
 		}
-		// Wait for the lease holder's result, polling with backoff.
+		// Wait for the lease holder's result: woken when it lands, polling
+		// with backoff as the fallback.
 		if waitingOn == 0 {
 			waitStart = time.Now()
 			c.stats.leaseWaits.Add(1)
 			_, waitSpan = c.tel.startSpan(ctx, "tiercache.lease.wait")
 		}
 		waitingOn = e.Version
+		lw.await(e.Version)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < c.cfg.loadTimeout/2 {
 			// Half our flight is gone and the holder is still loading: load
 			// for ourselves with the other half rather than fail.
@@ -153,6 +161,8 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			var zero V
 			return zero, fmt.Errorf("tiered: waiting for the lease on %q in cache %q: %w", key, c.name, context.Cause(ctx))
 		case <-t.C:
+		case <-lw.wake:
+			t.Stop()
 		}
 		poll = min(2*poll, c.cfg.pollMax)
 	}
@@ -168,7 +178,7 @@ func (c *Cache[V]) leaseExpired(e RemoteEntry) bool {
 // takeOver replaces the dead lease e under full by a lease of its own, by a
 // compare-and-swap on e's token.
 func (c *Cache[V]) takeOver(ctx context.Context, full string, e RemoteEntry) (token uint64, won bool, err error) {
-	token = rand.Uint64()
+	token = c.newToken()
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
 	won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
@@ -180,7 +190,7 @@ func (c *Cache[V]) takeOver(ctx context.Context, full string, e RemoteEntry) (to
 // compare-and-swap on its version. When the lease is not won, cur is what
 // the key holds (zero after a lost compare-and-swap: read again).
 func (c *Cache[V]) takeLease(ctx context.Context, full string, e RemoteEntry) (token uint64, cur RemoteEntry, won bool, err error) {
-	token = rand.Uint64()
+	token = c.newToken()
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
 	if e.Kind == KindFailed {
@@ -251,6 +261,7 @@ func (c *Cache[V]) serveStale(ctx context.Context, key string) (V, bool) {
 // loadLeased runs the loader under the lease with token, renewing the lease
 // while it runs, and resolves the lease with the result.
 func (c *Cache[V]) loadLeased(ctx context.Context, key string, token uint64, gen uint64, load func(context.Context) (V, error)) (V, error) {
+	defer c.holdLease(key)() // tells a waking bus once storeLeased resolved the lease
 	stop := c.renewLeases(ctx, []string{key}, []uint64{token})
 	start := time.Now()
 	v, err := load(ctx)

@@ -14,7 +14,7 @@ import (
 
 // Msg is what a drop function sees of a bus message.
 type Msg struct {
-	Kind      uint8 // 1 keys, 2 flush, 3 heartbeat, 4 announcement
+	Kind      uint8 // 1 keys, 2 flush, 3 heartbeat, 4 announcement, 5 lease wait, 6 lease filled
 	Origin    uint64
 	Seq       uint64
 	Namespace string

@@ -19,6 +19,8 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 )
@@ -46,9 +48,31 @@ func main() {
 	flag.IntVar(&cfg.hitReqs, "hit-requests", 1_000_000, "measured requests per candidate of the hit-ratio test (after as many warm-up requests / 5)")
 	flag.IntVar(&cfg.writes, "writes", 200, "writes per block of the visibility test")
 	flag.StringVar(&cfg.only, "only", "", "run only the scenario groups whose name contains this (case-insensitive)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	tracePath := flag.String("trace", "", "write an execution trace of the whole run to this file")
 	flag.Parse()
 	if cfg.rounds < 1 {
 		log.Fatal("peers: -rounds must be at least 1")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *tracePath != "" {
+		f, err := os.Create(*tracePath)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			log.Fatal(err)
+		}
+		defer trace.Stop()
 	}
 	env, err := loadEnv()
 	if err != nil {
