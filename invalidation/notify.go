@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -42,12 +43,16 @@ import (
 // each delivered to one bus: O(N), where a notice broadcast on a shared
 // channel would cost N deliveries each, O(N²) in all.
 //
-// The race. A wait notice may reach the holder after it resolved the lease
+// The races. A wait notice may reach the holder after it resolved the lease
 // (a short load): the holder would not know anyone waits. So each bus
 // remembers its last recentResolved resolutions for recentWindow and
 // answers a wait notice for one of them with a filled notice at once. A
 // wait registered in this process just after a local resolution is woken
-// at once the same way.
+// at once the same way. A wait notice may also reach the holder before its
+// cache called HoldLease (between winning the lease in Redis and telling
+// the bus): a notice addressed to this bus for a key it neither holds nor
+// resolved lately is kept for recentWindow (at most maxEarly keys), and a
+// HoldLease of the key takes its waiters over.
 //
 // Why this shape. The holder cannot know of waiters on other nodes without
 // a message from them, and a filled notice sent on every load would cost a
@@ -77,6 +82,9 @@ const (
 	// recentWindow for how long, to answer late wait notices.
 	recentResolved = 256
 	recentWindow   = time.Second
+	// maxEarly bounds the keys with wait notices kept for a HoldLease to
+	// come.
+	maxEarly = 1024
 	// hintShift puts a bus's hint in the top 16 bits of an id or token.
 	hintShift = 48
 )
@@ -117,10 +125,17 @@ type notice struct {
 	k    leaseKey
 }
 
+// early is the waiters a wait notice named before the HoldLease of its key.
+type early struct {
+	origins []uint64
+	at      time.Duration // bus.since() of the first notice
+}
+
 // notices is the lease-notice state of a bus.
 type notices struct {
 	mu      sync.Mutex
 	held    map[leaseKey]holding
+	early   map[leaseKey]early
 	waiters map[leaseKey][]*leaseWaiter
 	recent  [recentResolved]resolution // ring; next is the oldest
 	next    int
@@ -130,6 +145,7 @@ type notices struct {
 
 func (n *notices) init() {
 	n.held = make(map[leaseKey]holding)
+	n.early = make(map[leaseKey]early)
 	n.waiters = make(map[leaseKey][]*leaseWaiter)
 	n.queue = make(chan notice, noticeQueueSize)
 }
@@ -165,11 +181,20 @@ func (b *Bus) LeaseToken() uint64 {
 // of namespace. It sends nothing. It implements tiered.LeaseWaker.
 func (b *Bus) HoldLease(namespace, key string) {
 	k := leaseKey{namespace, key}
-	b.notes.mu.Lock()
-	h := b.notes.held[k]
+	n := &b.notes
+	n.mu.Lock()
+	h := n.held[k]
 	h.n++
-	b.notes.held[k] = h
-	b.notes.mu.Unlock()
+	if len(n.early) > 0 {
+		if e, ok := n.early[k]; ok {
+			delete(n.early, k)
+			if b.since()-e.at <= recentWindow {
+				h.waiters = append(h.waiters, e.origins...)
+			}
+		}
+	}
+	n.held[k] = h
+	n.mu.Unlock()
 }
 
 // LeaseResolved ends a HoldLease: the cache has replaced its lease on key
@@ -230,6 +255,32 @@ func (b *Bus) AwaitLease(namespace, key string, token uint64) (wake <-chan struc
 	}
 	var once sync.Once
 	return w.wake, func() { once.Do(func() { b.unawait(k, w) }) }
+}
+
+// keepEarly records that origin waits on k, for a HoldLease to come. Called
+// with mu held.
+func (n *notices) keepEarly(k leaseKey, origin uint64, now time.Duration) {
+	// The key is a substring of a received payload: copy it, so that the
+	// entry does not keep the whole payload alive.
+	k = leaseKey{strings.Clone(k.namespace), strings.Clone(k.key)}
+	e, ok := n.early[k]
+	if !ok {
+		if len(n.early) >= maxEarly {
+			for x, e := range n.early {
+				if now-e.at > recentWindow {
+					delete(n.early, x)
+				}
+			}
+			if len(n.early) >= maxEarly {
+				return
+			}
+		}
+		e.at = now
+	}
+	if !slices.Contains(e.origins, origin) {
+		e.origins = append(e.origins, origin)
+	}
+	n.early[k] = e
 }
 
 func (b *Bus) unawait(k leaseKey, w *leaseWaiter) {
@@ -398,6 +449,9 @@ func (b *Bus) handleNotice(payload string) {
 		} else if n.resolvedLately(k, now) {
 			// The wait notice came after our resolution: answer it now.
 			answer = append(answer, k)
+		} else {
+			// Before our HoldLease, maybe: keep it for a while.
+			n.keepEarly(k, m.Origin, now)
 		}
 	}
 	n.mu.Unlock()

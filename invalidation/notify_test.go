@@ -335,3 +335,24 @@ func assertEmpty(t *testing.T, b *Bus) {
 		t.Errorf("bus keeps %d leases and %d waiters, want none", len(b.notes.held), len(b.notes.waiters))
 	}
 }
+
+// TestLeaseNoticeBeforeHold: a wait notice that reaches the holder's bus
+// before its cache said it holds the lease is kept, and the resolution
+// answers it.
+func TestLeaseNoticeBeforeHold(t *testing.T) {
+	a, b, la, _ := pair(t, transports()[1])
+	wake, done := b.AwaitLease("users", "early", a.LeaseToken())
+	defer done()
+	la.await(t, "A to hear B wait", isNotice(kindLeaseWait, false, b.Origin(), "early"))
+	a.HoldLease("users", "early")
+	if woken(wake) {
+		t.Fatal("woken before the lease was resolved")
+	}
+	a.LeaseResolved("users", "early")
+	awaitWake(t, wake, "B's wake")
+	a.notes.mu.Lock()
+	defer a.notes.mu.Unlock()
+	if len(a.notes.early) != 0 {
+		t.Errorf("A keeps %d early waits, want 0", len(a.notes.early))
+	}
+}
