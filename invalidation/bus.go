@@ -173,6 +173,9 @@ func New(client Client, opts ...Option) (*Bus, error) {
 		b.reload = r.ReloadState
 	}
 	b.proofSent.Store(-1)
+	// Healthy until the watchdog, which owns the verdict from here on,
+	// says otherwise (it may while New waits below).
+	b.healthy.Store(true)
 	b.resets = make(chan int, len(b.channels))
 	for i, ch := range b.channels {
 		b.pubs = append(b.pubs, newPublisher(b, i, ch))
@@ -195,7 +198,6 @@ func New(client Client, opts ...Option) (*Bus, error) {
 	if cfg.startTimeout > 0 {
 		b.waitReady(cfg.startTimeout)
 	}
-	b.healthy.Store(true)
 	b.started.Store(true)
 	return b, nil
 }
