@@ -92,10 +92,10 @@ func TestSentinel(t *testing.T) {
 		if err := a.cache.Set(ctx, "k3", v); err != nil {
 			return false
 		}
-		// Ten heartbeat intervals: ample for a message on a busy machine,
+		// Four heartbeat intervals: ample for a message on a busy machine,
 		// short of the old primary becoming a replica (which would bring
 		// messages back even to a bus that never resubscribed).
-		deadline := time.Now().Add(10 * heartbeat)
+		deadline := time.Now().Add(4 * heartbeat)
 		for time.Now().Before(deadline) {
 			got, ok, err := b.cache.Get(ctx, "k3")
 			if err == nil && ok && got == v && b.g.Bus().Stats().KeysInvalidated > before {
