@@ -17,7 +17,9 @@
 //   - Private servers, started by [NewServer] for one test: a redis-server
 //     process from PATH on a free loopback port, which the test may stop
 //     ([Server.Stop]), restart ([Server.Start]), pause and resume, without
-//     disturbing any other test.
+//     disturbing any other test; [NewCluster] starts a private Cluster and
+//     [NewSentinel] a private Sentinel deployment (a primary, a replica and
+//     three sentinels) that a test may fail over.
 //
 // A test that needs Redis and finds none fails with [Hint], which says how to
 // start it; it never skips silently. Only `go test -short` skips such tests.
