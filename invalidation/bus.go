@@ -431,10 +431,7 @@ func (b *Bus) PublishFlush(ctx context.Context, namespace string) error {
 }
 
 func (b *Bus) submit(ctx context.Context, p *publisher, r *request) error {
-	if err := p.enqueue(ctx, r); err != nil {
-		return err
-	}
-	return p.wait(ctx, r)
+	return p.submit(ctx, r)
 }
 
 // Close stops the bus: it fails pending publishes with ErrClosed, sends a

@@ -42,8 +42,12 @@
 //     messages as the limits allow (one namespace per message), numbers
 //     the messages with its channel's next sequence numbers, and sends them
 //     in one round trip (a pipeline when there are several). A lone write
-//     goes out at once; writes that arrive while a round trip is in flight
-//     share the next one.
+//     on an idle channel (nothing queued, no round trip in flight) is sent
+//     by its caller at once, without a hand-off; writes that arrive while a
+//     round trip is in flight queue and share the next one. Either way the
+//     messages of a channel are numbered and sent one round trip at a
+//     time, in order. SubscribeCarrier lets a cache carry its lone write's
+//     message in the round trip of its own L2 write (see CarryFunc).
 //  3. Publish returns when Redis accepted every message carrying its keys,
 //     or with the first error.
 //  4. One heartbeat interval (WithHeartbeatInterval, default 1 s) after its

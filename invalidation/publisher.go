@@ -3,7 +3,9 @@ package invalidation
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxBatchKeys bounds how many keys one round of a publisher takes from its
@@ -20,18 +22,32 @@ type request struct {
 }
 
 // publisher owns one channel's sending side: its queue, its sequence
-// number, its heartbeat. Only its goroutine (run) changes seq; the
-// announcer reads it.
+// number, its heartbeat. Messages of the channel are numbered and sent
+// under sending, one round trip at a time, so they reach Redis in the
+// order of their numbers; the announcer only reads seq.
 type publisher struct {
 	bus     *Bus
 	index   int
 	channel string
 	queue   chan *request
 	seq     atomic.Uint64
+
+	// sending is held while messages of the channel are numbered and on
+	// their way: by the publisher goroutine, or by a caller sending its
+	// own request inline (see tryInline).
+	sending sync.Mutex
+	// lastSent is the bus clock's time (Unix nanoseconds) of the last
+	// round trip that carried messages.
+	lastSent atomic.Int64
+	// armed is true while the heartbeat timer runs or a kick asking run
+	// to start it is pending.
+	armed atomic.Bool
+	kick  chan struct{} // capacity 1: a sender outside run asks for the heartbeat timer
 }
 
 func newPublisher(b *Bus, index int, channel string) *publisher {
-	return &publisher{bus: b, index: index, channel: channel, queue: make(chan *request, b.cfg.queueSize)}
+	return &publisher{bus: b, index: index, channel: channel, queue: make(chan *request, b.cfg.queueSize),
+		kick: make(chan struct{}, 1)}
 }
 
 // enqueue hands r to the publisher goroutine.
@@ -59,13 +75,66 @@ func (p *publisher) wait(ctx context.Context, r *request) error {
 	}
 }
 
+// submit publishes r and waits for the outcome: inline when the channel is
+// idle, through the publisher goroutine otherwise.
+func (p *publisher) submit(ctx context.Context, r *request) error {
+	if ok, err := p.tryInline(ctx, r); ok {
+		return err
+	}
+	if err := p.enqueue(ctx, r); err != nil {
+		return err
+	}
+	return p.wait(ctx, r)
+}
+
+// tryInline sends r on the caller's goroutine, in one round trip, when
+// nothing is queued on the channel and no round trip is in flight; it
+// reports false (and sends nothing) otherwise. A lone write so skips two
+// goroutine hand-offs; writes that arrive while a round trip is in flight
+// still queue and go out together in the next one.
+func (p *publisher) tryInline(ctx context.Context, r *request) (bool, error) {
+	if len(p.queue) > 0 || !p.sending.TryLock() {
+		return false, nil
+	}
+	if p.bus.isClosed() {
+		p.sending.Unlock()
+		return true, ErrClosed
+	}
+	if err := ctx.Err(); err != nil { // before a sequence number is taken
+		p.sending.Unlock()
+		return true, fmt.Errorf("invalidation: publish: %w", err)
+	}
+	r.done = make(chan error, 1)
+	p.send(ctx, []*request{r})
+	p.sent()
+	return true, <-r.done
+}
+
+// sent ends a round trip that carried messages: it records its time,
+// releases sending and makes sure a heartbeat follows (see run).
+func (p *publisher) sent() {
+	p.lastSent.Store(p.bus.clock.Now().UnixNano())
+	p.sending.Unlock()
+	if p.armed.CompareAndSwap(false, true) {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // run is the publisher goroutine. It sends what is queued as soon as it is
-// free: a lone write goes out at once, and writes queued while a round trip
-// is in flight go out together in the next one. One heartbeat interval
-// after its last message it sends one heartbeat carrying the channel's
-// sequence number (so that a lost last message is seen by the receivers of
-// this channel even before the next announcement); an idle channel costs
-// nothing.
+// free: writes queued while a round trip is in flight go out together in
+// the next one. One heartbeat interval after the channel's last message it
+// sends one heartbeat carrying the channel's sequence number (so that a
+// lost last message is seen by the receivers of this channel even before
+// the next announcement); an idle channel costs nothing.
+//
+// The heartbeat timer is armed by the first message after a heartbeat
+// (armed goes from false to true, by whoever sent it) and, when it fires
+// before an interval has passed since the last message, re-armed for the
+// rest. armed is cleared before the heartbeat takes sending, so a message
+// sent after the heartbeat's number was read arms the timer again.
 func (p *publisher) run(ctx context.Context) {
 	defer p.bus.wg.Done()
 	defer p.bus.pubWG.Done()
@@ -79,10 +148,21 @@ func (p *publisher) run(ctx context.Context) {
 			p.stop(ctx)
 			return
 		case r := <-p.queue:
+			p.sending.Lock()
 			p.send(ctx, p.collect(r))
+			p.sent()
+		case <-p.kick:
 			hb.Reset(interval)
 		case <-hb.C():
+			now := p.bus.clock.Now().UnixNano()
+			if rest := interval - time.Duration(now-p.lastSent.Load()); rest > 0 {
+				hb.Reset(rest)
+				continue
+			}
+			p.armed.Store(false)
+			p.sending.Lock()
 			p.heartbeat(ctx, false)
+			p.sending.Unlock()
 		}
 	}
 }
@@ -114,6 +194,14 @@ type outgoing struct {
 // pack builds the messages of a batch: the keys of each namespace packed
 // into as few messages as the limits allow, and one message per flush.
 func pack(batch []*request) []*outgoing {
+	if len(batch) == 1 && batch[0].kind == kindKeys && len(batch[0].keys) == 1 {
+		// A lone write: one message with one key.
+		r := batch[0]
+		if size := encodedSize(r.namespace, r.keys); size <= MaxMessageSize {
+			r.msgs = append(r.msgs[:0], 0)
+			return []*outgoing{{msg: message{Kind: kindKeys, Namespace: r.namespace, Keys: r.keys}, size: size}}
+		}
+	}
 	var msgs []*outgoing
 	open := make(map[string]int) // namespace → index of its last keys message
 	for _, r := range batch {
@@ -155,6 +243,12 @@ func pack(batch []*request) []*outgoing {
 
 // send publishes one batch and tells each request how it went.
 func (p *publisher) send(ctx context.Context, batch []*request) {
+	p.sendVia(ctx, batch, p.publish)
+}
+
+// sendVia is send with the round trip made by publish, which gets the
+// encoded messages in order and returns one error per message.
+func (p *publisher) sendVia(ctx context.Context, batch []*request, publish func(context.Context, [][]byte) []error) {
 	msgs := pack(batch)
 	payloads := make([][]byte, 0, len(msgs))
 	now := p.bus.clock.Now().UnixNano()
@@ -166,7 +260,7 @@ func (p *publisher) send(ctx context.Context, batch []*request) {
 		}
 		payloads = append(payloads, appendMessage(make([]byte, 0, m.size), &m.msg))
 	}
-	errs := p.publish(ctx, payloads)
+	errs := publish(ctx, payloads)
 	j := 0
 	for _, m := range msgs {
 		if m.dropped {
@@ -218,7 +312,9 @@ func (p *publisher) stop(ctx context.Context) {
 			r.done <- ErrClosed
 		default:
 			if p.seq.Load() > 0 {
+				p.sending.Lock()
 				p.heartbeat(context.WithoutCancel(ctx), true)
+				p.sending.Unlock()
 			}
 			return
 		}

@@ -146,6 +146,26 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 		func() bool { return s.set(key, value, absent, ttl) }, s.cache.Wait)
 }
 
+// FillWritten is Fill for a value this node has just written to L2 (tiered
+// calls it after a Set when the cache has an L2): it does not wait for
+// ristretto to apply the entry, which costs a hand-off to ristretto's
+// goroutine and back. A Get in the moment before ristretto applies it
+// misses and reads L2, which holds the same value. It reports whether the
+// entry was handed to ristretto and its generation had not changed.
+//
+// The generation guard holds without the wait: ristretto applies sets and
+// deletes of a key in the order they were handed to it, so an Invalidate
+// that changed the generation after the guard's first check deletes after
+// our set, and one that ran before it is seen by the second check, whose
+// delete also follows our set.
+func (s *Store[V]) FillWritten(key string, value V, absent bool, ttl time.Duration, gen uint64) bool {
+	if s == nil || ttl <= 0 {
+		return false
+	}
+	return s.guard.Fill(table[V]{s.cache}, key, gen,
+		func() bool { return s.set(key, value, absent, ttl) }, nil)
+}
+
 // Invalidate changes the generation of keys, then removes them.
 func (s *Store[V]) Invalidate(keys ...string) {
 	if s != nil {

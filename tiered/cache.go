@@ -54,6 +54,11 @@ type Cache[V any] struct {
 	// busPublish publishes as this cache's registration on the bus (see
 	// PublishingBus); nil when the bus lacks it or the cache has no L1.
 	busPublish func(ctx context.Context, keys []string) error
+	// busCarry and l2carry carry a Set's invalidation in the round trip of
+	// its L2 write (write.go); nil when the bus or L2 cannot.
+	busCarry carryFunc
+	l2carry  publishCarrier
+	carryVia any // l2carry's client
 }
 
 // flight is the shared work of one key on this node. done is closed when
@@ -134,7 +139,9 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 		invalidate := c.onInvalidate
 		var unsub func()
 		var err error
-		if pb, ok := cfg.bus.(PublishingBus); ok {
+		if cb, ok := cfg.bus.(carryingBus); ok && c.carrier(l2) {
+			c.busPublish, c.busCarry, unsub, err = cb.SubscribeCarrier(name, invalidate, l1.Flush)
+		} else if pb, ok := cfg.bus.(PublishingBus); ok {
 			c.busPublish, unsub, err = pb.SubscribePublisher(name, invalidate, l1.Flush)
 		} else {
 			unsub, err = cfg.bus.Subscribe(name, invalidate, l1.Flush)

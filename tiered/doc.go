@@ -51,6 +51,16 @@
 //     accepted the message. Other nodes evict them through the same
 //     generation guard.
 //
+// A lone Set whose bus and L2 share one go-redis client (package
+// invalidation and package remote on the same client) makes steps 1 and 3
+// one round trip: SET then PUBLISH (SPUBLISH on a Cluster, on a bus
+// channel served by the key's primary) pipelined on one connection, which
+// Redis runs in order, so the invalidation still follows the write. Writes
+// that arrive while the key's channel has a round trip in flight take the
+// two-step path and are batched by the bus. The L1 fill after a Set with
+// an L2 does not wait for ristretto to apply it: a read in that moment
+// misses L1 and reads the same value from L2.
+//
 // SetMany is Set for many keys: one pipelined L2 write, one invalidation
 // for the batch, errors per key (KeyErrors).
 //

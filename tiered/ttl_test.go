@@ -37,6 +37,14 @@ func (r *recordingL1[V]) Fill(key string, v V, absent bool, ttl time.Duration, g
 	return r.Store.Fill(key, v, absent, ttl, gen)
 }
 
+// FillWritten records like Fill (the fill after a Set with an L2).
+func (r *recordingL1[V]) FillWritten(key string, v V, absent bool, ttl time.Duration, gen uint64) bool {
+	r.mu.Lock()
+	r.ttls[key] = ttl
+	r.mu.Unlock()
+	return r.Store.FillWritten(key, v, absent, ttl, gen)
+}
+
 // FillMany records like Fill (the batch fill GetOrLoadMany uses).
 func (r *recordingL1[V]) FillMany(n int, at func(i int) (string, V, bool, time.Duration, uint64)) int {
 	r.mu.Lock()

@@ -37,11 +37,18 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 			return fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 		}
 		rctx, cancel := c.remoteCtx(ctx)
-		err := c.l2.Set(rctx, c.prefix+key, e)
+		carried, err, pubErr := c.carrySet(rctx, key, e)
+		if !carried {
+			err = c.l2.Set(rctx, c.prefix+key, e)
+		}
 		cancel()
 		if err != nil {
 			c.invalidateLocal(key)
 			return c.remoteErr("SET", key, err)
+		}
+		if carried {
+			c.fillAfterWrite(key, gen, v, false, e.ExpiresAt)
+			return c.publishErr(1, pubErr)
 		}
 		expiresAt = e.ExpiresAt
 	} else if w.ttl > 0 {
@@ -49,6 +56,83 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	}
 	c.fillAfterWrite(key, gen, v, false, expiresAt)
 	return c.publish(ctx, []string{key})
+}
+
+// publishCarrier is the optional interface of a Remote that can carry a
+// bus message in the round trip of a write (package remote implements it):
+// SetAndPublish is Set followed on the same connection by the message, so
+// Redis runs the write first. CarrierClient identifies the client it uses.
+type publishCarrier interface {
+	CarrierClient() any
+	SetAndPublish(ctx context.Context, key string, e RemoteEntry, command, channel string, payload []byte) (setErr, pubErr error)
+}
+
+// carryFunc is a bus's offer to carry the invalidation of key (written
+// under l2key through via) in the write's round trip: it calls send, under
+// the key's channel's order, unless the channel is busy or via is not the
+// bus's client; carried reports whether it did (see invalidation's
+// CarryFunc).
+type carryFunc = func(ctx context.Context, key, l2key string, via any, send func(ctx context.Context, command, channel string, payload []byte) error) (carried bool, err error)
+
+// carryingBus is the optional interface of a Bus that can carry (package
+// invalidation implements it): SubscribePublisher plus a carryFunc bound to
+// the same registration.
+type carryingBus interface {
+	SubscribeCarrier(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, carry carryFunc, unsubscribe func(), err error)
+}
+
+// carrier reports whether l2 can carry bus messages, and keeps it if so.
+func (c *Cache[V]) carrier(l2 Remote) bool {
+	pc, ok := l2.(publishCarrier)
+	if ok {
+		c.l2carry, c.carryVia = pc, pc.CarrierClient()
+	}
+	return ok
+}
+
+// carrySet writes e under key and publishes the key's invalidation in one
+// round trip, when the bus and L2 can (same Redis client; on a Cluster a
+// bus channel served by the key's primary; the channel idle, so that
+// writes under load keep being batched): SET then PUBLISH on one
+// connection, which Redis runs in order, so the invalidation still follows
+// the write (DESIGN §4). carried reports whether it wrote; err is then the
+// write's outcome and pubErr the invalidation's. When it did not, the
+// caller writes and publishes the usual way. A carried write that failed
+// while ctx is live (on a Cluster, MOVED after a slot moved) is reported as
+// not carried, so the usual path writes it again; its message, if it went
+// out, only made other nodes drop a copy early.
+func (c *Cache[V]) carrySet(ctx context.Context, key string, e RemoteEntry) (carried bool, err, pubErr error) {
+	if c.busCarry == nil {
+		return false, nil, nil
+	}
+	l2key := c.prefix + key
+	var br *breaker
+	if g, ok := c.l2.(guardedRemote); ok {
+		if br = g.breakerOf(l2key); br.isOpen() {
+			return false, nil, nil // the usual path reports it
+		}
+	}
+	var setErr error
+	carried, pubErr = c.busCarry(ctx, key, l2key, c.carryVia, func(ctx context.Context, command, channel string, payload []byte) error {
+		call := measuredRemote{t: c.tel}.observe(ctx, "set")
+		var perr error
+		write := func() (struct{}, error) {
+			serr, pe := c.l2carry.SetAndPublish(call.ctx, l2key, e, command, channel, payload)
+			perr = pe
+			return struct{}{}, serr
+		}
+		if br != nil {
+			_, setErr = guard(call.ctx, br, write)
+		} else {
+			_, setErr = write()
+		}
+		call.done(setErr)
+		return perr
+	})
+	if !carried || (setErr != nil && ctx.Err() == nil) {
+		return false, nil, nil
+	}
+	return true, setErr, pubErr
 }
 
 // fillAfterWrite puts v in L1 after this node wrote it to L2. gen is key's
@@ -68,9 +152,24 @@ func (c *Cache[V]) fillAfterWrite(key string, gen uint64, v V, absent bool, expi
 	if c.l1 == nil {
 		return
 	}
-	if now := c.l1.Generation(key); now == gen+1 {
-		c.fillL1(key, v, absent, expiresAt, now)
+	now := c.l1.Generation(key)
+	if now != gen+1 {
+		return
 	}
+	if wf, ok := c.l1.(writtenFiller[V]); ok && c.l2 != nil {
+		wf.FillWritten(key, v, absent, c.localTTL(expiresAt), now)
+		return
+	}
+	c.fillL1(key, v, absent, expiresAt, now)
+}
+
+// writtenFiller is the optional interface of a Local that can fill a value
+// this node has just written to L2 without waiting for the store to apply
+// it (package local does): a read in that moment misses L1 and reads the
+// same value from L2. An L1-only cache keeps Fill, which waits, so that
+// its writer reads its own write from L1.
+type writtenFiller[V any] interface {
+	FillWritten(key string, value V, absent bool, ttl time.Duration, gen uint64) bool
 }
 
 // Delete removes keys from both tiers (killing any lease in flight, so no
@@ -124,8 +223,23 @@ func (c *Cache[V]) publish(ctx context.Context, keys []string) error {
 	} else {
 		err = c.cfg.bus.Publish(rctx, c.name, keys)
 	}
+	return c.publishErr(len(keys), err)
+}
+
+// publishErr wraps a failed publish of n keys.
+func (c *Cache[V]) publishErr(n int, err error) error {
 	if err != nil {
-		return fmt.Errorf("%w: %d keys of cache %q: %w", ErrInvalidation, len(keys), c.name, err)
+		return fmt.Errorf("%w: %d keys of cache %q: %w", ErrInvalidation, n, c.name, err)
 	}
 	return nil
+}
+
+// localTTL returns the L1 TTL of an entry whose L2 copy expires at
+// expiresAt (zero: none), as fillL1 computes it.
+func (c *Cache[V]) localTTL(expiresAt time.Time) time.Duration {
+	ttl := c.cfg.localTTL
+	if !expiresAt.IsZero() {
+		ttl = min(ttl, time.Until(expiresAt))
+	}
+	return ttl
 }

@@ -123,6 +123,7 @@ func TestConcurrentSetsAcrossNodes(t *testing.T) {
 	if err := a.Set(ctx, "k2", "A2"); err != nil {
 		t.Fatal(err)
 	}
+	aL1.Wait() // the fill after a Set does not wait for ristretto to apply it
 	if v, _, ok := aL1.Get("k2"); !ok || v != "A2" {
 		t.Fatalf("A's L1 after its own Set = %q, %v; want A2", v, ok)
 	}

@@ -109,6 +109,7 @@ func TestTwoCachesOfOneNameOnOneBus(t *testing.T) {
 	if v, ok := second.cached("k"); ok {
 		t.Fatalf("the second cache still holds %q in L1 after the first one's Set", v)
 	}
+	a.l1.Wait() // the fill after a Set does not wait for ristretto to apply it
 	if v, ok := a.cached("k"); !ok || v != "new" {
 		t.Fatalf("the writer's L1 holds %q, %v; want new", v, ok)
 	}

@@ -1,0 +1,54 @@
+package remote
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CarrierClient returns the go-redis client the store was created with. A
+// bus on the same client can have its invalidation of a write carried in
+// the write's round trip (see SetAndPublish and tiered's write path).
+func (s *Store) CarrierClient() any { return s.client }
+
+// SetAndPublish is Set followed, on the same connection and in the same
+// round trip, by command (PUBLISH or SPUBLISH) with channel and payload:
+// Redis runs the commands of a connection in order, so the message reaches
+// subscribers only after the write. On a Cluster both go to the primary
+// owning key's slot (the bus chose a channel that node serves); a stale
+// slot map fails them with MOVED, and the caller writes again the usual
+// way. A nil payload sends the SET alone. setErr is the write's outcome,
+// pubErr the message's.
+func (s *Store) SetAndPublish(ctx context.Context, key string, e Entry, command, channel string, payload []byte) (setErr, pubErr error) {
+	if err := s.checkKey(key); err != nil {
+		return err, nil
+	}
+	b, err := s.encode(key, e)
+	if err != nil {
+		return err, nil
+	}
+	var pipe redis.Pipeliner
+	if s.clusterClient != nil {
+		node, err := s.clusterClient.MasterForKey(ctx, key)
+		if err != nil {
+			return s.wrap(err, "SET %q", key), nil
+		}
+		pipe = node.Pipeline()
+	} else {
+		pipe = s.client.Pipeline()
+	}
+	set := pipe.Set(ctx, key, b, ttl(e.ExpiresAt))
+	var pub *redis.IntCmd
+	if payload != nil {
+		pub = redis.NewIntCmd(ctx, command, channel, payload)
+		_ = pipe.Process(ctx, pub) // queued; the outcome is pub.Err()
+	}
+	_, _ = pipe.Exec(ctx) // per-command outcomes below
+	if err := set.Err(); err != nil {
+		setErr = s.wrap(err, "SET %q", key)
+	}
+	if pub != nil {
+		pubErr = pub.Err()
+	}
+	return setErr, pubErr
+}
