@@ -282,7 +282,8 @@ func (g guardedRemote) Get(ctx context.Context, key string) (RemoteEntry, error)
 }
 
 // GetMany reads the keys of each shard in one call behind that shard's
-// breaker; it fails if any shard's call fails.
+// breaker, the shards at once (one round trip, as one pipeline over the
+// Cluster would take); it fails if any shard's call fails.
 func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
 	bs, idx := g.byShard(keys)
 	if len(bs) <= 1 {
@@ -293,18 +294,23 @@ func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntr
 		return guard(ctx, b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, keys) })
 	}
 	out := make([]RemoteEntry, len(keys))
-	for j, b := range bs {
+	errs := make([]error, len(bs))
+	inParallel(len(bs), func(j int) {
 		part := make([]string, len(idx[j]))
 		for n, i := range idx[j] {
 			part[n] = keys[i]
 		}
-		es, err := guard(ctx, b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, part) })
+		es, err := guard(ctx, bs[j], func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, part) })
 		if err != nil {
-			return nil, err
+			errs[j] = err
+			return
 		}
 		for n, i := range idx[j] {
 			out[i] = es[n]
 		}
+	})
+	if err := firstErr(errs); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
