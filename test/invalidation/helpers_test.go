@@ -5,7 +5,9 @@ package invalidation_test
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +53,9 @@ type nodeConfig struct {
 	cacheOpts []tiered.Option
 	// wrapRemote, when set, wraps node i's L2 store (to hook its calls).
 	wrapRemote func(i int, r tiered.Remote) tiered.Remote
+	// clients, when set, returns node i's clients for its bus and its L2
+	// (often the same) in place of the topology's.
+	clients func(t testing.TB, i int) (bus, l2 client)
 }
 
 // newNodes starts n nodes sharing cache name and the bus channel prefix.
@@ -59,7 +64,13 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 	busOpts := append([]invalidation.Option{invalidation.WithChannelPrefix("inv-it:" + name)}, cfg.busOpts...)
 	nodes := make([]*node, n)
 	for i := range nodes {
-		c := topo.client(t)
+		c, l2c := client(nil), client(nil)
+		if cfg.clients != nil {
+			c, l2c = cfg.clients(t, i)
+		} else {
+			c = topo.client(t)
+			l2c = c
+		}
 		bus, err := invalidation.New(c, busOpts...)
 		if err != nil {
 			t.Fatalf("invalidation.New: %v", err)
@@ -70,7 +81,7 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 			t.Fatalf("local.New: %v", err)
 		}
 		l1 := &guardedL1{Store: store}
-		l2, err := remote.New(c)
+		l2, err := remote.New(l2c)
 		if err != nil {
 			t.Fatalf("remote.New: %v", err)
 		}
@@ -97,6 +108,7 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 // read to pause between its L2 read and its L1 fill.
 type guardedL1 struct {
 	*local.Store[string]
+	life atomic.Pointer[lifeLog] // set by trackLife
 
 	mu          sync.Mutex
 	holdFill    chan struct{} // when set, Fill reports on reached and waits for it to close
@@ -113,11 +125,27 @@ func (g *guardedL1) Fill(key string, value string, absent bool, ttl time.Duratio
 		reached <- key
 		<-hold
 	}
+	if l := g.life.Load(); l != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		ok := g.Store.Fill(key, value, absent, ttl, gen)
+		if ok {
+			l.filled(key)
+		}
+		return ok
+	}
 	return g.Store.Fill(key, value, absent, ttl, gen)
 }
 
 func (g *guardedL1) Invalidate(keys ...string) {
-	g.Store.Invalidate(keys...)
+	if l := g.life.Load(); l != nil {
+		l.mu.Lock()
+		g.Store.Invalidate(keys...)
+		l.removed(keys)
+		l.mu.Unlock()
+	} else {
+		g.Store.Invalidate(keys...)
+	}
 	g.mu.Lock()
 	ch := g.invalidated
 	g.mu.Unlock()
@@ -129,6 +157,100 @@ func (g *guardedL1) Invalidate(keys ...string) {
 			}
 		}
 	}
+}
+
+func (g *guardedL1) Flush() {
+	if l := g.life.Load(); l != nil {
+		start := time.Now()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		g.Store.Flush()
+		l.flushed(start)
+		return
+	}
+	g.Store.Flush()
+}
+
+// trackLife starts logging when entries enter and leave the L1, and when
+// it is flushed.
+func (g *guardedL1) trackLife() *lifeLog {
+	l := &lifeLog{since: make(map[string]time.Time)}
+	g.life.Store(l)
+	return l
+}
+
+// lifeLog is the log of trackLife. Its lock is held across the store's
+// call and the log's update, so the log's order is the store's.
+type lifeLog struct {
+	mu      sync.Mutex
+	since   map[string]time.Time // the entries in the L1, by when they were filled
+	spans   []lifeSpan           // entries gone
+	flushes []time.Time
+	// flushTook is the longest Flush call (from the call until the
+	// entries are gone: ristretto's Clear waits for its goroutine).
+	flushTook time.Duration
+}
+
+type lifeSpan struct{ from, to time.Time }
+
+func (l *lifeLog) filled(key string) {
+	if _, ok := l.since[key]; !ok {
+		l.since[key] = time.Now()
+	}
+}
+
+func (l *lifeLog) removed(keys []string) {
+	now := time.Now()
+	for _, k := range keys {
+		if from, ok := l.since[k]; ok {
+			l.spans = append(l.spans, lifeSpan{from, now})
+			delete(l.since, k)
+		}
+	}
+}
+
+func (l *lifeLog) flushed(start time.Time) {
+	now := time.Now()
+	l.flushTook = max(l.flushTook, now.Sub(start))
+	for _, from := range l.since {
+		l.spans = append(l.spans, lifeSpan{from, now})
+	}
+	clear(l.since)
+	l.flushes = append(l.flushes, now)
+}
+
+// longest returns the longest time an entry stayed in the L1 within
+// [from, to] (an entry filled before from counts from from; one still
+// there counts until to). An entry replaced by a later fill of its key
+// without a removal in between counts from its first fill.
+func (l *lifeLog) longest(from, to time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var worst time.Duration
+	in := func(s lifeSpan) {
+		if s.to.After(to) {
+			s.to = to
+		}
+		if s.from.Before(from) {
+			s.from = from
+		}
+		worst = max(worst, s.to.Sub(s.from))
+	}
+	for _, s := range l.spans {
+		in(s)
+	}
+	for _, f := range l.since {
+		in(lifeSpan{f, to})
+	}
+	return worst
+}
+
+// flushTimes returns when the L1 was flushed (when each Flush returned),
+// and the longest a Flush call took.
+func (l *lifeLog) flushTimes() ([]time.Time, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.flushes), l.flushTook
 }
 
 // holdNextFill makes the next Fill report on the returned channel and wait
