@@ -15,10 +15,11 @@ func (s *Store[V]) FillMany(n int, at func(i int) (key string, value V, absent b
 	set := false
 	for i := range n {
 		key, value, absent, ttl, gen := at(i)
+		epoch := s.guard.Epoch() // before the check, as in Guard.Fill
 		if ttl <= 0 || s.guard.Generation(key) != gen {
 			continue
 		}
-		if s.set(key, value, absent, ttl) {
+		if s.set(key, value, absent, ttl, epoch) {
 			set = true
 		}
 	}

@@ -21,6 +21,9 @@ type item[V any] struct {
 	// store keeps stale entries (WithKeepStale); 0 otherwise (ristretto's
 	// own TTL ends the entry).
 	expires int64
+	// epoch is the guard's flush epoch when the entry was filled: after a
+	// Flush, Get misses it even before ristretto has cleared it.
+	epoch uint64
 }
 
 // Store is an L1 store on ristretto. Create it with New.
@@ -93,7 +96,7 @@ func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
 		return value, false, false
 	}
 	it, ok := s.cache.Get(key)
-	if !ok || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
+	if !ok || it.epoch != s.guard.Epoch() || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
 		return value, false, false
 	}
 	return it.value, it.absent, true
@@ -107,7 +110,7 @@ func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Ti
 		return value, false, expiredAt, false
 	}
 	it, ok := s.cache.Get(key)
-	if !ok {
+	if !ok || it.epoch != s.guard.Epoch() {
 		return value, false, expiredAt, false
 	}
 	return it.value, it.absent, time.Unix(0, it.expires), true
@@ -123,8 +126,8 @@ func (s *Store[V]) Generation(key string) uint64 {
 }
 
 // set hands one entry to ristretto (without waiting) and counts a drop.
-func (s *Store[V]) set(key string, value V, absent bool, ttl time.Duration) bool {
-	it := &item[V]{value: value, absent: absent}
+func (s *Store[V]) set(key string, value V, absent bool, ttl time.Duration, epoch uint64) bool {
+	it := &item[V]{value: value, absent: absent, epoch: epoch}
 	ttl, it.expires = s.cfg.Expiry(time.Now(), ttl)
 	if !s.cache.SetWithTTL(key, it, 0, ttl) {
 		s.dropped.Add(1)
@@ -143,7 +146,7 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 		return false
 	}
 	return s.guard.Fill(table[V]{s.cache}, key, gen,
-		func() bool { return s.set(key, value, absent, ttl) }, s.cache.Wait)
+		func(epoch uint64) bool { return s.set(key, value, absent, ttl, epoch) }, s.cache.Wait)
 }
 
 // FillWritten is Fill for a value this node has just written to L2 (tiered
@@ -163,7 +166,7 @@ func (s *Store[V]) FillWritten(key string, value V, absent bool, ttl time.Durati
 		return false
 	}
 	return s.guard.Fill(table[V]{s.cache}, key, gen,
-		func() bool { return s.set(key, value, absent, ttl) }, nil)
+		func(epoch uint64) bool { return s.set(key, value, absent, ttl, epoch) }, nil)
 }
 
 // Invalidate changes the generation of keys, then removes them.

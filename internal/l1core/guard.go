@@ -40,6 +40,14 @@ func (g *Guard) stripe(key string) *atomic.Uint64 {
 	return &g.stripes[maphash.String(g.seed, key)%Stripes]
 }
 
+// Epoch returns the flush epoch. A store records it in each entry when the
+// entry is filled and Get treats an entry from an older epoch as a miss: a
+// Flush then hides every entry at once (one atomic load per hit), though
+// the map may take a while to clear them (ristretto's Clear took up to
+// 1.7 s under -race on a busy machine, long enough to break the staleness
+// bound while entries stayed readable).
+func (g *Guard) Epoch() uint64 { return g.epoch.Load() }
+
 // Generation returns key's generation: it changes with every Invalidate of
 // key (or of a key sharing its stripe) and every Flush. Invalidate of one key
 // adds exactly one to it (the tiered.Local contract).
@@ -62,17 +70,21 @@ func (g *Guard) Lock() bool {
 func (g *Guard) Unlock() { g.mu.RUnlock() }
 
 // Fill stores one entry under the guard and reports whether it stayed: store
-// writes it to the map (reporting false when the map refused it); settle,
+// writes it to the map (reporting false when the map refused it), recording
+// epoch in the entry (the epoch read before the generation check, so an
+// entry that passes the check carries an epoch no later than its Flush's);
+// settle,
 // when not nil, waits until the map applied the write; then, if an
 // Invalidate or Flush changed key's generation since gen (it changes the
 // generation before deleting, so it is always seen here), the entry is
 // deleted again from t (at worst a newer entry, which is only a miss).
-func (g *Guard) Fill(t Table, key string, gen uint64, store func() bool, settle func()) bool {
+func (g *Guard) Fill(t Table, key string, gen uint64, store func(epoch uint64) bool, settle func()) bool {
 	if !g.Lock() {
 		return false
 	}
 	defer g.Unlock()
-	if g.Generation(key) != gen || !store() {
+	epoch := g.epoch.Load()
+	if g.Generation(key) != gen || !store(epoch) {
 		return false
 	}
 	if settle != nil {

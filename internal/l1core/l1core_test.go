@@ -20,7 +20,7 @@ func TestFillLosesToInvalidateDuringSettle(t *testing.T) {
 	// The invalidation runs after the store and before the re-check: the
 	// window ristretto's buffered write opens. It must win.
 	settled := false
-	ok := g.Fill(m, "k", gen, func() bool { m["k"] = "v"; return true }, func() {
+	ok := g.Fill(m, "k", gen, func(uint64) bool { m["k"] = "v"; return true }, func() {
 		settled = true
 		g.stripe("k").Add(1) // what Invalidate does first; its Delete comes after
 	})
@@ -41,7 +41,7 @@ func TestFillChecksGenerationFirst(t *testing.T) {
 	m := mapTable{}
 	gen := g.Generation("k")
 	g.Invalidate(m, "k")
-	if g.Fill(m, "k", gen, func() bool { t.Fatal("store called with a stale generation"); return true }, nil) {
+	if g.Fill(m, "k", gen, func(uint64) bool { t.Fatal("store called with a stale generation"); return true }, nil) {
 		t.Fatal("Fill with a stale generation succeeded")
 	}
 	g.Flush(m)

@@ -20,6 +20,9 @@ type item[V any] struct {
 	absent  bool
 	ttl     time.Duration
 	expires int64
+	// epoch is the guard's flush epoch when the entry was filled: after a
+	// Flush, Get misses it even before otter has cleared it.
+	epoch uint64
 }
 
 // Store is an L1 store on otter v2. Create it with New.
@@ -86,7 +89,7 @@ func (s *Store[V]) Get(key string) (value V, absent bool, ok bool) {
 		return value, false, false
 	}
 	it, ok := s.cache.GetIfPresent(key)
-	if !ok || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
+	if !ok || it.epoch != s.guard.Epoch() || (it.expires != 0 && time.Now().UnixNano() >= it.expires) {
 		return value, false, false
 	}
 	return it.value, it.absent, true
@@ -100,7 +103,7 @@ func (s *Store[V]) GetStale(key string) (value V, absent bool, expiredAt time.Ti
 		return value, false, expiredAt, false
 	}
 	it, ok := s.cache.GetIfPresent(key)
-	if !ok {
+	if !ok || it.epoch != s.guard.Epoch() {
 		return value, false, expiredAt, false
 	}
 	return it.value, it.absent, time.Unix(0, it.expires), true
@@ -123,8 +126,8 @@ func (s *Store[V]) Fill(key string, value V, absent bool, ttl time.Duration, gen
 	if s == nil || ttl <= 0 {
 		return false
 	}
-	return s.guard.Fill(table[V]{s.cache}, key, gen, func() bool {
-		it := &item[V]{value: value, absent: absent}
+	return s.guard.Fill(table[V]{s.cache}, key, gen, func(epoch uint64) bool {
+		it := &item[V]{value: value, absent: absent, epoch: epoch}
 		it.ttl, it.expires = s.cfg.Expiry(time.Now(), ttl)
 		s.cache.Set(key, it)
 		return true
