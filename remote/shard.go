@@ -12,6 +12,17 @@ import (
 // store asked for (maybeReload).
 const shardTTL = time.Second
 
+// After a reload the store asked for, go-redis reloads its slot map in the
+// background: what it answers meanwhile may still be the old primary. For
+// shardSettle after asking, Shard remembers an answer for shardRecheck
+// only, so it follows the new map within shardRecheck of go-redis loading
+// it (remembering the old primary for a full shardTTL kept writes behind
+// the dead primary's open breaker after a failover).
+const (
+	shardSettle  = 2 * time.Second
+	shardRecheck = 20 * time.Millisecond
+)
+
 // shardMap remembers the primary of each hash slot that Shard was asked
 // about. Asking go-redis costs a slot-map query with a deadline (about 4 µs
 // and 4 allocations on a busy 2-core machine, on every L2 call, since the
@@ -61,6 +72,10 @@ func (s *Store) Shard(key string) string {
 		return ""
 	}
 	addr := c.Options().Addr
-	sl.Store(&shardEntry{addr: addr, epoch: epoch, until: now + int64(shardTTL)})
+	ttl := shardTTL
+	if last := s.lastReload.Load(); last != 0 && now-last < int64(shardSettle) {
+		ttl = shardRecheck
+	}
+	sl.Store(&shardEntry{addr: addr, epoch: epoch, until: now + int64(ttl)})
 	return addr
 }

@@ -42,6 +42,11 @@ func TestShardRemembersAndForgets(t *testing.T) {
 	if got := s.Shard(key); got != want {
 		t.Fatalf("after a reload Shard = %q, want %q asked again", got, want)
 	}
+	// While go-redis may still be loading the new map, an answer is kept
+	// for shardRecheck only.
+	if e := slots[slot(key)].Load(); time.Until(time.Unix(0, e.until)) > shardRecheck {
+		t.Fatalf("an answer right after a reload is kept for %v, want at most %v", time.Until(time.Unix(0, e.until)), shardRecheck)
+	}
 	plant(time.Now().Add(-time.Millisecond))
 	if got := s.Shard(key); got != want {
 		t.Fatalf("past shardTTL Shard = %q, want %q asked again", got, want)
