@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 )
 
@@ -87,7 +86,7 @@ func (c *Cache[V]) acquireMany(ctx context.Context, lb leaseBatcher, full []stri
 	n := len(full)
 	tokens, cur, won = make([]uint64, n), make([]RemoteEntry, n), make([]bool, n)
 	for i := range tokens {
-		tokens[i] = rand.Uint64()
+		tokens[i] = c.newToken() // carries the bus's address for woken waiters
 	}
 	expiresAt := time.Now().Add(c.cfg.leaseTTL)
 	rctx, cancel := c.remoteCtx(ctx)

@@ -247,6 +247,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 	}
 	if len(won) > 0 {
+		var resolved []func() // one per won key, called once its lease is resolved
 		stop := noCancel
 		if !c.cfg.noLeases {
 			ts := make([]uint64, len(won))
@@ -254,6 +255,11 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 				ts[j] = tokens[i]
 			}
 			stop = c.renewLeases(ctx, pickKeys(keys, won), ts)
+			// A waking bus wakes other nodes' waiters on these leases once
+			// each is resolved (below, after the fills), as for one key.
+			for _, i := range won {
+				resolved = append(resolved, c.holdLease(keys[i]))
+			}
 		}
 		start := time.Now()
 		m, err := c.callBatch(ctx, pickKeys(keys, won), load)
@@ -272,6 +278,9 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 				}
 				results[i] = result[V]{v, kerr}
 			})
+		}
+		for _, r := range resolved {
+			r()
 		}
 	}
 	if len(degraded) > 0 {

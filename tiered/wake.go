@@ -24,8 +24,9 @@ import "math/rand/v2"
 // poll. A waiter is still bounded by its ctx and by half its flight (then it
 // loads for itself).
 //
-// Leases of a batch (GetOrLoadMany's won keys) are not announced by their
-// holder: waiters on them poll.
+// Leases of a batch (GetOrLoadMany's won keys) are held the same way: each
+// is announced as resolved once the batch's fills (or its markers) are in
+// L2.
 
 // waker returns the cache's bus as a LeaseWaker, or nil when it has none or
 // leases are off.

@@ -364,3 +364,61 @@ func TestLeaseWaiterCancelled(t *testing.T) {
 		t.Errorf("loader calls = %d, want 1", n)
 	}
 }
+
+// TestBatchLeaseWaitersWoken: A holds the leases of a GetOrLoadMany batch;
+// B waits on one of them with polling effectively off. The batch's fill
+// wakes B through the bus; the loader runs once per key.
+func TestBatchLeaseWaitersWoken(t *testing.T) {
+	for _, topo := range topologies() {
+		t.Run(topo.name, func(t *testing.T) {
+			nodes, logs := wakeNodes(t, topo, 2, redistest.Name(t), wakePoll)
+			a, b := nodes[0], nodes[1]
+			ctx := ctxT(t)
+			var mu sync.Mutex
+			calls := 0
+			started, release := make(chan struct{}), make(chan struct{})
+			batch := func(ctx context.Context, keys []string) (map[string]string, error) {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				close(started)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				m := make(map[string]string, len(keys))
+				for _, k := range keys {
+					m[k] = "v-" + k
+				}
+				return m, nil
+			}
+			done := make(chan error, 1)
+			go func() {
+				m, err := a.cache.GetOrLoadMany(ctx, []string{"k1", "k2"}, batch)
+				if err == nil && (m["k1"] != "v-k1" || m["k2"] != "v-k2") {
+					err = errors.New("A's batch returned the wrong values")
+				}
+				done <- err
+			}()
+			<-started
+			g := newGate() // B must not load: a call would block on the gate
+			w := getOrLoad(ctx, b, "k2", g)
+			logs[0].await(t, "A to hear B wait", heard(kindLeaseWait, b.bus.Origin()))
+			released := time.Now()
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatalf("A: GetOrLoadMany: %v", err)
+			}
+			w.wait(t, "B", "v-k2")
+			if took := w.end.Sub(w.start); took >= wakePoll {
+				t.Errorf("B returned %v after its call: by its poll (%v), not woken", took, wakePoll)
+			}
+			logs[1].await(t, "B to hear A's filled notice", heard(kindLeaseFilled, a.bus.Origin()))
+			t.Logf("B returned %v after the batch loader was released", w.end.Sub(released))
+			if calls != 1 || g.count() != 0 {
+				t.Errorf("batch loader calls = %d, B's loader calls = %d; want 1 and 0", calls, g.count())
+			}
+		})
+	}
+}
