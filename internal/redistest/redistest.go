@@ -435,84 +435,15 @@ func (s *Server) start() error {
 		"--logfile", "",
 	}
 	args = append(args, s.extra...)
-	logPath := s.logPath()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	cmd, done, err := launch(s.bin, s.dir, args, s.logPath(), s.addr(), "")
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Dir = s.dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	setProcAttr(cmd)
-	err = cmd.Start()
-	_ = logf.Close() // the child has its own copy
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	s.cmd, s.done = cmd, done
-
-	fail := func(err error) error {
-		_ = cmd.Process.Kill()
-		<-done
-		s.cmd, s.done = nil, nil
-		tail := s.logTail()
-		if strings.Contains(tail, "Address already in use") {
-			err = fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return fmt.Errorf("%w\n--- %s (tail):\n%s", err, logPath, tail)
-	}
-
-	c := redis.NewClient(&redis.Options{
-		Addr:        s.addr(),
-		MaxRetries:  -1,
-		DialTimeout: 500 * time.Millisecond,
-		PoolSize:    1,
-	})
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), serverStartTimeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	want := strconv.Itoa(cmd.Process.Pid)
-	for {
-		// INFO rather than PING: the answer must come from our process, not
-		// from another one that holds the port.
-		info, err := c.Info(ctx, "server").Result()
-		if err == nil {
-			if got := infoField(info, "process_id"); got == want {
-				return nil
-			}
-			err = fmt.Errorf("%s is answered by another process", s.addr())
-		}
-		select {
-		case <-done:
-			return fail(fmt.Errorf("redis-server exited: %v", cmd.ProcessState))
-		case <-ctx.Done():
-			return fail(fmt.Errorf("redis-server on %s did not answer within %v: %v", s.addr(), serverStartTimeout, err))
-		case <-tick.C:
-		}
-	}
+	return nil
 }
 
 func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
-
-func (s *Server) logTail() string {
-	b, err := os.ReadFile(s.logPath())
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // freePort returns a loopback port that was free a moment ago. It picks from
 // 20000-31999, below Linux's ephemeral range, so that the port is not taken

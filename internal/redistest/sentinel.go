@@ -321,60 +321,12 @@ sentinel failover-timeout %s %d
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return err
 	}
-	logPath := filepath.Join(p.dir, "sentinel.log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	cmd, done, err := launch(p.bin, p.dir, append([]string{conf}, p.args...), filepath.Join(p.dir, "sentinel.log"), net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), "sentinel")
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.bin, append([]string{conf}, p.args...)...)
-	cmd.Dir = p.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	setProcAttr(cmd)
-	err = cmd.Start()
-	_ = logf.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", p.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	p.cmd, p.done = cmd, done
-	fail := func(err error) error {
-		_ = cmd.Process.Kill()
-		<-done
-		p.cmd, p.done = nil, nil
-		b, _ := os.ReadFile(logPath)
-		if strings.Contains(string(b), "Address already in use") {
-			err = fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return fmt.Errorf("%w\n--- %s:\n%s", err, logPath, b)
-	}
-	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)),
-		MaxRetries: -1, DialTimeout: 500 * time.Millisecond, PoolSize: 1})
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), serverStartTimeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	want := strconv.Itoa(cmd.Process.Pid)
-	for {
-		info, err := c.Info(ctx, "server").Result()
-		if err == nil {
-			if infoField(info, "process_id") == want && infoField(info, "redis_mode") == "sentinel" {
-				return nil
-			}
-			err = errors.New("answered by another process")
-		}
-		select {
-		case <-done:
-			return fail(fmt.Errorf("the sentinel exited: %v", cmd.ProcessState))
-		case <-ctx.Done():
-			return fail(fmt.Errorf("the sentinel on port %d did not answer within %v: %v", p.port, serverStartTimeout, err))
-		case <-tick.C:
-		}
-	}
+	return nil
 }
 
 // stop kills the sentinel and waits until it has exited.
