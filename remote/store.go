@@ -217,26 +217,7 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 	if err != nil {
 		return Entry{}, s.wrap(err, "GET %q", key)
 	}
-	e, err := s.decode(ctx, key, raw)
-	if err == nil && e.Kind == KindLease {
-		return s.checkLeaseTTL(ctx, key, e)
-	}
-	return e, err
-}
-
-// checkLeaseTTL reports lease e, read under key, as expired (at the zero
-// Unix time) when the key has no TTL in Redis: every lease tiercache writes
-// has one, so such a lease is planted or corrupt and must not block the key.
-// Only reads that find a lease pay the extra round trip.
-func (s *Store) checkLeaseTTL(ctx context.Context, key string, e Entry) (Entry, error) {
-	d, err := s.client.PTTL(ctx, key).Result()
-	if err != nil {
-		return Entry{}, s.wrap(err, "PTTL %q", key)
-	}
-	if d == -1 { // no TTL; -2 (gone meanwhile) is left to the next read
-		e.ExpiresAt = time.UnixMilli(0)
-	}
-	return e, nil
+	return s.decode(ctx, key, raw)
 }
 
 // Set writes e under key until e.ExpiresAt, replacing whatever is there.

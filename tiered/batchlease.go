@@ -78,10 +78,39 @@ func (c *Cache[V]) perShard(ctx context.Context, op string, full []string, call 
 	return errs
 }
 
-// acquireMany takes the leases of full (keys[i] of the batch is full[i]),
-// which were all empty when read, with one pipelined call. It returns, per
-// key, the token, what the key holds when the lease was not won, whether it
-// was won, and the error.
+// readOrLeaseMany is readOrLease for a batch (full[i] is the i-th key): one
+// call per shard (pipelined per node) when L2 offers AcquireMany, else one
+// read-or-lease per key, a few in flight at once. Without leases it is one
+// GetMany. err is set only when the batch read as a whole failed; a key's
+// own failure is in its preRead.
+func (c *Cache[V]) readOrLeaseMany(ctx context.Context, full []string) ([]preRead, error) {
+	reads := make([]preRead, len(full))
+	switch {
+	case c.cfg.noLeases:
+		rctx, cancel := c.remoteCtx(ctx)
+		entries, err := c.l2.GetMany(rctx, full)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		for n := range reads {
+			reads[n].e = entries[n]
+		}
+	case c.l2lease != nil:
+		tokens, cur, won, errs := c.acquireMany(ctx, c.l2lease, full)
+		for n := range reads {
+			reads[n] = preRead{e: cur[n], err: errs[n], token: tokens[n], won: won[n]}
+		}
+	default:
+		inParallel(len(full), func(n int) { reads[n] = c.readOrLease(ctx, full[n]) })
+	}
+	return reads, nil
+}
+
+// acquireMany reads full (keys[i] of the batch is full[i]) and takes the
+// lease of each key found empty, with one pipelined SET NX GET per key. It
+// returns, per key, the token offered, what the key holds when the lease
+// was not won, whether it was won, and the error.
 func (c *Cache[V]) acquireMany(ctx context.Context, lb leaseBatcher, full []string) (tokens []uint64, cur []RemoteEntry, won []bool, errs []error) {
 	n := len(full)
 	tokens, cur, won = make([]uint64, n), make([]RemoteEntry, n), make([]bool, n)

@@ -59,15 +59,24 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 		c.stats.degradedLoads.Add(1)
 		return c.loadDegraded(ctx, key, gen, load)
 	}
+	var sent uint64 // the token of our last read-or-lease whose outcome is unknown
 	for {
-		var e RemoteEntry
-		var err error
+		var r preRead
 		if len(pre) > 0 {
-			e, err, pre = pre[0].e, pre[0].err, nil
+			r, pre = pre[0], nil
 		} else {
-			rctx, cancel := c.remoteCtx(ctx)
-			e, err = c.l2.Get(rctx, full)
-			cancel()
+			r = c.readOrLease(ctx, full)
+		}
+		e, err := r.e, r.err
+		switch {
+		case r.won:
+			c.stats.l2Miss.Add(1)
+			return won(r.token)
+		case err != nil:
+			sent = r.token
+		case e.Kind == KindLease && sent != 0 && e.Version == sent:
+			// A read that failed had taken the lease after all.
+			return won(sent)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -77,7 +86,13 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 				return zero, fmt.Errorf("tiered: reading %q in cache %q: %w", key, c.name, context.Cause(ctx))
 			}
 			c.report(ctx, c.remoteErr("GET", key, err))
-			return alone()
+			v, err := alone()
+			if sent != 0 {
+				// The read may have taken the lease before it failed: give
+				// it back, so that other nodes need not wait for its TTL.
+				c.resolveLease(ctx, key, sent, "release", nil)
+			}
+			return v, err
 		}
 		if v, err := c.accept(ctx, key, e, gen); !errors.Is(err, errUnusable) {
 			if e.Kind == KindValue {
@@ -168,11 +183,15 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 	}
 }
 
-// leaseExpired reports whether lease e has ended: its own expiry passed (the
-// L2 store reports a lease without a TTL in Redis as expired at the zero
-// Unix time).
+// leaseExpired reports whether lease e has ended: its own expiry passed, or
+// lies further ahead than any lease of this cache can (a lease is written
+// and renewed to expire LeaseTTL from its holder's now; twice that plus a
+// second allows for clock skew between nodes): such a lease is planted or
+// corrupt, and must not block the key (its TTL in Redis may be none). Nodes
+// of one cache are expected to share its LeaseTTL.
 func (c *Cache[V]) leaseExpired(e RemoteEntry) bool {
-	return !e.ExpiresAt.After(c.cfg.now())
+	now := c.cfg.now()
+	return !e.ExpiresAt.After(now) || e.ExpiresAt.After(now.Add(2*c.cfg.leaseTTL+time.Second))
 }
 
 // takeOver replaces the dead lease e under full by a lease of its own, by a

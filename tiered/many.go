@@ -144,13 +144,15 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	for i, j := range remain {
 		full[i] = c.prefix + keys[j]
 	}
-	rctx, cancel := c.remoteCtx(ctx)
-	entries, err := c.l2.GetMany(rctx, full)
-	cancel()
+	reads, err := c.readOrLeaseMany(ctx, full)
 	if err != nil {
 		c.report(ctx, c.remoteErr("MGET", keys[remain[0]], err))
 		c.loadLocal(ctx, keys, remain, gens, results, load)
 		return results
+	}
+	entries := make([]RemoteEntry, len(reads))
+	for n := range reads {
+		entries[n] = reads[n].e
 	}
 	ctx = c.prefetchTagGens(ctx, pickKeys(keys, remain), entries)
 	var (
@@ -158,11 +160,24 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		tokens   = make(map[int]uint64)
 		degraded []int
 		awaited  []int
-		contest  []int // indexes into remain of the keys to take the lease of
+		failed   []int // indexes into remain of failure markers
 	)
 	var hits []int // indexes into remain of the L2 hits, filled into L1 at once
 	for n, i := range remain {
-		e := entries[n]
+		r := reads[n]
+		switch {
+		case r.err != nil:
+			c.report(ctx, c.remoteErr("lease", keys[i], r.err))
+			degraded = append(degraded, i)
+			continue
+		case r.won:
+			c.stats.l2Miss.Add(1)
+			c.stats.leaseAcquired.Add(1)
+			won = append(won, i)
+			tokens[i] = r.token
+			continue
+		}
+		e := r.e
 		decode := c.decodeEntry
 		if e.Kind == KindTagged {
 			decode = func(ctx context.Context, key string, e RemoteEntry) (V, error) {
@@ -179,73 +194,50 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 			}
 			continue
 		}
-		if e.Kind == KindLease {
-			awaited = append(awaited, i)
-			continue
-		}
-		c.stats.l2Miss.Add(1)
-		if c.cfg.noLeases {
+		if c.cfg.noLeases && e.Kind != KindLease {
+			c.stats.l2Miss.Add(1)
 			won = append(won, i)
 			continue
 		}
-		contest = append(contest, n)
+		if e.Kind == KindFailed && !c.cfg.noLeases {
+			failed = append(failed, n) // an older load failed: load it again in this batch
+			continue
+		}
+		// Another node's lease, or a corrupt value deleted: the single-key
+		// path below waits for it, takes it over or takes the lease anew.
+		awaited = append(awaited, i)
+	}
+	// The markers of failed loads: take their leases by compare-and-swap,
+	// a few at once.
+	taken := make([]struct {
+		token uint64
+		won   bool
+		err   error
+	}, len(failed))
+	inParallel(len(failed), func(m int) {
+		r := &taken[m]
+		r.token, _, r.won, r.err = c.takeLease(ctx, full[failed[m]], entries[failed[m]])
+	})
+	for m, n := range failed {
+		i, r := remain[n], taken[m]
+		switch {
+		case r.err != nil:
+			c.report(ctx, c.remoteErr("lease", keys[i], r.err))
+			degraded = append(degraded, i)
+		case r.won:
+			c.stats.l2Miss.Add(1)
+			c.stats.leaseAcquired.Add(1)
+			won = append(won, i)
+			tokens[i] = r.token
+		default:
+			awaited = append(awaited, i) // the key changed: read it again alone
+		}
 	}
 	c.fillLocalMany(len(hits), func(m int) (string, V, bool, time.Time, uint64) {
 		n := hits[m]
 		i := remain[n]
 		return keys[i], results[i].value, entries[n].Kind == KindNotFound, c.localExpiry(entries[n]), gens[i]
 	})
-	// Take the leases, a few round trips in flight at once.
-	type leaseResult struct {
-		token uint64
-		cur   RemoteEntry
-		won   bool
-		err   error
-	}
-	leases := make([]leaseResult, len(contest))
-	// Empty keys: all leases in one pipelined call when L2 offers it; the
-	// markers of failed loads (compare-and-swap) one by one.
-	var empty, other []int // indexes into contest
-	for j, n := range contest {
-		if c.l2lease != nil && entries[n].Kind == KindNone {
-			empty = append(empty, j)
-		} else {
-			other = append(other, j)
-		}
-	}
-	if len(empty) > 0 {
-		ks := make([]string, len(empty))
-		for m, j := range empty {
-			ks[m] = full[contest[j]]
-		}
-		ts, cur, won, errs := c.acquireMany(ctx, c.l2lease, ks)
-		for m, j := range empty {
-			leases[j] = leaseResult{token: ts[m], cur: cur[m], won: won[m], err: errs[m]}
-		}
-	}
-	inParallel(len(other), func(m int) {
-		n := contest[other[m]]
-		r := &leases[other[m]]
-		r.token, r.cur, r.won, r.err = c.takeLease(ctx, full[n], entries[n])
-	})
-	for j, n := range contest {
-		i, r := remain[n], leases[j]
-		switch {
-		case r.err != nil:
-			c.report(ctx, c.remoteErr("lease", keys[i], r.err))
-			degraded = append(degraded, i)
-		case r.won:
-			c.stats.leaseAcquired.Add(1)
-			won = append(won, i)
-			tokens[i] = r.token
-		default:
-			if v, err := c.accept(ctx, keys[i], r.cur, gens[i]); !errors.Is(err, errUnusable) {
-				results[i] = result[V]{v, err}
-			} else {
-				awaited = append(awaited, i)
-			}
-		}
-	}
 	if len(won) > 0 {
 		var resolved []func() // one per won key, called once its lease is resolved
 		stop := noCancel

@@ -110,7 +110,7 @@ func TestMetricsMove(t *testing.T) {
 		{"l2 miss", func() {}, "tiercache.requests", tierResult("l2", "miss"), 1},
 		{"l1 hit", func() { a.GetOrLoad(ctx, "1", loader.load) }, "tiercache.requests", tierResult("l1", "hit"), 1},
 		{"l2 hit", func() { b.GetOrLoad(ctx, "1", loader.load) }, "tiercache.requests", tierResult("l2", "hit"), 1},
-		{"l2 timed", func() {}, "tiercache.remote.duration", []attribute.KeyValue{tiered.AttrOperation.String("get")}, 2},
+		{"l2 timed", func() {}, "tiercache.remote.duration", []attribute.KeyValue{tiered.AttrOperation.String("acquire")}, 2},
 		{"not found", func() {
 			a.GetOrLoad(ctx, "nf", func(context.Context, string) (user, error) { return user{}, tiered.ErrNotFound })
 		}, "tiercache.requests", tierResult("loader", "not_found"), 1},
@@ -182,7 +182,7 @@ func TestSpans(t *testing.T) {
 	if get.Parent().SpanID() != parent.SpanContext().SpanID() {
 		t.Errorf("tiercache.get parent = %v, want the caller's span", get.Parent().SpanID())
 	}
-	for _, child := range []string{"tiercache.l2.get", "tiercache.l2.acquire", "tiercache.load", "tiercache.l2.compare_and_swap"} {
+	for _, child := range []string{"tiercache.l2.acquire", "tiercache.load", "tiercache.l2.compare_and_swap"} {
 		s, ok := byName[child]
 		if !ok {
 			t.Errorf("no %s span; spans: %v", child, keys(byName))

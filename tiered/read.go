@@ -193,14 +193,15 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 	var pre []preRead
 	if c.l2 != nil && ctx.Err() == nil {
 		gen := c.generation(key)
-		rctx, cancel := c.remoteCtx(ctx)
-		e, rerr := c.l2.Get(rctx, c.prefix+key)
-		cancel()
-		if ctx.Err() == nil {
-			// The shared work goes on from what we read (unless our own
-			// ctx cut the read short: then it reads again).
-			pre = []preRead{{e: e, err: rerr, gen: gen}}
+		r := c.readOrLease(ctx, c.prefix+key)
+		e, rerr := r.e, r.err
+		r.gen = gen
+		if ctx.Err() != nil {
+			// Our own ctx cut the read short: the shared work reads again,
+			// and knows the token we may have left in L2.
+			r = preRead{gen: gen, token: r.token}
 		}
+		pre = []preRead{r}
 		if rerr == nil && (e.Kind == KindValue || e.Kind == KindNotFound || e.Kind == KindTagged) {
 			v, err := c.accept(ctx, key, e, gen)
 			if errors.Is(err, errUnusable) {
@@ -227,12 +228,32 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 	return v, nil, false
 }
 
-// preRead is an L2 read made before the shared work of a flight started,
-// and the L1 generation taken before it.
+// preRead is an L2 read-or-lease made before the shared work of a flight
+// started, and the L1 generation taken before it. token is the lease token
+// the read offered (0 without leases): won reports that the lease is ours;
+// when the read failed, the token may still have landed, and the shared
+// work recognises it as its own.
 type preRead struct {
-	e   RemoteEntry
-	err error
-	gen uint64
+	e     RemoteEntry
+	err   error
+	gen   uint64
+	token uint64
+	won   bool
+}
+
+// readOrLease is the one command of an L2 read that may load: it returns
+// what full holds, or takes the load lease on it when it is empty (SET NX
+// GET). Without leases it is a plain GET.
+func (c *Cache[V]) readOrLease(ctx context.Context, full string) preRead {
+	rctx, cancel := c.remoteCtx(ctx)
+	defer cancel()
+	if c.cfg.noLeases {
+		e, err := c.l2.Get(rctx, full)
+		return preRead{e: e, err: err}
+	}
+	token := c.newToken()
+	e, won, err := c.l2.Acquire(rctx, full, token, c.cfg.now().Add(c.cfg.leaseTTL))
+	return preRead{e: e, err: err, token: token, won: won}
 }
 
 // join returns key's flight on this node, creating it if there is none; the
