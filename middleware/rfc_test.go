@@ -133,6 +133,18 @@ func TestTargetedDirectives(t *testing.T) {
 		{"CDN without lifetime ignores Expires", hdr{"CDN-Cache-Control", "public", "Expires", "Thu, 01 Jan 2099 00:00:00 GMT"}, nil, 0},
 		{"CDN invalid", hdr{"CDN-Cache-Control", "max-age=10, @bad", "Cache-Control", "max-age=60"}, nil, time.Minute},
 		{"CDN empty member", hdr{"CDN-Cache-Control", "max-age=10,,", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		// RFC 9213, Section 2.1: a value of the wrong type makes the field
+		// invalid, so Cache-Control decides.
+		{"CDN string max-age", hdr{"CDN-Cache-Control", `max-age="10000"`, "Cache-Control", "no-store"}, nil, 0},
+		{"CDN string max-age, CC fresh", hdr{"CDN-Cache-Control", `max-age="10"`, "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN negative max-age", hdr{"CDN-Cache-Control", "max-age=-1", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN decimal s-maxage", hdr{"CDN-Cache-Control", "s-maxage=1.5", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN max-age without value", hdr{"CDN-Cache-Control", "max-age", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN no-store with integer", hdr{"CDN-Cache-Control", "max-age=10, no-store=1", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN no-store ?0 is absent", hdr{"CDN-Cache-Control", "max-age=10, no-store=?0", "Cache-Control", "no-store"}, nil, 10 * time.Second},
+		{"CDN private field list", hdr{"CDN-Cache-Control", `max-age=10, private="x-a, x-b"`, "Cache-Control", "no-store"}, nil, 10 * time.Second},
+		{"CDN private token", hdr{"CDN-Cache-Control", "max-age=10, private=x-a", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN unknown directive with a string", hdr{"CDN-Cache-Control", `max-age=10, foo="bar, baz"`, "Cache-Control", "no-store"}, nil, 10 * time.Second},
 		{"cache-specific first", hdr{"Tiercache-Cache-Control", "max-age=5", "CDN-Cache-Control", "max-age=60", "Cache-Control", "max-age=600"},
 			[]middleware.Option{middleware.WithTargetedHeader("Tiercache-Cache-Control")}, 5 * time.Second},
 		{"cache-specific unset", hdr{"Tiercache-Cache-Control", "max-age=5", "Cache-Control", "max-age=600"}, nil, 10 * time.Minute},
