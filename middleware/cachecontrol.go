@@ -23,6 +23,7 @@ const maxDelta = 1 << 31
 type directives struct {
 	noStore, noCache, private, public bool
 	mustRevalidate, proxyRevalidate   bool
+	mustUnderstand                    bool
 	onlyIfCached                      bool
 
 	// delta-seconds: unset, invalid, or >= 0.
@@ -67,6 +68,8 @@ func parseCacheControl(lines []string) directives {
 				d.mustRevalidate = true
 			case "proxy-revalidate":
 				d.proxyRevalidate = true
+			case "must-understand":
+				d.mustUnderstand = true
 			case "only-if-cached":
 				d.onlyIfCached = true
 			case "max-age":

@@ -22,10 +22,9 @@ func heuristicStatus(code int) bool {
 }
 
 // understoodStatus reports whether the cache understands the final status
-// code well enough to store a response with it when the response has
-// explicit freshness (RFC 9111, Section 3): every final status RFC 9110
-// defines, less 206 (partial) and 304 (which updates a stored response
-// instead).
+// code, for must-understand (RFC 9111, Section 5.2.2.3): every final status
+// RFC 9110 defines, less 206 (partial) and 304 (which updates a stored
+// response instead).
 func understoodStatus(code int) bool {
 	switch {
 	case code >= 200 && code <= 208, code == 226:
@@ -38,6 +37,25 @@ func understoodStatus(code int) bool {
 		return true
 	}
 	return false
+}
+
+// storableStatus reports whether a response with code and directives cc
+// may be stored as far as its status goes (RFC 9111, Section 3): any final
+// status (200-599) but 206 (partial) and 304; with must-understand, only
+// those understoodStatus knows. noStore is cc's no-store, which
+// must-understand overrides for an understood status (Section 5.2.2.3: the
+// cache that understands the status code ignores no-store).
+func storableStatus(code int, cc directives) (ok, noStore bool) {
+	if code < 200 || code > 599 || code == http.StatusPartialContent || code == http.StatusNotModified {
+		return false, cc.noStore
+	}
+	if cc.mustUnderstand {
+		if !understoodStatus(code) {
+			return false, cc.noStore
+		}
+		return true, false
+	}
+	return true, cc.noStore
 }
 
 func seconds(n int64) time.Duration {
@@ -80,9 +98,6 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 // newRecord builds the stored response for status, header h and body, or
 // returns nil when it must not be stored (see buildRecord).
 func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []byte, reqTime, respTime time.Time) (rec *Response, vary []string, pass bool) {
-	if !understoodStatus(status) {
-		return nil, nil, true
-	}
 	if _, ok := h["Set-Cookie"]; ok {
 		return nil, nil, true
 	}
@@ -90,7 +105,8 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 		return nil, nil, true
 	}
 	cc, targeted := m.responseDirectives(h)
-	if cc.noStore || cc.private || cc.noCache {
+	statusOK, noStore := storableStatus(status, cc)
+	if !statusOK || noStore || cc.private || cc.noCache {
 		return nil, nil, true
 	}
 	shared := cc.public || cc.sMaxAge != unset || cc.mustRevalidate
@@ -231,14 +247,11 @@ func (m *Middleware) mayStore(status int, h http.Header) bool {
 	if strings.HasPrefix(strings.TrimSpace(h.Get("Content-Type")), "text/event-stream") {
 		return false
 	}
-	if !understoodStatus(status) {
-		return false
-	}
 	if _, ok := h["Set-Cookie"]; ok {
 		return false
 	}
 	cc, targeted := m.responseDirectives(h)
-	if cc.noStore || cc.private || cc.noCache {
+	if statusOK, noStore := storableStatus(status, cc); !statusOK || noStore || cc.private || cc.noCache {
 		return false
 	}
 	explicit := cc.sMaxAge != unset || cc.maxAge != unset || (!targeted && len(h["Expires"]) > 0)

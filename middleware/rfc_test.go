@@ -97,7 +97,21 @@ func TestStatuses(t *testing.T) {
 		{302, "", true, false},
 		{500, "", true, false},
 		{206, "max-age=60", false, false},
-		{299, "max-age=60", false, false}, // not a status the cache knows
+		// A final status the cache does not know is stored with explicit
+		// freshness (RFC 9111, Section 3), but not with must-understand.
+		{299, "max-age=60", false, true},
+		{499, "max-age=60", false, true},
+		{599, "max-age=60", false, true},
+		{599, "max-age=60, must-understand", false, false},
+		{299, "max-age=60, must-understand, no-store", false, false},
+		{599, "", true, false},
+		{600, "max-age=60", false, false},
+		// must-understand with a known status overrides no-store
+		// (Section 5.2.2.3).
+		{200, "max-age=60, must-understand, no-store", false, true},
+		{404, "max-age=60, no-store, must-understand", false, true},
+		{206, "max-age=60, must-understand", false, false},
+		{200, "max-age=60, no-store", false, false},
 	} {
 		var opts []middleware.Option
 		if tt.defTTL {
