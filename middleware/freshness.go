@@ -148,15 +148,15 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 			fresh = t.Sub(dateValue)
 		}
 	default:
-		if m.cfg.defaultTTL == 0 || !heuristicStatus(status) {
+		var ok bool
+		if fresh, ok = m.heuristicLifetime(status, cc, h, dateValue); !ok {
 			return nil, nil, true
 		}
 		if rq.has(rqCookie|rqAuth) && !cc.public {
-			// A default lifetime is the cache's guess: a page for a
-			// logged-in user must not become everybody's.
+			// A heuristic or default lifetime is the cache's guess: a
+			// page for a logged-in user must not become everybody's.
 			return nil, nil, false
 		}
-		fresh = m.cfg.defaultTTL
 	}
 	fresh = min(fresh, maxStoredDuration)
 
@@ -255,5 +255,35 @@ func (m *Middleware) mayStore(status int, h http.Header) bool {
 		return false
 	}
 	explicit := cc.sMaxAge != unset || cc.maxAge != unset || (!targeted && len(h["Expires"]) > 0)
-	return explicit || (m.cfg.defaultTTL > 0 && heuristicStatus(status))
+	if explicit {
+		return true
+	}
+	_, ok := m.heuristicLifetime(status, cc, h, time.Time{})
+	return ok
+}
+
+// heuristicLifetime returns the lifetime the cache gives a response
+// without explicit freshness (RFC 9111, Section 4.2.2), and false when it
+// gives none: with WithHeuristicFreshness, a fraction of the time from
+// Last-Modified to the response's date (dateValue; zero: only whether a
+// lifetime may apply), capped, for a heuristically cacheable status or a
+// public response; else WithDefaultTTL's, for a heuristically cacheable
+// status.
+func (m *Middleware) heuristicLifetime(status int, cc directives, h http.Header, dateValue time.Time) (time.Duration, bool) {
+	if m.cfg.heuristicFrac > 0 && (heuristicStatus(status) || cc.public) {
+		if lm, ok := headerDate(h["Last-Modified"]); ok {
+			if dateValue.IsZero() {
+				return 0, true
+			}
+			if since := dateValue.Sub(lm); since > 0 {
+				if fresh := min(time.Duration(float64(since)*m.cfg.heuristicFrac), m.cfg.heuristicMax); fresh > 0 {
+					return fresh, true
+				}
+			}
+		}
+	}
+	if m.cfg.defaultTTL > 0 && heuristicStatus(status) {
+		return m.cfg.defaultTTL, true
+	}
+	return 0, false
 }

@@ -2,7 +2,8 @@
 // conformance suite (http-cache-tests on npm) expects a cache: a proxy in
 // front of the suite's origin server. It is the deployment the README
 // describes: an L1, a Redis L2 and the invalidation bus under one tiered
-// cache (LocalTTL 10 s, no default TTL unless -default-ttl), the
+// cache (LocalTTL 10 s, no default TTL unless -default-ttl, heuristic
+// freshness with its usual values unless -heuristic=false), the
 // middleware in front of httputil.ReverseProxy. run.sh starts it; it runs
 // until SIGINT or SIGTERM.
 package main
@@ -37,14 +38,15 @@ func main() {
 	origin := flag.String("origin", "http://127.0.0.1:8000", "the suite's origin server")
 	redisAddr := flag.String("redis", os.Getenv("TIERCACHE_REDIS_ADDR"), "standalone Redis address (default $TIERCACHE_REDIS_ADDR)")
 	name := flag.String("name", "conformance-"+strconv.FormatInt(time.Now().UnixNano(), 36), "tiered cache name (the Redis key namespace)")
+	heuristic := flag.Bool("heuristic", true, "heuristic freshness: middleware.WithHeuristicFreshness(DefaultHeuristicFraction, DefaultHeuristicMax)")
 	defaultTTL := flag.Duration("default-ttl", 0, "middleware.WithDefaultTTL (0: none)")
 	flag.Parse()
-	if err := run(*listen, *origin, *redisAddr, *name, *defaultTTL); err != nil {
+	if err := run(*listen, *origin, *redisAddr, *name, *heuristic, *defaultTTL); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(listen, origin, redisAddr, name string, defaultTTL time.Duration) error {
+func run(listen, origin, redisAddr, name string, heuristic bool, defaultTTL time.Duration) error {
 	if redisAddr == "" {
 		return errors.New("no Redis address: pass -redis or eval \"$(test/redis.sh env)\"")
 	}
@@ -80,6 +82,9 @@ func run(listen, origin, redisAddr, name string, defaultTTL time.Duration) error
 	}
 	defer pages.Close()
 	opts := []middleware.Option{middleware.WithDefaultTTL(defaultTTL)}
+	if heuristic {
+		opts = append(opts, middleware.WithHeuristicFreshness(middleware.DefaultHeuristicFraction, middleware.DefaultHeuristicMax))
+	}
 	mw, err := middleware.New(pages, opts...)
 	if err != nil {
 		return err
