@@ -52,6 +52,12 @@ func TestStrictDates(t *testing.T) {
 		{"one-digit hour", []string{"Thu, 18 Aug 2050 2:01:18 GMT"}, false},
 		{"two lines", []string{future.Format(http.TimeFormat), future.Format(http.TimeFormat)}, false},
 		{"zero", []string{"0"}, false},
+		{"wrong-case weekday", []string{"THU, 18 Aug 2050 02:01:18 GMT"}, true},
+		{"wrong-case month", []string{"Thu, 18 AUG 2050 02:01:18 GMT"}, true},
+		{"wrong-case zone", []string{"Thu, 18 Aug 2050 02:01:18 gMT"}, true},
+		{"wrong-case rfc850", []string{"thursday, 18-aug-50 02:01:18 gmt"}, true},
+		{"wrong-case asctime", []string{"thu aug 18 02:01:18 2050"}, true},
+		{"UTC is not GMT", []string{"Thu, 18 Aug 2050 02:01:18 UTC"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
