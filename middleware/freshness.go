@@ -106,7 +106,12 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 	}
 	cc, targeted := m.responseDirectives(h)
 	statusOK, noStore := storableStatus(status, cc)
-	if !statusOK || noStore || cc.private || cc.noCache {
+	if !statusOK || noStore || cc.private {
+		return nil, nil, true
+	}
+	if cc.noCache && !hasValidator(h) {
+		// Stored, it could only be revalidated with a full response: no
+		// point (RFC 9111, Section 5.2.2.4).
 		return nil, nil, true
 	}
 	shared := cc.public || cc.sMaxAge != unset || cc.mustRevalidate
@@ -137,6 +142,9 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 	}
 	var fresh time.Duration
 	switch {
+	case cc.noCache:
+		// Stored, but validated with the origin before every use
+		// (RFC 9111, Section 5.2.2.4), whatever its lifetime says.
 	case cc.sMaxAge != unset:
 		fresh = seconds(cc.sMaxAge)
 	case cc.maxAge != unset:
@@ -179,11 +187,13 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 		flags |= flagShared
 	}
 	swr, sie := seconds(cc.staleWhileRevalidate), seconds(cc.staleIfError)
-	if cc.mustRevalidate || cc.proxyRevalidate {
+	if cc.mustRevalidate || cc.proxyRevalidate || cc.noCache {
 		flags |= flagNoStale
 		swr, sie = 0, 0
 	}
-	if fresh+max(swr, sie) <= initialAge {
+	if cc.noCache {
+		flags |= flagNoCache
+	} else if fresh+max(swr, sie) <= initialAge {
 		return nil, nil, true // never usable
 	}
 
@@ -251,14 +261,29 @@ func (m *Middleware) mayStore(status int, h http.Header) bool {
 		return false
 	}
 	cc, targeted := m.responseDirectives(h)
-	if statusOK, noStore := storableStatus(status, cc); !statusOK || noStore || cc.private || cc.noCache {
+	if statusOK, noStore := storableStatus(status, cc); !statusOK || noStore || cc.private {
 		return false
+	}
+	if cc.noCache {
+		return hasValidator(h)
 	}
 	explicit := cc.sMaxAge != unset || cc.maxAge != unset || (!targeted && len(h["Expires"]) > 0)
 	if explicit {
 		return true
 	}
 	_, ok := m.heuristicLifetime(status, cc, h, time.Time{})
+	return ok
+}
+
+// hasValidator reports whether a response header carries a validator the
+// cache can revalidate with: a valid ETag or Last-Modified.
+func hasValidator(h http.Header) bool {
+	if vs := h["Etag"]; len(vs) == 1 {
+		if _, _, ok := parseETag(vs[0]); ok {
+			return true
+		}
+	}
+	_, ok := headerDate(h["Last-Modified"])
 	return ok
 }
 
