@@ -198,9 +198,9 @@ func parseQValue(s string) (int, bool) {
 // formatQValue writes a weight below 1 in thousandths in its shortest form
 // ("0", "0.5", "0.25", "0.125").
 func formatQValue(q int) string {
-	if q == 0 {
+	if q <= 0 {
 		return "0"
 	}
-	s := strings.TrimRight("0."+string(rune('0'+q/100))+string(rune('0'+q/10%10))+string(rune('0'+q%10)), "0")
-	return s
+	b := []byte{'0', '.', byte('0' + q/100), byte('0' + q/10%10), byte('0' + q%10)}
+	return strings.TrimRight(string(b), "0")
 }

@@ -56,3 +56,32 @@ func TestVaryNormalised(t *testing.T) {
 		})
 	}
 }
+
+// Weights are keyed in their shortest form: every spelling of one weight
+// shares a variant, different weights never do.
+func TestVaryWeightSpellings(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		same bool
+	}{
+		{"gzip;q=0.5", "gzip;q=0.500", true},
+		{"gzip;q=0.25", "gzip;q=0.250", true},
+		{"gzip;q=0.125", "gzip; q = 0.125", true},
+		{"gzip;q=0.001", "gzip;q=0.001", true},
+		{"gzip;q=0", "gzip;q=0.000", true},
+		{"gzip;q=1", "gzip", true},
+		{"gzip;q=1.000", "gzip", true},
+		{"gzip;q=0.5", "gzip;q=0.05", false},
+		{"gzip;q=0.1", "gzip;q=0.01", false},
+		{"gzip;q=0", "gzip", false},
+		{"gzip;q=1.5", "gzip", false},
+		{"gzip;q=0.5", "gzip;x=1;q=0.5", false},
+	} {
+		f := newFixture(t, text("x", "Cache-Control", "max-age=60", "Vary", "Accept-Encoding"))
+		f.do("GET", "http://example.com/w", "Accept-Encoding", tt.a)
+		got := cacheStatus(f.do("GET", "http://example.com/w", "Accept-Encoding", tt.b)) == "tiercache; hit"
+		if got != tt.same {
+			t.Errorf("%q after %q: same variant = %v, want %v", tt.b, tt.a, got, tt.same)
+		}
+	}
+}
