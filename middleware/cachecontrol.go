@@ -23,6 +23,7 @@ const maxDelta = 1 << 31
 type directives struct {
 	noStore, noCache, private, public bool
 	mustRevalidate, proxyRevalidate   bool
+	mustUnderstand                    bool
 	onlyIfCached                      bool
 
 	// delta-seconds: unset, invalid, or >= 0.
@@ -67,6 +68,8 @@ func parseCacheControl(lines []string) directives {
 				d.mustRevalidate = true
 			case "proxy-revalidate":
 				d.proxyRevalidate = true
+			case "must-understand":
+				d.mustUnderstand = true
 			case "only-if-cached":
 				d.onlyIfCached = true
 			case "max-age":
@@ -221,31 +224,123 @@ func (m *Middleware) responseDirectives(h http.Header) (d directives, targeted b
 	return parseCacheControl(h["Cache-Control"]), false
 }
 
-// parseTargeted parses a targeted cache-control field (a structured-field
-// dictionary of the Cache-Control directives). ok is false when it holds no
-// directive or is not a valid dictionary; the field is then ignored.
+// parseTargeted parses a targeted cache-control field (RFC 9213: a
+// structured-field dictionary of the Cache-Control directives). ok is
+// false when it holds no directive, is not a valid dictionary, or gives a
+// directive this cache knows a value of the wrong type (RFC 9213, Section
+// 2.1: max-age="10000" is a string, not an integer); the field is then
+// ignored, as if absent. The types: the delta-seconds directives take a
+// non-negative integer; private and no-cache are true or a string (the
+// field-name list); the other known directives are booleans, where ?0
+// means the directive is absent. Unknown directives take any item.
 func parseTargeted(lines []string) (d directives, ok bool) {
+	var b strings.Builder
 	n := 0
 	for _, line := range lines {
-		for m := range strings.SplitSeq(line, ",") {
-			m = strings.TrimSpace(m)
-			if m == "" {
-				return d, false // an empty member: not a dictionary
-			}
+		members, valid := sfMembers(line)
+		if !valid {
+			return d, false
+		}
+		for _, m := range members {
 			key, val, hasVal := strings.Cut(m, "=")
 			if !sfKey(key) {
 				return d, false
 			}
+			val, _, _ = strings.Cut(val, ";") // parameters: allowed, ignored
+			val = strings.TrimSpace(val)
 			if hasVal && !sfItem(val) {
 				return d, false
 			}
 			n++
+			switch targetedType(key) {
+			case sfTypeInteger:
+				if !hasVal || val[0] == '-' || val[0] == '"' || val[0] == '?' || parseDelta(val) < 0 {
+					return d, false
+				}
+			case sfTypeBoolean:
+				switch {
+				case !hasVal || val == "?1":
+					val, hasVal = "", false
+				case val == "?0":
+					continue
+				default:
+					return d, false
+				}
+			case sfTypeBooleanOrString:
+				switch {
+				case !hasVal || val == "?1":
+					val, hasVal = "", false
+				case val == "?0":
+					continue
+				case val[0] != '"':
+					return d, false
+				}
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(key)
+			if hasVal {
+				b.WriteByte('=')
+				b.WriteString(val)
+			}
 		}
 	}
 	if n == 0 {
 		return d, false
 	}
-	return parseCacheControl(lines), true
+	return parseCacheControl([]string{b.String()}), true
+}
+
+// Value types of the directives in a targeted field.
+const (
+	sfTypeAny uint8 = iota
+	sfTypeInteger
+	sfTypeBoolean
+	sfTypeBooleanOrString
+)
+
+func targetedType(key string) uint8 {
+	switch key {
+	case "max-age", "s-maxage", "stale-while-revalidate", "stale-if-error":
+		return sfTypeInteger
+	case "no-store", "public", "must-revalidate", "proxy-revalidate", "must-understand", "immutable":
+		return sfTypeBoolean
+	case "private", "no-cache":
+		return sfTypeBooleanOrString
+	}
+	return sfTypeAny
+}
+
+// sfMembers splits a structured-field dictionary line into its members,
+// trimmed, honouring quoted strings. valid is false for an empty member
+// or an unterminated string.
+func sfMembers(line string) (members []string, valid bool) {
+	start, quoted := 0, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			m := strings.TrimSpace(line[start:i])
+			if m == "" {
+				return nil, false
+			}
+			members = append(members, m)
+			start = i + 1
+		}
+	}
+	if quoted {
+		return nil, false
+	}
+	m := strings.TrimSpace(line[start:])
+	if m == "" {
+		return nil, false
+	}
+	return append(members, m), true
 }
 
 // sfKey reports whether s is a structured-field dictionary key: lower-case

@@ -13,7 +13,10 @@ import (
 //
 // with the fixed widths, single spaces and two-digit clock fields the
 // grammar gives. http.ParseTime is looser (it takes "18  Aug" and
-// "2:01:18"), which would let a malformed Expires count as a date.
+// "2:01:18"), which would let a malformed Expires count as a date. The
+// names alone (day, month, "GMT") are matched without regard to case:
+// "THU, 18 AUG 2050 02:01:18 gmt" is unambiguous and is the same date,
+// as most caches read it.
 
 var (
 	shortDays = [...]string{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}
@@ -34,7 +37,7 @@ func parseHTTPDate(s string) (t time.Time, ok bool) {
 
 // parseIMFFixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
 func parseIMFFixdate(s string) (time.Time, bool) {
-	if !oneOf(s[:3], shortDays[:]) || s[3:5] != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' || s[25:] != " GMT" {
+	if !oneOf(s[:3], shortDays[:]) || s[3:5] != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' || !strings.EqualFold(s[25:], " GMT") {
 		return time.Time{}, false
 	}
 	day, ok1 := digits(s[5:7])
@@ -50,7 +53,7 @@ func parseIMFFixdate(s string) (time.Time, bool) {
 // than 50 years ahead is the most recent past year with those digits.
 func parseRFC850(s string) (time.Time, bool) {
 	name, rest, ok := strings.Cut(s, ", ")
-	if !ok || !oneOf(name, longDays[:]) || len(rest) != 22 || rest[2] != '-' || rest[6] != '-' || rest[9] != ' ' || rest[18:] != " GMT" {
+	if !ok || !oneOf(name, longDays[:]) || len(rest) != 22 || rest[2] != '-' || rest[6] != '-' || rest[9] != ' ' || !strings.EqualFold(rest[18:], " GMT") {
 		return time.Time{}, false
 	}
 	day, ok1 := digits(rest[0:2])
@@ -115,7 +118,7 @@ func digits(s string) (int, bool) {
 
 func month(s string) (time.Month, bool) {
 	for i, m := range months {
-		if s == m {
+		if strings.EqualFold(s, m) {
 			return time.Month(i + 1), true
 		}
 	}
@@ -124,7 +127,7 @@ func month(s string) (time.Month, bool) {
 
 func oneOf(s string, list []string) bool {
 	for _, v := range list {
-		if s == v {
+		if strings.EqualFold(s, v) {
 			return true
 		}
 	}

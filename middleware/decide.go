@@ -71,6 +71,12 @@ func (m *Middleware) decide(ctx context.Context, rq *request, e *entry) decision
 		return decision{act: actRefresh} // purged: never served, even stale
 	}
 	now := m.cfg.clock()
+	if rec.noCache() && e.how != howHit {
+		// A no-cache response the origin has just sent or confirmed
+		// for the load or refresh this request waited on: validated
+		// for it.
+		return decision{act: actServe, status: m.statusFor(e.how), now: now}
+	}
 	age := rec.age(now)
 	accepts := requestAccepts(rq, rec, age)
 	if age < rec.fresh {

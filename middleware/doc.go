@@ -25,17 +25,29 @@
 // stored when all of these hold:
 //
 //   - it has explicit freshness (s-maxage, else max-age, else Expires
-//     minus Date; a targeted field, below, comes first) and a final status
-//     the cache understands (RFC 9110's, less 206 and 304); or it has none,
-//     WithDefaultTTL is set, its status is heuristically cacheable (200,
-//     203, 204, 300, 301, 308, 404, 405, 410, 414, 501) and the request
-//     carried neither Cookie nor Authorization (unless the response says
-//     public); and that lifetime plus its stale windows exceeds its age
-//     (Age by its first value, and Date, RFC 9111 Section 4.2.3);
+//     minus Date; a targeted field, below, comes first) and a final
+//     status (200-599, less 206 and 304; with must-understand, only those
+//     RFC 9110 defines, and must-understand then overrides no-store, RFC
+//     9111 Section 5.2.2.3); or it has none and gets a heuristic lifetime:
+//     with WithHeuristicFreshness, a fraction (DefaultHeuristicFraction,
+//     10 %) of the time from Last-Modified to Date, capped
+//     (DefaultHeuristicMax, a day), for the heuristically cacheable
+//     statuses (200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501) or
+//     a public response; else with WithDefaultTTL, that lifetime, for the
+//     heuristically cacheable statuses; a heuristic lifetime never applies
+//     when the request carried Cookie or Authorization, unless the
+//     response says public; and that lifetime plus its stale windows
+//     exceeds its age (Age by its first value, and Date, RFC 9111 Section
+//     4.2.3);
 //   - neither the request nor the response says no-store; the response
-//     says neither private nor no-cache (their field-qualified forms only
-//     drop the named fields); it sets no cookie (Set-Cookie), uses no
-//     trailers and does not say Vary: * (nor more than 32 Vary names);
+//     does not say private (its field-qualified form only drops the named
+//     fields, as no-cache="..." does); it sets no cookie (Set-Cookie),
+//     uses no trailers and does not say Vary: * (nor more than 32 Vary
+//     names);
+//   - a response that says no-cache is stored only with a validator (ETag
+//     or Last-Modified), with no lifetime: every use is a conditional
+//     request to the origin (RFC 9111 Section 5.2.2.4), and it is never
+//     served stale;
 //   - a request with Authorization gets it stored only if the response says
 //     public, s-maxage or must-revalidate (RFC 9111 Section 3.5);
 //   - the body fits WithMaxBodyBytes (512 KiB by default), and the handler
@@ -44,10 +56,13 @@
 //     of a chunked body); an event stream, or a flushed response that may
 //     not be stored, goes to its client as the handler writes it.
 //
-// Dates are parsed strictly (RFC 9110 Section 5.6.7); an invalid Expires,
-// or more than one, means already expired. CDN-Cache-Control (RFC 9213),
-// and before it the WithTargetedHeader field if set, replaces
-// Cache-Control and Expires when it holds a valid value.
+// Dates are parsed strictly (RFC 9110 Section 5.6.7; only the case of the
+// day and month names and of GMT is free); an invalid Expires, or more
+// than one, means already expired. CDN-Cache-Control (RFC 9213), and
+// before it the WithTargetedHeader field if set, replaces Cache-Control
+// and Expires when it holds a valid value: a structured-field dictionary
+// whose known directives have values of their types (max-age="60" makes
+// the field invalid, RFC 9213 Section 2.1).
 //
 // Hop-by-hop fields (Connection and those it names, Keep-Alive,
 // Transfer-Encoding, TE, Trailer, Upgrade, Proxy-*) are not stored; Date is
@@ -74,7 +89,11 @@
 // The values of the request fields a response's Vary names select among
 // its variants: the URL key holds a small "vary spec" (the field names and
 // a random id) and each variant is stored under the URL key plus the spec
-// id plus the request's values of those fields. The request fields in
+// id plus the request's values of those fields, in a normal form
+// (whitespace around list commas, empty members and line splits never
+// matter; Accept-Encoding, Accept-Language, Accept-Charset and TE also
+// ignore case and the order of members of different weight; see
+// vary.go). The request fields in
 // WithKeyHeaders (DefaultKeyHeaders: Forwarded, X-Forwarded-*, X-Host, method overrides, URL rewrites...; entries ending in "*"
 // are prefixes) are keyed the same way as if every response named them in
 // Vary, so a request carrying

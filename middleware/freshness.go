@@ -22,10 +22,9 @@ func heuristicStatus(code int) bool {
 }
 
 // understoodStatus reports whether the cache understands the final status
-// code well enough to store a response with it when the response has
-// explicit freshness (RFC 9111, Section 3): every final status RFC 9110
-// defines, less 206 (partial) and 304 (which updates a stored response
-// instead).
+// code, for must-understand (RFC 9111, Section 5.2.2.3): every final status
+// RFC 9110 defines, less 206 (partial) and 304 (which updates a stored
+// response instead).
 func understoodStatus(code int) bool {
 	switch {
 	case code >= 200 && code <= 208, code == 226:
@@ -38,6 +37,25 @@ func understoodStatus(code int) bool {
 		return true
 	}
 	return false
+}
+
+// storableStatus reports whether a response with code and directives cc
+// may be stored as far as its status goes (RFC 9111, Section 3): any final
+// status (200-599) but 206 (partial) and 304; with must-understand, only
+// those understoodStatus knows. noStore is cc's no-store, which
+// must-understand overrides for an understood status (Section 5.2.2.3: the
+// cache that understands the status code ignores no-store).
+func storableStatus(code int, cc directives) (ok, noStore bool) {
+	if code < 200 || code > 599 || code == http.StatusPartialContent || code == http.StatusNotModified {
+		return false, cc.noStore
+	}
+	if cc.mustUnderstand {
+		if !understoodStatus(code) {
+			return false, cc.noStore
+		}
+		return true, false
+	}
+	return true, cc.noStore
 }
 
 func seconds(n int64) time.Duration {
@@ -80,9 +98,6 @@ func (m *Middleware) buildRecord(rq *request, c *capture, reqTime, respTime time
 // newRecord builds the stored response for status, header h and body, or
 // returns nil when it must not be stored (see buildRecord).
 func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []byte, reqTime, respTime time.Time) (rec *Response, vary []string, pass bool) {
-	if !understoodStatus(status) {
-		return nil, nil, true
-	}
 	if _, ok := h["Set-Cookie"]; ok {
 		return nil, nil, true
 	}
@@ -90,7 +105,13 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 		return nil, nil, true
 	}
 	cc, targeted := m.responseDirectives(h)
-	if cc.noStore || cc.private || cc.noCache {
+	statusOK, noStore := storableStatus(status, cc)
+	if !statusOK || noStore || cc.private {
+		return nil, nil, true
+	}
+	if cc.noCache && !hasValidator(h) {
+		// Stored, it could only be revalidated with a full response: no
+		// point (RFC 9111, Section 5.2.2.4).
 		return nil, nil, true
 	}
 	shared := cc.public || cc.sMaxAge != unset || cc.mustRevalidate
@@ -121,6 +142,9 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 	}
 	var fresh time.Duration
 	switch {
+	case cc.noCache:
+		// Stored, but validated with the origin before every use
+		// (RFC 9111, Section 5.2.2.4), whatever its lifetime says.
 	case cc.sMaxAge != unset:
 		fresh = seconds(cc.sMaxAge)
 	case cc.maxAge != unset:
@@ -132,15 +156,15 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 			fresh = t.Sub(dateValue)
 		}
 	default:
-		if m.cfg.defaultTTL == 0 || !heuristicStatus(status) {
+		var ok bool
+		if fresh, ok = m.heuristicLifetime(status, cc, h, dateValue); !ok {
 			return nil, nil, true
 		}
 		if rq.has(rqCookie|rqAuth) && !cc.public {
-			// A default lifetime is the cache's guess: a page for a
-			// logged-in user must not become everybody's.
+			// A heuristic or default lifetime is the cache's guess: a
+			// page for a logged-in user must not become everybody's.
 			return nil, nil, false
 		}
-		fresh = m.cfg.defaultTTL
 	}
 	fresh = min(fresh, maxStoredDuration)
 
@@ -163,11 +187,13 @@ func (m *Middleware) newRecord(rq *request, status int, h http.Header, body []by
 		flags |= flagShared
 	}
 	swr, sie := seconds(cc.staleWhileRevalidate), seconds(cc.staleIfError)
-	if cc.mustRevalidate || cc.proxyRevalidate {
+	if cc.mustRevalidate || cc.proxyRevalidate || cc.noCache {
 		flags |= flagNoStale
 		swr, sie = 0, 0
 	}
-	if fresh+max(swr, sie) <= initialAge {
+	if cc.noCache {
+		flags |= flagNoCache
+	} else if fresh+max(swr, sie) <= initialAge {
 		return nil, nil, true // never usable
 	}
 
@@ -231,16 +257,58 @@ func (m *Middleware) mayStore(status int, h http.Header) bool {
 	if strings.HasPrefix(strings.TrimSpace(h.Get("Content-Type")), "text/event-stream") {
 		return false
 	}
-	if !understoodStatus(status) {
-		return false
-	}
 	if _, ok := h["Set-Cookie"]; ok {
 		return false
 	}
 	cc, targeted := m.responseDirectives(h)
-	if cc.noStore || cc.private || cc.noCache {
+	if statusOK, noStore := storableStatus(status, cc); !statusOK || noStore || cc.private {
 		return false
 	}
+	if cc.noCache {
+		return hasValidator(h)
+	}
 	explicit := cc.sMaxAge != unset || cc.maxAge != unset || (!targeted && len(h["Expires"]) > 0)
-	return explicit || (m.cfg.defaultTTL > 0 && heuristicStatus(status))
+	if explicit {
+		return true
+	}
+	_, ok := m.heuristicLifetime(status, cc, h, time.Time{})
+	return ok
+}
+
+// hasValidator reports whether a response header carries a validator the
+// cache can revalidate with: a valid ETag or Last-Modified.
+func hasValidator(h http.Header) bool {
+	if vs := h["Etag"]; len(vs) == 1 {
+		if _, _, ok := parseETag(vs[0]); ok {
+			return true
+		}
+	}
+	_, ok := headerDate(h["Last-Modified"])
+	return ok
+}
+
+// heuristicLifetime returns the lifetime the cache gives a response
+// without explicit freshness (RFC 9111, Section 4.2.2), and false when it
+// gives none: with WithHeuristicFreshness, a fraction of the time from
+// Last-Modified to the response's date (dateValue; zero: only whether a
+// lifetime may apply), capped, for a heuristically cacheable status or a
+// public response; else WithDefaultTTL's, for a heuristically cacheable
+// status.
+func (m *Middleware) heuristicLifetime(status int, cc directives, h http.Header, dateValue time.Time) (time.Duration, bool) {
+	if m.cfg.heuristicFrac > 0 && (heuristicStatus(status) || cc.public) {
+		if lm, ok := headerDate(h["Last-Modified"]); ok {
+			if dateValue.IsZero() {
+				return 0, true
+			}
+			if since := dateValue.Sub(lm); since > 0 {
+				if fresh := min(time.Duration(float64(since)*m.cfg.heuristicFrac), m.cfg.heuristicMax); fresh > 0 {
+					return fresh, true
+				}
+			}
+		}
+	}
+	if m.cfg.defaultTTL > 0 && heuristicStatus(status) {
+		return m.cfg.defaultTTL, true
+	}
+	return 0, false
 }

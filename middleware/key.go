@@ -50,7 +50,7 @@ func successorKey(key string, id uint64) string {
 }
 
 // variantKey is the key of the variant of urlKey selected by the values of
-// spec's fields in h.
+// spec's fields in h, each in its normal form (vary.go).
 func variantKey(urlKey string, spec *Response, h http.Header) string {
 	b := make([]byte, 0, len(urlKey)+64)
 	b = append(b, urlKey...)
@@ -67,7 +67,7 @@ func variantKey(urlKey string, spec *Response, h http.Header) string {
 			b = append(b, '-')
 			continue
 		}
-		v := strings.Join(vs, ", ")
+		v := selectingValue(name, vs)
 		b = append(b, '=')
 		b = strconv.AppendInt(b, int64(len(v)), 10)
 		b = append(b, ':')
@@ -90,7 +90,7 @@ func appendPrefixed(b []byte, prefix string, h http.Header) []byte {
 	}
 	slices.Sort(names)
 	for _, k := range names {
-		v := strings.Join(h[k], ", ")
+		v := selectingValue(k, h[k])
 		b = append(b, '=')
 		b = append(b, k...)
 		b = append(b, '=')

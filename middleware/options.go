@@ -26,6 +26,13 @@ const (
 	// DefaultMaxRefreshes bounds the background refreshes
 	// (stale-while-revalidate) running at once on a node.
 	DefaultMaxRefreshes = 64
+	// DefaultHeuristicFraction is the share of the time since
+	// Last-Modified that WithHeuristicFreshness users usually give a
+	// response as its lifetime (RFC 9111, Section 4.2.2: 10 %).
+	DefaultHeuristicFraction = 0.1
+	// DefaultHeuristicMax is the usual cap on a heuristic lifetime (one
+	// day), for WithHeuristicFreshness.
+	DefaultHeuristicMax = 24 * time.Hour
 	// DefaultHitForPass is how long a URL whose origin answered with a
 	// response that may not be stored is remembered as such.
 	DefaultHitForPass = 5 * time.Second
@@ -54,6 +61,8 @@ func DefaultKeyHeaders() []string {
 
 type config struct {
 	defaultTTL    time.Duration
+	heuristicFrac float64       // 0: no heuristic freshness
+	heuristicMax  time.Duration // cap on a heuristic lifetime
 	maxBody       int
 	ignoredParams []string
 	keyHeaders    []string // canonical, sorted, unique; "Prefix-*" entries are prefixes
@@ -108,6 +117,33 @@ func WithDefaultTTL(d time.Duration) Option {
 			return invalidOption("default TTL %v is negative", d)
 		}
 		c.defaultTTL = d
+		return nil
+	}
+}
+
+// WithHeuristicFreshness lets the cache give responses without explicit
+// freshness (no s-maxage, max-age or Expires) a heuristic lifetime (RFC
+// 9111, Section 4.2.2): fraction of the time between their Last-Modified
+// and their Date, at most maxLifetime. It applies to the status codes RFC
+// 9110 calls heuristically cacheable (200, 203, 204, 300, 301, 308, 404,
+// 405, 410, 414, 501) and to responses marked public (any final status);
+// never to a response without a valid Last-Modified before its Date, nor
+// to one answering a request with Authorization or Cookie unless it is
+// marked public (a logged-in page must not become everybody's); responses
+// with Set-Cookie are never stored at all. The usual values are
+// DefaultHeuristicFraction (10 %) and DefaultHeuristicMax (one day).
+// Default: off. A fraction outside (0, 1] or a maxLifetime that is not
+// positive is an error. With WithDefaultTTL too, the heuristic lifetime
+// is used when there is a Last-Modified, the default TTL otherwise.
+func WithHeuristicFreshness(fraction float64, maxLifetime time.Duration) Option {
+	return func(c *config) error {
+		if !(fraction > 0 && fraction <= 1) {
+			return invalidOption("heuristic fraction %v is not in (0, 1]", fraction)
+		}
+		if maxLifetime <= 0 {
+			return invalidOption("heuristic maximum lifetime %v is not positive", maxLifetime)
+		}
+		c.heuristicFrac, c.heuristicMax = fraction, maxLifetime
 		return nil
 	}
 }

@@ -24,8 +24,9 @@ const (
 // Response flags.
 const (
 	flagShared  uint8 = 1 << 0 // public, s-maxage or must-revalidate: may answer requests with Authorization
-	flagNoStale uint8 = 1 << 1 // must-revalidate or proxy-revalidate: never served stale
-	flagsKnown        = flagShared | flagNoStale
+	flagNoStale uint8 = 1 << 1 // must-revalidate, proxy-revalidate or no-cache: never served stale
+	flagNoCache uint8 = 1 << 2 // no-cache: validated with the origin before every use (its lifetime is 0)
+	flagsKnown        = flagShared | flagNoStale | flagNoCache
 )
 
 // MaxTags is the most tags (values of the WithTagHeader field) a stored
@@ -157,6 +158,7 @@ func (r *Response) age(now time.Time) time.Duration {
 
 func (r *Response) shared() bool  { return r.flags&flagShared != 0 }
 func (r *Response) noStale() bool { return r.flags&flagNoStale != 0 }
+func (r *Response) noCache() bool { return r.flags&flagNoCache != 0 }
 
 // validatable reports whether the origin can be asked whether the stored
 // response is still current (RFC 9111, Section 4.3.1): it has an ETag or

@@ -52,6 +52,12 @@ func TestStrictDates(t *testing.T) {
 		{"one-digit hour", []string{"Thu, 18 Aug 2050 2:01:18 GMT"}, false},
 		{"two lines", []string{future.Format(http.TimeFormat), future.Format(http.TimeFormat)}, false},
 		{"zero", []string{"0"}, false},
+		{"wrong-case weekday", []string{"THU, 18 Aug 2050 02:01:18 GMT"}, true},
+		{"wrong-case month", []string{"Thu, 18 AUG 2050 02:01:18 GMT"}, true},
+		{"wrong-case zone", []string{"Thu, 18 Aug 2050 02:01:18 gMT"}, true},
+		{"wrong-case rfc850", []string{"thursday, 18-aug-50 02:01:18 gmt"}, true},
+		{"wrong-case asctime", []string{"thu aug 18 02:01:18 2050"}, true},
+		{"UTC is not GMT", []string{"Thu, 18 Aug 2050 02:01:18 UTC"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +103,21 @@ func TestStatuses(t *testing.T) {
 		{302, "", true, false},
 		{500, "", true, false},
 		{206, "max-age=60", false, false},
-		{299, "max-age=60", false, false}, // not a status the cache knows
+		// A final status the cache does not know is stored with explicit
+		// freshness (RFC 9111, Section 3), but not with must-understand.
+		{299, "max-age=60", false, true},
+		{499, "max-age=60", false, true},
+		{599, "max-age=60", false, true},
+		{599, "max-age=60, must-understand", false, false},
+		{299, "max-age=60, must-understand, no-store", false, false},
+		{599, "", true, false},
+		{600, "max-age=60", false, false},
+		// must-understand with a known status overrides no-store
+		// (Section 5.2.2.3).
+		{200, "max-age=60, must-understand, no-store", false, true},
+		{404, "max-age=60, no-store, must-understand", false, true},
+		{206, "max-age=60, must-understand", false, false},
+		{200, "max-age=60, no-store", false, false},
 	} {
 		var opts []middleware.Option
 		if tt.defTTL {
@@ -133,6 +153,18 @@ func TestTargetedDirectives(t *testing.T) {
 		{"CDN without lifetime ignores Expires", hdr{"CDN-Cache-Control", "public", "Expires", "Thu, 01 Jan 2099 00:00:00 GMT"}, nil, 0},
 		{"CDN invalid", hdr{"CDN-Cache-Control", "max-age=10, @bad", "Cache-Control", "max-age=60"}, nil, time.Minute},
 		{"CDN empty member", hdr{"CDN-Cache-Control", "max-age=10,,", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		// RFC 9213, Section 2.1: a value of the wrong type makes the field
+		// invalid, so Cache-Control decides.
+		{"CDN string max-age", hdr{"CDN-Cache-Control", `max-age="10000"`, "Cache-Control", "no-store"}, nil, 0},
+		{"CDN string max-age, CC fresh", hdr{"CDN-Cache-Control", `max-age="10"`, "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN negative max-age", hdr{"CDN-Cache-Control", "max-age=-1", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN decimal s-maxage", hdr{"CDN-Cache-Control", "s-maxage=1.5", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN max-age without value", hdr{"CDN-Cache-Control", "max-age", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN no-store with integer", hdr{"CDN-Cache-Control", "max-age=10, no-store=1", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN no-store ?0 is absent", hdr{"CDN-Cache-Control", "max-age=10, no-store=?0", "Cache-Control", "no-store"}, nil, 10 * time.Second},
+		{"CDN private field list", hdr{"CDN-Cache-Control", `max-age=10, private="x-a, x-b"`, "Cache-Control", "no-store"}, nil, 10 * time.Second},
+		{"CDN private token", hdr{"CDN-Cache-Control", "max-age=10, private=x-a", "Cache-Control", "max-age=60"}, nil, time.Minute},
+		{"CDN unknown directive with a string", hdr{"CDN-Cache-Control", `max-age=10, foo="bar, baz"`, "Cache-Control", "no-store"}, nil, 10 * time.Second},
 		{"cache-specific first", hdr{"Tiercache-Cache-Control", "max-age=5", "CDN-Cache-Control", "max-age=60", "Cache-Control", "max-age=600"},
 			[]middleware.Option{middleware.WithTargetedHeader("Tiercache-Cache-Control")}, 5 * time.Second},
 		{"cache-specific unset", hdr{"Tiercache-Cache-Control", "max-age=5", "Cache-Control", "max-age=600"}, nil, 10 * time.Minute},
