@@ -22,10 +22,15 @@ import (
 //     of it checks the current generations (one MGET, for tagged entries
 //     only; a batch reads them all at once) and treats a stale one as a
 //     miss, deleting it.
-//   - A load reads the tag epoch before calling the loader and again after
-//     reading the generations of the tags the loader set; if it moved, an
-//     InvalidateTags ran meanwhile and what was loaded may predate it: it
-//     goes to the callers and is stored nowhere.
+//   - A load reads the tag epoch before calling the loader, creating it if
+//     there is none, and again after reading the generations of the tags
+//     the loader set; if it moved, an InvalidateTags ran meanwhile and what
+//     was loaded may predate it: it goes to the callers and is stored
+//     nowhere. Creating it first makes its absence afterwards a change too:
+//     Redis may evict or expire the epoch at any time (maxmemory), and an
+//     epoch absent before and after the load would hide an InvalidateTags
+//     whose new epoch was evicted in between. L2-only caches, which hear no
+//     bus, rely on this check alone.
 //   - L1 holds values only, so each node keeps a local index tag -> keys of
 //     the tagged entries it filled (entries are added before their
 //     generations are checked, and forgotten after two LocalTTL periods,
@@ -68,6 +73,12 @@ type tagStore interface {
 	// EnsureGenerations returns the generation under each key, creating
 	// one where there is none, and makes each live at least ttl.
 	EnsureGenerations(ctx context.Context, keys []string, ttl time.Duration) ([]uint64, error)
+	// EnsureGenerationsThen is EnsureGenerations of keys, then Generations
+	// of then, read after those of keys exist.
+	EnsureGenerationsThen(ctx context.Context, keys []string, ttl time.Duration, then []string) (gens, thenGens []uint64, err error)
+	// GetOrCreateGeneration returns the generation under key, creating one
+	// living ttl where there is none.
+	GetOrCreateGeneration(ctx context.Context, key string, ttl time.Duration) (uint64, error)
 	// BumpGenerations gives each key a new generation living at least ttl.
 	BumpGenerations(ctx context.Context, keys []string, ttl time.Duration) error
 }
@@ -107,9 +118,10 @@ func addTags(have, tags []string) ([]string, error) {
 // either error also fails the load. It is safe to call from goroutines the
 // loader starts, until the loader returns.
 //
-// A tagged load costs two more L2 round trips (the tags' generations, then
-// the tag epoch), and every load of a cache that has seen tags one more
-// (the tag epoch, before the loader runs).
+// A tagged load costs one more L2 round trip on a standalone or Sentinel
+// Redis (the tags' generations and then the tag epoch, in one pipeline),
+// two on a Cluster, and every load of a cache that has seen tags one more
+// (the tag epoch, read or created before the loader runs).
 func SetTags(ctx context.Context, tags ...string) error {
 	sc := scopeFrom(ctx)
 	if sc == nil {
@@ -274,24 +286,33 @@ type tagGuard struct {
 // beforeLoad snapshots the tag epochs. It reads L2 only once the cache has
 // seen tags (a loader set some, a write carried some, an InvalidateTags
 // ran, or a tagged entry was read), so caches without tags pay nothing.
+// The L2 epoch is created if there is none: afterLoad then reads it as a
+// change whether an InvalidateTags moved it or Redis dropped it.
 func (c *Cache[V]) beforeLoad(ctx context.Context) tagGuard {
 	g := tagGuard{local: c.tagEpoch.Load()}
 	if c.l2tags == nil || !c.tagsSeen.Load() {
 		return g
 	}
-	gens, err := c.generations(ctx, []string{c.epochKey()})
+	key := c.epochKey()
+	var epoch uint64
+	err := c.tagCall(ctx, "tag_ensure", []string{key}, func(ctx context.Context) (err error) {
+		epoch, err = c.l2tags.GetOrCreateGeneration(ctx, key, c.genTTL(c.cfg.remoteTTL))
+		return err
+	})
 	if err != nil {
 		c.report(ctx, c.remoteErr("tag epoch", c.name, err))
 		return g
 	}
-	g.epoch, g.epochOK = gens[0], true
+	g.epoch, g.epochOK = epoch, true
 	return g
 }
 
 // afterLoad resolves the tags the loader call sc set: it records the keys
 // in the local index, then reads (creating them if need be) the tags'
-// generations, then checks that no InvalidateTags ran since g. Keys whose
-// check fails are stored nowhere. An error fails the call.
+// generations, then checks that no InvalidateTags ran since g: the L2
+// epoch is still the one beforeLoad read or created (gone counts as
+// moved). Keys whose check fails are stored nowhere. An error fails the
+// call.
 func (c *Cache[V]) afterLoad(ctx context.Context, sc *loadScope, g tagGuard) error {
 	type tagged struct {
 		key  string
@@ -338,18 +359,14 @@ func (c *Cache[V]) afterLoad(ctx context.Context, sc *loadScope, g tagGuard) err
 			ttl = max(ttl, t.ttl)
 			tags, _ = addTags(tags, t.tags)
 		}
+		var epoch uint64
 		var err error
-		if byTag, err = c.ensureGenerations(ctx, tags, c.genTTL(ttl)); err != nil {
+		if byTag, epoch, err = c.ensureThenEpoch(ctx, tags, c.genTTL(ttl)); err != nil {
 			c.report(ctx, c.remoteErr("tag generations", list[0].key, err))
 			state = tagsLocalOnly
-			break
-		}
-		epoch, err := c.generations(ctx, []string{c.epochKey()})
-		switch {
-		case err != nil:
-			c.report(ctx, c.remoteErr("tag epoch", list[0].key, err))
-			state = tagsLocalOnly
-		case epoch[0] != g.epoch:
+		} else if epoch != g.epoch {
+			// Moved, or gone (0: evicted or expired since beforeLoad
+			// created it), maybe with an invalidation's new epoch.
 			state = tagsUnresolved
 		}
 	}
@@ -396,6 +413,48 @@ func (c *Cache[V]) ensureGenerations(ctx context.Context, tags []string, ttl tim
 		out[t] = gens[i]
 	}
 	return out, nil
+}
+
+// ensureThenEpoch returns the generations of tags by tag, creating them,
+// and then the tag epoch (0 if there is none): one round trip on a
+// standalone Redis, two on a Cluster (where, with breakers on, each call
+// goes behind its shards' breakers, as the calls of one shard do).
+func (c *Cache[V]) ensureThenEpoch(ctx context.Context, tags []string, ttl time.Duration) (map[string]uint64, uint64, error) {
+	keys := make([]string, len(tags), len(tags)+1)
+	for i, t := range tags {
+		keys[i] = c.tagKey(t)
+	}
+	epochKey := []string{c.epochKey()}
+	all := append(keys, epochKey...)
+	if g, guarded := c.l2.(guardedRemote); guarded {
+		if bs, _ := g.byShard(all); len(bs) > 1 {
+			byTag, err := c.ensureGenerations(ctx, tags, ttl)
+			if err != nil {
+				return nil, 0, err
+			}
+			epoch, err := c.generations(ctx, epochKey)
+			if err != nil {
+				return nil, 0, err
+			}
+			return byTag, epoch[0], nil
+		}
+	}
+	var gens, epoch []uint64
+	err := c.tagCall(ctx, "tag_ensure", all, func(ctx context.Context) (err error) {
+		gens, epoch, err = c.l2tags.EnsureGenerationsThen(ctx, keys, ttl, epochKey)
+		if err == nil && (len(gens) != len(keys) || len(epoch) != 1) {
+			err = fmt.Errorf("tiered: %d generations and %d epochs for %d keys", len(gens), len(epoch), len(keys))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]uint64, len(tags))
+	for i, t := range tags {
+		out[t] = gens[i]
+	}
+	return out, epoch[0], nil
 }
 
 // resolveWriteTags prepares the tags of a Set or SetMany of keys: the keys go
@@ -694,8 +753,8 @@ func (x *tagIndex) take(tags []string) []string {
 }
 
 // WithTags declares that the cache's values carry tags: from the first
-// load, every load reads the cache's tag epoch before calling its loader
-// (one more L2 round trip per load), which lets the first tagged load on
+// load, every load reads the cache's tag epoch (creating it if there is
+// none) before calling its loader (one more L2 round trip per load), which lets the first tagged load on
 // each node be stored. Without it a cache turns that on by itself when it
 // first sees tags (a loader or write setting some, InvalidateTags, a tagged
 // entry read or invalidated), and the tagged loads that ran on a node before
