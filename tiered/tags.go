@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -22,10 +21,15 @@ import (
 //     of it checks the current generations (one MGET, for tagged entries
 //     only; a batch reads them all at once) and treats a stale one as a
 //     miss, deleting it.
-//   - A load reads the tag epoch before calling the loader and again after
-//     reading the generations of the tags the loader set; if it moved, an
-//     InvalidateTags ran meanwhile and what was loaded may predate it: it
-//     goes to the callers and is stored nowhere.
+//   - A load reads the tag epoch before calling the loader, creating it if
+//     there is none, and again after reading the generations of the tags
+//     the loader set; if it moved, an InvalidateTags ran meanwhile and what
+//     was loaded may predate it: it goes to the callers and is stored
+//     nowhere. Creating it first makes its absence afterwards a change too:
+//     Redis may evict or expire the epoch at any time (maxmemory), and an
+//     epoch absent before and after the load would hide an InvalidateTags
+//     whose new epoch was evicted in between. L2-only caches, which hear no
+//     bus, rely on this check alone.
 //   - L1 holds values only, so each node keeps a local index tag -> keys of
 //     the tagged entries it filled (entries are added before their
 //     generations are checked, and forgotten after two LocalTTL periods,
@@ -68,6 +72,12 @@ type tagStore interface {
 	// EnsureGenerations returns the generation under each key, creating
 	// one where there is none, and makes each live at least ttl.
 	EnsureGenerations(ctx context.Context, keys []string, ttl time.Duration) ([]uint64, error)
+	// EnsureGenerationsThen is EnsureGenerations of keys, then Generations
+	// of then, read after those of keys exist.
+	EnsureGenerationsThen(ctx context.Context, keys []string, ttl time.Duration, then []string) (gens, thenGens []uint64, err error)
+	// GetOrCreateGeneration returns the generation under key, creating one
+	// living ttl where there is none.
+	GetOrCreateGeneration(ctx context.Context, key string, ttl time.Duration) (uint64, error)
 	// BumpGenerations gives each key a new generation living at least ttl.
 	BumpGenerations(ctx context.Context, keys []string, ttl time.Duration) error
 }
@@ -107,9 +117,10 @@ func addTags(have, tags []string) ([]string, error) {
 // either error also fails the load. It is safe to call from goroutines the
 // loader starts, until the loader returns.
 //
-// A tagged load costs two more L2 round trips (the tags' generations, then
-// the tag epoch), and every load of a cache that has seen tags one more
-// (the tag epoch, before the loader runs).
+// A tagged load costs one more L2 round trip on a standalone or Sentinel
+// Redis (the tags' generations and then the tag epoch, in one pipeline),
+// two on a Cluster, and every load of a cache that has seen tags one more
+// (the tag epoch, read or created before the loader runs).
 func SetTags(ctx context.Context, tags ...string) error {
 	sc := scopeFrom(ctx)
 	if sc == nil {
@@ -261,141 +272,6 @@ func (c *Cache[V]) generations(ctx context.Context, keys []string) (gens []uint6
 		return err
 	})
 	return gens, err
-}
-
-// tagGuard is what a load snapshots before calling the loader, to tell
-// afterwards whether an InvalidateTags ran meanwhile.
-type tagGuard struct {
-	local   uint64 // the node's tag epoch
-	epoch   uint64 // the cache's tag epoch in L2
-	epochOK bool   // epoch was read
-}
-
-// beforeLoad snapshots the tag epochs. It reads L2 only once the cache has
-// seen tags (a loader set some, a write carried some, an InvalidateTags
-// ran, or a tagged entry was read), so caches without tags pay nothing.
-func (c *Cache[V]) beforeLoad(ctx context.Context) tagGuard {
-	g := tagGuard{local: c.tagEpoch.Load()}
-	if c.l2tags == nil || !c.tagsSeen.Load() {
-		return g
-	}
-	gens, err := c.generations(ctx, []string{c.epochKey()})
-	if err != nil {
-		c.report(ctx, c.remoteErr("tag epoch", c.name, err))
-		return g
-	}
-	g.epoch, g.epochOK = gens[0], true
-	return g
-}
-
-// afterLoad resolves the tags the loader call sc set: it records the keys
-// in the local index, then reads (creating them if need be) the tags'
-// generations, then checks that no InvalidateTags ran since g. Keys whose
-// check fails are stored nowhere. An error fails the call.
-func (c *Cache[V]) afterLoad(ctx context.Context, sc *loadScope, g tagGuard) error {
-	type tagged struct {
-		key  string
-		tags []string
-		ttl  time.Duration
-	}
-	var list []tagged
-	sc.meta.mu.Lock()
-	for _, k := range sc.keys {
-		if km := sc.meta.keys[k]; km != nil && len(km.tags) > 0 {
-			list = append(list, tagged{key: k, tags: km.tags, ttl: km.ttl})
-		}
-	}
-	sc.meta.mu.Unlock()
-	if len(list) == 0 {
-		return nil
-	}
-	c.tagsSeen.Store(true)
-	if c.l2 != nil && c.l2tags == nil {
-		return fmt.Errorf("%w: cache %q", ErrTagsUnsupported, c.name)
-	}
-	for _, t := range list {
-		c.tagIndex.add(t.key, t.tags)
-	}
-	state := tagsResolved
-	var byTag map[string]uint64
-	switch {
-	case c.tagEpoch.Load() != g.local:
-		// A tag invalidation reached this node while the loader ran.
-		state = tagsUnresolved
-	case c.l2 == nil:
-	case !g.epochOK:
-		// The first tagged load of this node (or the epoch read failed):
-		// nothing to compare against. Not in L2; in L1 only when L2 failed
-		// (keepLocal).
-		state = tagsLocalOnly
-	default:
-		var ttl time.Duration
-		var tags []string
-		for _, t := range list {
-			if t.ttl == 0 {
-				t.ttl = c.cfg.remoteTTL
-			}
-			ttl = max(ttl, t.ttl)
-			tags, _ = addTags(tags, t.tags)
-		}
-		var err error
-		if byTag, err = c.ensureGenerations(ctx, tags, c.genTTL(ttl)); err != nil {
-			c.report(ctx, c.remoteErr("tag generations", list[0].key, err))
-			state = tagsLocalOnly
-			break
-		}
-		epoch, err := c.generations(ctx, []string{c.epochKey()})
-		switch {
-		case err != nil:
-			c.report(ctx, c.remoteErr("tag epoch", list[0].key, err))
-			state = tagsLocalOnly
-		case epoch[0] != g.epoch:
-			state = tagsUnresolved
-		}
-	}
-	sc.meta.mu.Lock()
-	defer sc.meta.mu.Unlock()
-	for _, t := range list {
-		km := sc.meta.keys[t.key]
-		km.tagState = state
-		if byTag != nil {
-			km.gens = make([]uint64, len(km.tags))
-			for i, tag := range km.tags {
-				km.gens[i] = byTag[tag]
-			}
-		}
-	}
-	return nil
-}
-
-// genTTL is how long a tag generation must live for an entry of L2 TTL ttl:
-// beyond the entry's jittered expiry.
-func (c *Cache[V]) genTTL(ttl time.Duration) time.Duration {
-	return time.Duration(float64(ttl)*(1+c.cfg.jitter)) + time.Minute
-}
-
-// ensureGenerations returns the generations of tags by tag, creating them.
-func (c *Cache[V]) ensureGenerations(ctx context.Context, tags []string, ttl time.Duration) (map[string]uint64, error) {
-	keys := make([]string, len(tags))
-	for i, t := range tags {
-		keys[i] = c.tagKey(t)
-	}
-	var gens []uint64
-	err := c.tagCall(ctx, "tag_ensure", keys, func(ctx context.Context) (err error) {
-		gens, err = c.l2tags.EnsureGenerations(ctx, keys, ttl)
-		if err == nil && len(gens) != len(keys) {
-			err = fmt.Errorf("tiered: %d generations for %d keys", len(gens), len(keys))
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]uint64, len(tags))
-	for i, t := range tags {
-		out[t] = gens[i]
-	}
-	return out, nil
 }
 
 // resolveWriteTags prepares the tags of a Set or SetMany of keys: the keys go
@@ -633,69 +509,9 @@ func (c *Cache[V]) onInvalidate(keys []string) {
 	c.dropTags(tags)
 }
 
-// tagIndex is a node's index from tags to the L1 keys of tagged entries. An
-// entry is added before its L1 fill and kept for at least period (LocalTTL
-// plus the load timeout: longer than its L1 copy can live), then forgotten:
-// the index holds what was filled in the last two periods, and cannot drift
-// beyond this process.
-type tagIndex struct {
-	mu        sync.Mutex
-	period    time.Duration
-	rotated   time.Time
-	cur, prev map[string]map[string]struct{}
-}
-
-func (x *tagIndex) rotate(now time.Time) {
-	if x.rotated.IsZero() {
-		x.rotated = now
-	}
-	if now.Sub(x.rotated) < x.period {
-		return
-	}
-	x.prev, x.cur = x.cur, nil
-	if now.Sub(x.rotated) >= 2*x.period {
-		x.prev = nil
-	}
-	x.rotated = now
-}
-
-func (x *tagIndex) add(key string, tags []string) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.rotate(time.Now())
-	if x.cur == nil {
-		x.cur = make(map[string]map[string]struct{})
-	}
-	for _, t := range tags {
-		keys := x.cur[t]
-		if keys == nil {
-			keys = make(map[string]struct{})
-			x.cur[t] = keys
-		}
-		keys[key] = struct{}{}
-	}
-}
-
-// take returns the keys of tags and forgets them.
-func (x *tagIndex) take(tags []string) []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.rotate(time.Now())
-	var out []string
-	for _, m := range []map[string]map[string]struct{}{x.cur, x.prev} {
-		for _, t := range tags {
-			for k := range m[t] {
-				out = append(out, k)
-			}
-			delete(m, t)
-		}
-	}
-	return out
-}
-
 // WithTags declares that the cache's values carry tags: from the first
-// load, every load reads the cache's tag epoch before calling its loader
-// (one more L2 round trip per load), which lets the first tagged load on
+// load, every load reads the cache's tag epoch (creating it if there is
+// none) before calling its loader (one more L2 round trip per load), which lets the first tagged load on
 // each node be stored. Without it a cache turns that on by itself when it
 // first sees tags (a loader or write setting some, InvalidateTags, a tagged
 // entry read or invalidated), and the tagged loads that ran on a node before
