@@ -27,28 +27,48 @@ func (s *Store) SetAndPublish(ctx context.Context, key string, e Entry, command,
 	if err != nil {
 		return err, nil
 	}
+	return s.andPublish(ctx, key, "SET", func(pipe redis.Pipeliner) redis.Cmder {
+		return pipe.Set(ctx, key, b, ttl(e.ExpiresAt))
+	}, command, channel, payload)
+}
+
+// DeleteAndPublish is Delete of one key followed, on the same connection
+// and in the same round trip, by command with channel and payload, as
+// SetAndPublish does for Set.
+func (s *Store) DeleteAndPublish(ctx context.Context, key string, command, channel string, payload []byte) (delErr, pubErr error) {
+	if err := s.checkKey(key); err != nil {
+		return err, nil
+	}
+	return s.andPublish(ctx, key, "DEL", func(pipe redis.Pipeliner) redis.Cmder {
+		return pipe.Del(ctx, key)
+	}, command, channel, payload)
+}
+
+// andPublish runs the write that queue adds to a pipeline on key's primary,
+// then the message, in one round trip.
+func (s *Store) andPublish(ctx context.Context, key, what string, queue func(redis.Pipeliner) redis.Cmder, command, channel string, payload []byte) (writeErr, pubErr error) {
 	var pipe redis.Pipeliner
 	if s.clusterClient != nil {
 		node, err := s.clusterClient.MasterForKey(ctx, key)
 		if err != nil {
-			return s.wrap(err, "SET %q", key), nil
+			return s.wrap(err, "%s %q", what, key), nil
 		}
 		pipe = node.Pipeline()
 	} else {
 		pipe = s.client.Pipeline()
 	}
-	set := pipe.Set(ctx, key, b, ttl(e.ExpiresAt))
+	write := queue(pipe)
 	var pub *redis.IntCmd
 	if payload != nil {
 		pub = redis.NewIntCmd(ctx, command, channel, payload)
 		_ = pipe.Process(ctx, pub) // queued; the outcome is pub.Err()
 	}
 	_, _ = pipe.Exec(ctx) // per-command outcomes below
-	if err := set.Err(); err != nil {
-		setErr = s.wrap(err, "SET %q", key)
+	if err := write.Err(); err != nil {
+		writeErr = s.wrap(err, "%s %q", what, key)
 	}
 	if pub != nil {
 		pubErr = pub.Err()
 	}
-	return setErr, pubErr
+	return writeErr, pubErr
 }

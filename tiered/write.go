@@ -65,6 +65,8 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 type publishCarrier interface {
 	CarrierClient() any
 	SetAndPublish(ctx context.Context, key string, e RemoteEntry, command, channel string, payload []byte) (setErr, pubErr error)
+	// DeleteAndPublish is Delete of key followed by the message, likewise.
+	DeleteAndPublish(ctx context.Context, key string, command, channel string, payload []byte) (delErr, pubErr error)
 }
 
 // carryFunc is a bus's offer to carry the invalidation of key (written
@@ -102,6 +104,23 @@ func (c *Cache[V]) carrier(l2 Remote) bool {
 // not carried, so the usual path writes it again; its message, if it went
 // out, only made other nodes drop a copy early.
 func (c *Cache[V]) carrySet(ctx context.Context, key string, e RemoteEntry) (carried bool, err, pubErr error) {
+	return c.carryWrite(ctx, key, "set", func(ctx context.Context, l2key, command, channel string, payload []byte) (error, error) {
+		return c.l2carry.SetAndPublish(ctx, l2key, e, command, channel, payload)
+	})
+}
+
+// carryDelete is carrySet for the Delete of one key: DEL then PUBLISH in
+// one round trip.
+func (c *Cache[V]) carryDelete(ctx context.Context, key string) (carried bool, err, pubErr error) {
+	return c.carryWrite(ctx, key, "delete", func(ctx context.Context, l2key, command, channel string, payload []byte) (error, error) {
+		return c.l2carry.DeleteAndPublish(ctx, l2key, command, channel, payload)
+	})
+}
+
+// carryWrite runs write (an L2 write of key followed by the bus message on
+// the same connection) when the bus carries key's invalidation, behind the
+// key's breaker and measured as op. See carrySet for what it returns.
+func (c *Cache[V]) carryWrite(ctx context.Context, key, op string, write func(ctx context.Context, l2key, command, channel string, payload []byte) (error, error)) (carried bool, err, pubErr error) {
 	if c.busCarry == nil {
 		return false, nil, nil
 	}
@@ -112,27 +131,27 @@ func (c *Cache[V]) carrySet(ctx context.Context, key string, e RemoteEntry) (car
 			return false, nil, nil // the usual path reports it
 		}
 	}
-	var setErr error
+	var writeErr error
 	carried, pubErr = c.busCarry(ctx, key, l2key, c.carryVia, func(ctx context.Context, command, channel string, payload []byte) error {
-		call := measuredRemote{t: c.tel}.observe(ctx, "set")
+		call := measuredRemote{t: c.tel}.observe(ctx, op)
 		var perr error
-		write := func() (struct{}, error) {
-			serr, pe := c.l2carry.SetAndPublish(call.ctx, l2key, e, command, channel, payload)
+		run := func() (struct{}, error) {
+			werr, pe := write(call.ctx, l2key, command, channel, payload)
 			perr = pe
-			return struct{}{}, serr
+			return struct{}{}, werr
 		}
 		if br != nil {
-			_, setErr = guard(call.ctx, br, write)
+			_, writeErr = guard(call.ctx, br, run)
 		} else {
-			_, setErr = write()
+			_, writeErr = run()
 		}
-		call.done(setErr)
+		call.done(writeErr)
 		return perr
 	})
-	if !carried || (setErr != nil && ctx.Err() == nil) {
+	if !carried || (writeErr != nil && ctx.Err() == nil) {
 		return false, nil, nil
 	}
-	return true, setErr, pubErr
+	return true, writeErr, pubErr
 }
 
 // fillAfterWrite puts v in L1 after this node wrote it to L2. gen is key's
@@ -188,6 +207,19 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) (err error) {
 	ctx, span := c.tel.startSpan(ctx, "tiercache.delete")
 	defer func() { endSpan(span, err) }()
 	if c.l2 != nil {
+		if len(keys) == 1 {
+			// One key: DEL and its invalidation in one round trip.
+			rctx, cancel := c.remoteCtx(ctx)
+			carried, err, pubErr := c.carryDelete(rctx, keys[0])
+			cancel()
+			if carried {
+				c.invalidateLocal(keys...)
+				if err != nil {
+					return c.remoteErr("DEL", keys[0], err)
+				}
+				return c.publishErr(1, pubErr)
+			}
+		}
 		full := make([]string, len(keys))
 		for i, k := range keys {
 			full[i] = c.prefix + k
