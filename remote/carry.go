@@ -28,7 +28,7 @@ func (s *Store) SetAndPublish(ctx context.Context, key string, e Entry, command,
 		return err, nil
 	}
 	return s.andPublish(ctx, key, "SET", func(pipe redis.Pipeliner) redis.Cmder {
-		return pipe.Set(ctx, key, b, ttl(e.ExpiresAt))
+		return queueSet(ctx, pipe, key, b, e)
 	}, command, channel, payload)
 }
 
@@ -64,7 +64,7 @@ func (s *Store) andPublish(ctx context.Context, key, what string, queue func(red
 		_ = pipe.Process(ctx, pub) // queued; the outcome is pub.Err()
 	}
 	_, _ = pipe.Exec(ctx) // per-command outcomes below
-	if err := write.Err(); err != nil {
+	if err := setResult(write); err != nil {
 		writeErr = s.wrap(err, "%s %q", what, key)
 	}
 	if pub != nil {

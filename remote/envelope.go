@@ -29,6 +29,7 @@ type Entry = struct {
 	ExpiresAt time.Time
 	LoadTime  time.Duration
 	Version   uint64
+	Deadline  time.Time
 }
 
 // Envelope layout, all integers big-endian:

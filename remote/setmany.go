@@ -24,7 +24,7 @@ func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []e
 		return errs
 	}
 	pipe := s.client.Pipeline()
-	cmds := make([]*redis.StatusCmd, len(keys))
+	cmds := make([]redis.Cmder, len(keys))
 	queued := 0
 	for i, k := range keys {
 		if err := s.checkKey(k); err != nil {
@@ -36,7 +36,7 @@ func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []e
 			errs[i] = err
 			continue
 		}
-		cmds[i] = pipe.Set(ctx, k, b, ttl(entries[i].ExpiresAt))
+		cmds[i] = queueSet(ctx, pipe, k, b, entries[i])
 		queued++
 	}
 	if queued == 0 {
@@ -49,7 +49,7 @@ func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []e
 		if cmd == nil {
 			continue
 		}
-		if err := cmd.Err(); err != nil {
+		if err := setResult(cmd); err != nil {
 			errs[i] = s.wrap(err, "SET %q", keys[i])
 		}
 	}

@@ -221,6 +221,8 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 }
 
 // Set writes e under key until e.ExpiresAt, replacing whatever is there.
+// With e.Deadline set the write is fenced: Redis refuses it (ErrWriteTooLate)
+// once its clock is past the deadline.
 func (s *Store) Set(ctx context.Context, key string, e Entry) error {
 	if err := s.checkKey(key); err != nil {
 		return err
@@ -229,7 +231,7 @@ func (s *Store) Set(ctx context.Context, key string, e Entry) error {
 	if err != nil {
 		return err
 	}
-	if err := s.client.Set(ctx, key, b, ttl(e.ExpiresAt)).Err(); err != nil {
+	if err := s.set(ctx, key, b, e); err != nil {
 		return s.wrap(err, "SET %q", key)
 	}
 	return nil

@@ -19,7 +19,7 @@ import (
 // cache named name whose bus uses channel prefix prefix.
 func aclRule(name, prefix string) []any {
 	return []any{"resetkeys", "~" + name + ":*", "resetchannels", "&" + prefix + ":*",
-		"-@all", "+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "-@dangerous"}
+		"-@all", "+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "-@dangerous", "+time"}
 }
 
 // Issue 9 observations 5 (ACL part) and 12, and the ACL section of the

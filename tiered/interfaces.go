@@ -76,6 +76,12 @@ type RemoteEntry = struct {
 	// Version identifies the write; random per write. For a lease it is the
 	// lease token, and a failed load keeps the token of its lease.
 	Version uint64
+	// Deadline, when set, fences an unconditional write (Set, SetMany,
+	// SetAndPublish): the store must not apply it once the server's own
+	// clock is past Deadline, so that a write delayed in the network
+	// cannot land after a later write or delete of the key (see
+	// WithClockSkew). It is not stored.
+	Deadline time.Time
 }
 
 // Remote is the L2 store shared by every node: package remote provides it on

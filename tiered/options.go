@@ -38,6 +38,7 @@ type config struct {
 	localTTL, remoteTTL, notFoundTTL time.Duration
 	jitter                           float64
 	remoteTimeout, loadTimeout       time.Duration
+	clockSkew                        time.Duration
 	leaseTTL                         time.Duration
 	leaseTTLSet                      bool // by WithLeaseTTL; else derived from the remote timeout
 	staleIfError                     time.Duration
@@ -63,6 +64,7 @@ func defaultConfig() config {
 		notFoundTTL:   DefaultNotFoundTTL,
 		jitter:        DefaultJitter,
 		remoteTimeout: DefaultRemoteTimeout,
+		clockSkew:     250 * time.Millisecond,
 		loadTimeout:   DefaultLoadTimeout,
 		leaseTTL:      DefaultLeaseTTL,
 		pollMin:       DefaultLeasePollMin,
@@ -314,6 +316,27 @@ func (c *config) checkLease() error {
 		return fmt.Errorf("%w: lease TTL %v must be longer than the longest lease poll %v", ErrInvalidOption, c.leaseTTL, c.pollMax)
 	}
 	return nil
+}
+
+// WithClockSkew sets how far the clocks of the service nodes and of Redis
+// may be apart. Every unconditional L2 write (Set, SetMany) carries a
+// deadline, the end of its remote timeout plus this allowance, and Redis
+// refuses the write once its own clock is past it, so that a write held up
+// in the network (a partition that heals, a frozen node) cannot land after
+// a later Delete or Set of the key. A write whose outcome is unknown is
+// also removed once the deadline has passed, if the key still holds it.
+// A larger allowance tolerates worse clocks; a late write may then live
+// that much longer. Default 250 ms; it must not be negative. With the
+// remote timeout off (0) and no deadline on the caller's context, writes
+// are not fenced.
+func WithClockSkew(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: clock skew allowance %v is negative", ErrInvalidOption, d)
+		}
+		c.clockSkew = d
+		return nil
+	}
 }
 
 // WithStaleIfError lets the cache answer a GetOrLoad with an L1 entry whose

@@ -74,6 +74,9 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 		for j, rerr := range c.setManyRemote(ctx, full, entries) {
 			i := idx[j]
 			if rerr != nil {
+				if unknownOutcome(rerr) {
+					c.compensate(keys[i], entries[j])
+				}
 				errs[keys[i]] = c.remoteErr("SET", keys[i], rerr)
 				continue
 			}
@@ -127,6 +130,7 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 		errs := make([]error, len(full))
 		inParallel(len(full), func(i int) {
 			rctx, cancel := c.remoteCtx(ctx)
+			c.fence(rctx, &entries[i])
 			errs[i] = c.l2.Set(rctx, full[i], entries[i])
 			cancel()
 		})
@@ -134,6 +138,9 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 	}
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
+	for i := range entries {
+		c.fence(rctx, &entries[i])
+	}
 	batch := func(full []string, entries []RemoteEntry) ([]error, error) {
 		call := measuredRemote{t: c.tel}.observe(rctx, "set_many")
 		errs := c.l2many.SetMany(call.ctx, full, entries)

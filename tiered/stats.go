@@ -28,6 +28,8 @@ type counters struct {
 
 	handledErrors atomic.Uint64
 
+	writesCompensating, writesCompensated atomic.Uint64
+
 	loadsRunning atomic.Int64 // loader calls running now (Status)
 }
 
@@ -65,6 +67,12 @@ type Stats struct {
 	RefreshErrors    uint64 // early refreshes whose loader failed
 
 	HandledErrors uint64 // errors given to the error handler
+	// WritesUncertain counts L2 writes that failed with an unknown outcome
+	// (sent, no answer) and were handed to the compensating delete;
+	// WritesCompensated those of them found in L2 after their deadline and
+	// deleted (WithClockSkew).
+	WritesUncertain   uint64
+	WritesCompensated uint64
 
 	BreakerOpen     bool   // the circuit breaker of some L2 shard refuses calls now
 	BreakerOpenings uint64 // times a shard's breaker opened, all shards
@@ -80,30 +88,32 @@ type Stats struct {
 func (c *Cache[V]) Stats() Stats {
 	s := &c.stats
 	st := Stats{
-		L1Hits:           s.l1Hit.Load(),
-		L1NotFound:       s.l1NotFound.Load(),
-		L1Misses:         s.l1Miss.Load(),
-		L2Hits:           s.l2Hit.Load(),
-		L2NotFound:       s.l2NotFound.Load(),
-		L2Misses:         s.l2Miss.Load(),
-		L2Errors:         s.l2Error.Load(),
-		L2Corrupt:        s.l2Corrupt.Load(),
-		Loads:            s.loads.Load(),
-		LoadNotFound:     s.loadNotFound.Load(),
-		LoadErrors:       s.loadErrors.Load(),
-		LoadTime:         time.Duration(s.loadNanos.Load()),
-		LeasesAcquired:   s.leaseAcquired.Load(),
-		LeaseWaits:       s.leaseWaits.Load(),
-		LeaseWaitTime:    time.Duration(s.leaseWaitNanos.Load()),
-		LeaseTakeovers:   s.leaseTakeovers.Load(),
-		LeaseRenewals:    s.leaseRenewals.Load(),
-		DegradedLoads:    s.degradedLoads.Load(),
-		StaleServed:      s.staleServed.Load(),
-		FillsRejected:    s.fillsRejected.Load(),
-		RefreshesStarted: s.refreshStarted.Load(),
-		RefreshesSkipped: s.refreshSkipped.Load(),
-		RefreshErrors:    s.refreshErrors.Load(),
-		HandledErrors:    s.handledErrors.Load(),
+		L1Hits:            s.l1Hit.Load(),
+		L1NotFound:        s.l1NotFound.Load(),
+		L1Misses:          s.l1Miss.Load(),
+		L2Hits:            s.l2Hit.Load(),
+		L2NotFound:        s.l2NotFound.Load(),
+		L2Misses:          s.l2Miss.Load(),
+		L2Errors:          s.l2Error.Load(),
+		L2Corrupt:         s.l2Corrupt.Load(),
+		Loads:             s.loads.Load(),
+		LoadNotFound:      s.loadNotFound.Load(),
+		LoadErrors:        s.loadErrors.Load(),
+		LoadTime:          time.Duration(s.loadNanos.Load()),
+		LeasesAcquired:    s.leaseAcquired.Load(),
+		LeaseWaits:        s.leaseWaits.Load(),
+		LeaseWaitTime:     time.Duration(s.leaseWaitNanos.Load()),
+		LeaseTakeovers:    s.leaseTakeovers.Load(),
+		LeaseRenewals:     s.leaseRenewals.Load(),
+		DegradedLoads:     s.degradedLoads.Load(),
+		StaleServed:       s.staleServed.Load(),
+		FillsRejected:     s.fillsRejected.Load(),
+		RefreshesStarted:  s.refreshStarted.Load(),
+		RefreshesSkipped:  s.refreshSkipped.Load(),
+		RefreshErrors:     s.refreshErrors.Load(),
+		HandledErrors:     s.handledErrors.Load(),
+		WritesUncertain:   s.writesCompensating.Load(),
+		WritesCompensated: s.writesCompensated.Load(),
 	}
 	if bs := c.breakers; bs != nil {
 		bs.each(func(b *breaker) {

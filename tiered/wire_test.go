@@ -175,7 +175,7 @@ func TestWireCost(t *testing.T) {
 			if err := a.Set(ctx, "k", "new"); err != nil {
 				t.Fatal(err)
 			}
-			check("Set", taps[0], [][]string{{"set", pub}})
+			check("Set", taps[0], [][]string{{"eval", pub}}) // the fenced SET, carried with its publish
 			if err := a.Delete(ctx, "k"); err != nil {
 				t.Fatal(err)
 			}

@@ -37,6 +37,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 			return fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 		}
 		rctx, cancel := c.remoteCtx(ctx)
+		c.fence(rctx, &e)
 		carried, err, pubErr := c.carrySet(rctx, key, e)
 		if !carried {
 			err = c.l2.Set(rctx, c.prefix+key, e)
@@ -44,6 +45,9 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 		cancel()
 		if err != nil {
 			c.invalidateLocal(key)
+			if unknownOutcome(err) {
+				c.compensate(key, e)
+			}
 			return c.remoteErr("SET", key, err)
 		}
 		if carried {

@@ -21,6 +21,10 @@ const (
 	// connection that never answers. New connections are accepted and
 	// blackholed too.
 	Blackhole
+	// Hold reads bytes both ways and keeps them, in order, until the mode
+	// changes: to Forward, they are delivered then (as TCP delivers what
+	// it retransmits once a partition heals); to Blackhole, dropped.
+	Hold
 )
 
 // Proxy forwards TCP connections to a target. Create it with New; Close it
@@ -29,11 +33,12 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	mode  Mode
-	delay time.Duration
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	mode    Mode
+	changed chan struct{} // closed and replaced by every SetMode
+	delay   time.Duration
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // New listens on a free loopback port and forwards every connection to
@@ -43,7 +48,7 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{}), changed: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -57,6 +62,8 @@ func (p *Proxy) SetMode(m Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.mode = m
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // SetDelay holds every chunk of bytes for d before passing it on (0: none).
@@ -83,6 +90,7 @@ func (p *Proxy) Reset() {
 // goroutines.
 func (p *Proxy) Close() error {
 	err := p.ln.Close()
+	p.SetMode(Blackhole) // held bytes are dropped
 	p.Reset()
 	p.wg.Wait()
 	return err
@@ -104,10 +112,10 @@ func (p *Proxy) untrack(c net.Conn) {
 	delete(p.conns, c)
 }
 
-func (p *Proxy) state() (Mode, time.Duration) {
+func (p *Proxy) state() (Mode, time.Duration, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mode, p.delay
+	return p.mode, p.delay, p.changed
 }
 
 func (p *Proxy) accept() {
@@ -152,7 +160,11 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			mode, delay := p.state()
+			mode, delay, changed := p.state()
+			for mode == Hold {
+				<-changed
+				mode, delay, changed = p.state()
+			}
 			if delay > 0 {
 				time.Sleep(delay) // the injected latency itself
 			}

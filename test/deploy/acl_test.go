@@ -20,7 +20,7 @@ import (
 // extra.
 func aclRule(name, prefix string, extra ...string) []any {
 	rule := []any{"resetkeys", "~" + name + ":*", "resetchannels", "&" + prefix + ":*",
-		"-@all", "+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "-@dangerous"}
+		"-@all", "+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "-@dangerous", "+time"}
 	for _, e := range extra {
 		rule = append(rule, e)
 	}

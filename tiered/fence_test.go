@@ -1,0 +1,140 @@
+package tiered_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/internal/tcpproxy"
+	"github.com/tiercache/tiercache/remote"
+	"github.com/tiercache/tiercache/tiered"
+)
+
+// lateWriter is an L2-only cache whose Redis connections go through a proxy
+// that can hold their bytes and deliver them later.
+type lateWriter struct {
+	c     *tiered.Cache[string]
+	rdb   *redis.Client
+	proxy *tcpproxy.Proxy
+}
+
+const lateWriterName = "tiercache-late-writer"
+
+func newLateWriter(t *testing.T, name string, opts ...tiered.Option) *lateWriter {
+	t.Helper()
+	proxy, err := tcpproxy.New(redistest.StandaloneAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ClientName: lateWriterName,
+		ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	st, err := remote.New(rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tiered.New[string](name, nil, st, append([]tiered.Option{tiered.WithRemoteTimeout(100 * time.Millisecond),
+		tiered.WithErrorHandler(func(context.Context, error) {})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &lateWriter{c: c, rdb: rdb, proxy: proxy}
+}
+
+// failedSet makes a Set whose bytes the network holds: the call fails with
+// an unknown outcome, and its SET is still on its way. It returns when the
+// call returned and the time the call started.
+func (w *lateWriter) failedSet(t *testing.T, key, value string) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	// A connection in the pool first, so the write itself is what is
+	// held, and the fenced write's script in the server's cache, so the
+	// held EVALSHA runs when delivered (not NOSCRIPT).
+	if err := w.c.Set(ctx, "warm", "x"); err != nil {
+		t.Fatal(err)
+	}
+	w.proxy.SetMode(tcpproxy.Hold)
+	start := time.Now()
+	if err := w.c.Set(ctx, key, value); err == nil {
+		t.Fatal("Set through a held connection succeeded")
+	}
+	return start
+}
+
+// deliver lets the held bytes through and returns once Redis has run them:
+// the writer's connections are closed, and Redis runs what a connection
+// sent before it frees it.
+func (w *lateWriter) deliver(t *testing.T, direct *redis.Client) {
+	t.Helper()
+	w.proxy.SetMode(tcpproxy.Forward)
+	w.rdb.Close()
+	eventually(t, 5*time.Second, "the late writer's connections closed by Redis", func() bool {
+		list, err := direct.ClientList(context.Background()).Result()
+		return err == nil && !strings.Contains(list, "name="+lateWriterName)
+	})
+}
+
+// TestLateWriteRefused (issue 19): a Set that failed (its bytes held in
+// the network) must not land in L2 after another node's Delete returned,
+// when the network delivers it later: Redis refuses the write past its
+// deadline. Before the fence the late SET stuck in L2 until RemoteTTL.
+func TestLateWriteRefused(t *testing.T) {
+	name := redistest.Name(t)
+	const skew = 20 * time.Millisecond
+	w := newLateWriter(t, name, tiered.WithClockSkew(skew))
+	direct := redistest.Standalone(t)
+	other := newNode[string](t, name, direct)
+	ctx := context.Background()
+	start := w.failedSet(t, "k", "superseded")
+	if err := other.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// The fault: the network holds the SET past its deadline (the remote
+	// timeout and the skew allowance), then delivers it. The writer is
+	// closed first, so its own compensation cannot hide a landed write.
+	w.c.Close()
+	time.Sleep(time.Until(start.Add(100*time.Millisecond + skew + 50*time.Millisecond)))
+	w.deliver(t, direct)
+	if v, err := direct.Get(ctx, name+":k").Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("L2 holds %q (%v) after the Delete: the failed Set landed late", v, err)
+	}
+	if v, err := other.GetOrLoad(ctx, "k", func(context.Context, string) (string, error) { return "fresh", nil }); err != nil || v != "fresh" {
+		t.Fatalf("read after the Delete = %q, %v; want the loader's value", v, err)
+	}
+}
+
+// TestLateWriteCompensated (issue 19): a failed Set delivered inside the
+// skew allowance does land (Redis cannot tell it from a timely one), so the
+// writer removes it once its deadline has passed, if the key still holds
+// that write, and tells the other nodes.
+func TestLateWriteCompensated(t *testing.T) {
+	name := redistest.Name(t)
+	w := newLateWriter(t, name, tiered.WithClockSkew(time.Second))
+	direct := redistest.Standalone(t)
+	other := newNode[string](t, name, direct)
+	ctx := context.Background()
+	w.failedSet(t, "k", "superseded")
+	if err := other.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// Delivered at once, well inside the allowance: the write lands.
+	w.proxy.SetMode(tcpproxy.Forward)
+	eventually(t, 5*time.Second, "the late write in L2", func() bool {
+		return direct.Exists(ctx, name+":k").Val() == 1
+	})
+	if st := w.c.Stats(); st.WritesUncertain != 1 {
+		t.Fatalf("WritesUncertain = %d, want 1", st.WritesUncertain)
+	}
+	eventually(t, 5*time.Second, "the late write removed", func() bool {
+		return direct.Exists(ctx, name+":k").Val() == 0
+	})
+	if st := w.c.Stats(); st.WritesCompensated != 1 {
+		t.Fatalf("WritesCompensated = %d, want 1", st.WritesCompensated)
+	}
+}
