@@ -23,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
@@ -131,53 +130,15 @@ func newNode(b testing.TB, client remote.Client, name string, c config, sc scena
 	}
 }
 
-// commands returns the sum of total_commands_processed over the server (the
-// Cluster's primaries).
-func commands(b testing.TB, client remote.Client) int64 {
-	b.Helper()
-	ctx := context.Background()
-	parse := func(c *redis.Client) (int64, error) {
-		info, err := c.Info(ctx, "stats").Result()
-		if err != nil {
-			return 0, err
-		}
-		for line := range strings.SplitSeq(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
-				return strconv.ParseInt(v, 10, 64)
-			}
-		}
-		return 0, fmt.Errorf("no total_commands_processed in INFO stats of %s", c.Options().Addr)
-	}
-	switch c := client.(type) {
-	case *redis.Client:
-		n, err := parse(c)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return n
-	case *redis.ClusterClient:
-		var sum atomic.Int64
-		err := c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
-			n, err := parse(m)
-			sum.Add(n)
-			return err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return sum.Load()
-	}
-	b.Fatalf("unknown client %T", client)
-	return 0
-}
-
 // result is what one run measured.
 type result struct {
 	requests, errors   int
 	fillErrors         int64 // warm-up writes that failed even with setupBudget (logged, not fatal)
 	hotLoads, coldLoad int64
 	lat, hotLat        []time.Duration // from the scheduled send time
-	redisOps           int64
+	redisOps           int64           // commands the servers ran (total_commands_processed; a script's inner commands count)
+	redisCPU           float64         // seconds of server CPU (used_cpu_sys + used_cpu_user)
+	sent               wireCounts      // what the nodes' clients sent
 	elapsed            time.Duration
 }
 
@@ -194,8 +155,17 @@ func run(b testing.TB, dep string, c config, sc scenario) result {
 	}
 	name := redistest.Name(b)
 	ns := make([]*node, nodes)
+	wires := make([]*wireCounter, nodes)
 	for i := range ns {
-		ns[i] = newNode(b, newClient(), name, c, sc)
+		wires[i] = &wireCounter{}
+		ns[i] = newNode(b, countedClient(b, dep, wires[i]), name, c, sc)
+	}
+	sent := func() wireCounts {
+		var w wireCounts
+		for _, c := range wires {
+			w = w.add(c.snapshot())
+		}
+		return w
 	}
 	defer func() {
 		for _, n := range ns {
@@ -289,7 +259,7 @@ func run(b testing.TB, dep string, c config, sc scenario) result {
 	rng := rand.New(rand.NewPCG(1, 2))
 	zipf := rand.NewZipf(rng, zipfS, 1, uint64(sc.coldKeys-1))
 
-	ops0 := commands(b, admin)
+	srv0, sent0 := servers(b, admin), sent()
 	if bb, ok := b.(*testing.B); ok {
 		bb.StartTimer()
 	}
@@ -335,7 +305,7 @@ func run(b testing.TB, dep string, c config, sc scenario) result {
 	if bb, ok := b.(*testing.B); ok {
 		bb.StopTimer()
 	}
-	ops1 := commands(b, admin)
+	srv1, sent1 := servers(b, admin), sent()
 
 	r := result{
 		requests:   total,
@@ -343,7 +313,9 @@ func run(b testing.TB, dep string, c config, sc scenario) result {
 		fillErrors: fillErrs.Load(),
 		hotLoads:   hotLoads.Load(),
 		coldLoad:   coldLoads.Load(),
-		redisOps:   ops1 - ops0,
+		redisOps:   srv1.commands - srv0.commands,
+		redisCPU:   srv1.cpu - srv0.cpu,
+		sent:       sent1.sub(sent0),
 		elapsed:    elapsed,
 		lat:        lat,
 	}
@@ -381,10 +353,15 @@ func quantile(d []time.Duration, q float64) float64 {
 // per node and cache; a 30 ms loader. Each configuration runs once per b.N
 // with a fresh cache name; use -benchtime 1x. Reported per configuration:
 // p50/p99 latency (all requests and hot-key requests), hit ratio
-// (1 - loader calls/requests), loader calls, Redis commands per second
-// (delta of total_commands_processed over the run on the server or the
-// Cluster's primaries; run it alone). At the end it prints the table of the
-// README beside the design's figures.
+// (1 - loader calls/requests), loader calls; on the Redis side, the
+// commands the servers ran per second (delta of total_commands_processed
+// over the run on the server or the Cluster's primaries, which counts every
+// command a Lua script runs inside it: run it alone), the commands and round
+// trips the nodes' clients sent per second (a go-redis hook; a pipeline is
+// one round trip per node), and the servers' CPU (delta of used_cpu_sys +
+// used_cpu_user, summed over the primaries, as milliseconds per second of
+// run). At the end it prints the table of the README beside the design's
+// figures.
 func BenchmarkHotKeys(b *testing.B) {
 	var table []string
 	for _, dep := range []string{"standalone", "cluster"} {
@@ -401,6 +378,8 @@ func BenchmarkHotKeys(b *testing.B) {
 					all.hotLoads += r.hotLoads
 					all.coldLoad += r.coldLoad
 					all.redisOps += r.redisOps
+					all.redisCPU += r.redisCPU
+					all.sent = all.sent.add(r.sent)
 					all.elapsed += r.elapsed
 					all.lat = append(all.lat, r.lat...)
 					all.hotLat = append(all.hotLat, r.hotLat...)
@@ -412,7 +391,15 @@ func BenchmarkHotKeys(b *testing.B) {
 				}
 				loads := all.hotLoads + all.coldLoad
 				hit := 1 - float64(loads)/float64(all.requests)
-				ops := float64(all.redisOps) / all.elapsed.Seconds()
+				secs := all.elapsed.Seconds()
+				ops := float64(all.redisOps) / secs
+				sentCmds := float64(all.sent.cmds) / secs
+				sentTrips := float64(all.sent.trips) / secs
+				cpuMs := 1000 * all.redisCPU / secs
+				if all.sent.bus > 0 || all.sent.scriptRetries > 0 {
+					b.Logf("apart from the counts: %d bus-only publishes, %d NOSCRIPT answers, %d topology commands",
+						all.sent.bus, all.sent.scriptRetries, all.sent.topology)
+				}
 				b.ReportMetric(0, "ns/op")
 				b.ReportMetric(quantile(all.lat, 0.50), "p50-ms")
 				b.ReportMetric(quantile(all.lat, 0.99), "p99-ms")
@@ -422,11 +409,14 @@ func BenchmarkHotKeys(b *testing.B) {
 				b.ReportMetric(float64(loads)/float64(b.N), "loads")
 				b.ReportMetric(float64(all.hotLoads)/float64(b.N), "hot-loads")
 				b.ReportMetric(ops, "redis-ops/s")
+				b.ReportMetric(sentCmds, "sent-cmds/s")
+				b.ReportMetric(sentTrips, "round-trips/s")
+				b.ReportMetric(cpuMs, "redis-cpu-ms/s")
 				b.ReportMetric(float64(all.requests)/all.elapsed.Seconds(), "req/s")
 				b.ReportMetric(float64(all.errors), "errors")
-				table = append(table, fmt.Sprintf("| %s | %s | %.1f ms | %.1f ms | %.1f %% | %.1fk | %d | %d |",
+				table = append(table, fmt.Sprintf("| %s | %s | %.1f ms | %.1f ms | %.1f %% | %.1fk | %.1fk | %.1fk | %.0f ms/s | %d (%d) | %d |",
 					dep, c.name, quantile(all.lat, 0.99), quantile(all.hotLat, 0.99), 100*hit, ops/1000,
-					loads/int64(b.N), all.errors))
+					sentCmds/1000, sentTrips/1000, cpuMs, loads/int64(b.N), all.hotLoads/int64(b.N), all.errors))
 			})
 			// Every request, loader, refresh and client goroutine is gone
 			// once the caches and clients are closed.
@@ -439,8 +429,8 @@ func BenchmarkHotKeys(b *testing.B) {
 			}
 		}
 	}
-	fmt.Println("| deployment | configuration | p99 | hot-key p99 | hit ratio | Redis ops/s | loader calls | errors |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| deployment | configuration | p99 | hot-key p99 | hit ratio | Redis ops/s (server-run) | commands sent/s | round trips/s | Redis CPU | loader calls (hot) | errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, row := range table {
 		fmt.Println(row)
 	}
@@ -449,8 +439,9 @@ func BenchmarkHotKeys(b *testing.B) {
 
 // TestHotKeysSmoke runs the load test at toy size on standalone Redis, once
 // per configuration, so that the benchmark keeps working. It checks only
-// what holds at any size: every request answered, the loader called, and
-// leases calling it for the hot keys no more often than without them.
+// what holds at any size: every request answered, the loader called, the
+// nodes' round trips counted (at least a read and a fill per loader call),
+// and leases calling it for the hot keys no more often than without them.
 func TestHotKeysSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs Redis")
@@ -463,6 +454,13 @@ func TestHotKeysSmoke(t *testing.T) {
 		}
 		if r.coldLoad == 0 {
 			t.Errorf("%s: the long tail never reached the loader", c.name)
+		}
+		// Every loader call follows its own L2 read and is followed by
+		// its fill, each a round trip of the node's client: the hook
+		// that counts them is on every node's client.
+		if loads := r.hotLoads + r.coldLoad; r.sent.trips < 2*loads {
+			t.Errorf("%s: the nodes' clients sent %d round trips for %d loader calls, want at least %d",
+				c.name, r.sent.trips, loads, 2*loads)
 		}
 		hot[c.name] = r.hotLoads
 	}
