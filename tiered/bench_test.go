@@ -191,8 +191,8 @@ func BenchmarkL2Hit(b *testing.B) {
 }
 
 // BenchmarkMiss measures a cold miss with an instant loader: with leases
-// (GET, SET NX GET, conditional fill: 3 round trips) and without (GET, SET:
-// 2 round trips), on the standalone server.
+// (read-or-lease SET NX GET, conditional fill: 2 round trips) and without
+// (GET, SET: 2 round trips), on the standalone server.
 func BenchmarkMiss(b *testing.B) {
 	rdb := redistest.Standalone(b)
 	ctx := context.Background()
