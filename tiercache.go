@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
@@ -118,7 +120,7 @@ func New[V any](g *Group, name string, opts ...Option) (*tiered.Cache[V], error)
 			return nil, err
 		}
 	}
-	var l1 tiered.Local[V]
+	var l1 driver.Local[V]
 	if !cfg.noLocal {
 		store, err := local.New[V](cfg.local...)
 		if err != nil {

@@ -172,9 +172,13 @@ func TestGroupWorks(t *testing.T) {
 			if a.g.Bus() == nil || a.g.Bus() == b.g.Bus() {
 				t.Fatal("each Group must have its own bus")
 			}
-			if got := b.g.Bus().Stats().KeysInvalidated; got < 2 {
-				t.Fatalf("b's bus invalidated %d keys, want both caches' (>= 2)", got)
-			}
+			// Both keys arrive on b's bus, unless a subscription was renewed
+			// meanwhile (a busy machine): a message that fell in the gap is
+			// replaced by a flush, which the renewal counts.
+			eventually(t, "b's bus to invalidate both caches' keys", func() bool {
+				st := b.g.Bus().Stats()
+				return st.KeysInvalidated >= 2 || st.Resubscribes > 0
+			})
 			if got := len(a.g.Caches()); got != 2 {
 				t.Fatalf("a has %d caches, want 2", got)
 			}

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache/internal/bushook"
@@ -41,17 +43,18 @@ type stateReloader interface {
 // A Bus is safe for concurrent use. Its zero value is not usable; create it
 // with New and stop it with Close.
 type Bus struct {
-	client   Client
-	cfg      config
-	clock    bushook.Clock
-	log      *slog.Logger
-	sharded  bool
-	reload   func(context.Context) // nil unless the client is a Cluster
-	origin   uint64
-	epoch    time.Time // the zero of since
-	channels []string
-	announce string // the announcement channel (same slot as channels[0])
-	inbox    string // the channel of lease notices to this bus (same slot; notify.go)
+	client    Client
+	carrierID driver.Carrier // names client, for Carry
+	cfg       config
+	clock     bushook.Clock
+	log       *slog.Logger
+	sharded   bool
+	reload    func(context.Context) // nil unless the client is a Cluster
+	origin    uint64
+	epoch     time.Time // the zero of since
+	channels  []string
+	announce  string // the announcement channel (same slot as channels[0])
+	inbox     string // the channel of lease notices to this bus (same slot; notify.go)
 
 	pubs []*publisher
 	subs []*subscriber
@@ -146,18 +149,19 @@ func New(client Client, opts ...Option) (*Bus, error) {
 		sharded = *cfg.sharded
 	}
 	b := &Bus{
-		client:  client,
-		cfg:     cfg,
-		clock:   clock,
-		log:     log,
-		sharded: sharded,
-		origin:  newOrigin(),
-		epoch:   clock.Now(),
-		regs:    make(map[string][]*registration),
-		written: make(map[string]struct{}),
-		origins: make(map[uint64]*originState),
-		done:    make(chan struct{}),
-		proved:  make(chan struct{}),
+		client:    client,
+		carrierID: driver.NewCarrier(client),
+		cfg:       cfg,
+		clock:     clock,
+		log:       log,
+		sharded:   sharded,
+		origin:    newOrigin(),
+		epoch:     clock.Now(),
+		regs:      make(map[string][]*registration),
+		written:   make(map[string]struct{}),
+		origins:   make(map[uint64]*originState),
+		done:      make(chan struct{}),
+		proved:    make(chan struct{}),
 	}
 	b.notes.init()
 	b.setChannels()
@@ -272,43 +276,50 @@ func (b *Bus) Stats() Stats { return b.stats.snapshot() }
 // Subscribe registers the L1 of a cache under namespace. invalidate is
 // called with the keys of namespace that other buses publish (never with
 // this bus's own), and with the keys published through this bus by anyone
-// but the registration itself (see SubscribePublisher); flush when messages
-// may have been lost and when another bus publishes a flush of namespace.
+// but the registration itself (see Subscription.Publish); flush when
+// messages may have been lost and when another bus publishes a flush of
+// namespace.
 //
 // The callbacks run on the bus's goroutines (and, for local delivery, on
 // the publishing goroutine), possibly concurrently, and must be quick; they
-// must not keep or modify keys, and must not call Subscribe or an
-// unsubscribe function. unsubscribe stops the calls: once it returns, no
-// callback of this registration runs or will run. It is safe to call more
-// than once. Several registrations may share a namespace.
-func (b *Bus) Subscribe(namespace string, invalidate func(keys []string), flush func()) (unsubscribe func(), err error) {
-	_, unsubscribe, err = b.SubscribePublisher(namespace, invalidate, flush)
-	return unsubscribe, err
-}
-
-// SubscribePublisher is Subscribe that also returns a publish function
-// bound to the registration: it publishes keys of namespace as Publish does,
-// and delivers them to every other registration of namespace on this bus
-// but not to this one (a cache that wrote a key keeps its own fresh copy).
-// It satisfies tiered's optional interface for local delivery.
-func (b *Bus) SubscribePublisher(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, unsubscribe func(), err error) {
+// must not keep or modify keys, and must not call Subscribe or
+// Unsubscribe. Unsubscribe stops the calls: once it returns, no callback
+// of this registration runs or will run. Several registrations may share a
+// namespace. The Subscription is a driver.CarryingSubscription.
+func (b *Bus) Subscribe(namespace string, invalidate func(keys []string), flush func()) (driver.Subscription, error) {
 	if err := checkNamespace(namespace); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if invalidate == nil || flush == nil {
-		return nil, nil, fmt.Errorf("%w: nil callback for namespace %q", ErrInvalidOption, namespace)
+		return nil, fmt.Errorf("%w: nil callback for namespace %q", ErrInvalidOption, namespace)
 	}
 	r := &registration{namespace: namespace, invalidate: invalidate, flush: flush}
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
 	if b.isClosed() {
-		return nil, nil, ErrClosed
+		return nil, ErrClosed
 	}
 	b.regs[namespace] = append(slices.Clip(b.regs[namespace]), r)
-	var once sync.Once
-	publish = func(ctx context.Context, keys []string) error { return b.publish(ctx, namespace, keys, r) }
-	return publish, func() { once.Do(func() { b.unregister(r) }) }, nil
+	return &subscription{b: b, r: r}, nil
 }
+
+// subscription is a registration as the caller sees it.
+type subscription struct {
+	b    *Bus
+	r    *registration
+	once sync.Once
+}
+
+// Publish publishes keys of the registration's namespace as Bus.Publish
+// does, and delivers them to every other registration of the namespace on
+// this bus but not to this one (a cache that wrote a key keeps its own
+// fresh copy).
+func (s *subscription) Publish(ctx context.Context, keys []string) error {
+	return s.b.publish(ctx, s.r.namespace, keys, s.r)
+}
+
+// Unsubscribe ends the registration; it is safe to call more than once.
+func (s *subscription) Unsubscribe() { s.once.Do(func() { s.b.unregister(s.r) }) }
 
 func (b *Bus) unregister(r *registration) {
 	b.regMu.Lock()
@@ -639,3 +650,10 @@ func isRedisError(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re)
 }
+
+// The contract the bus implements (package tiered/driver).
+var (
+	_ driver.Bus                  = (*Bus)(nil)
+	_ driver.LeaseWaker           = (*Bus)(nil)
+	_ driver.CarryingSubscription = (*subscription)(nil)
+)

@@ -98,7 +98,7 @@ func TestRemoteFlushAndUnsubscribe(t *testing.T) {
 	ctx := ctxT(t)
 	a, b, _ := trio(t, transports()[0])
 	users, orders := newRecorder(), newRecorder()
-	unsub, err := b.Subscribe("users", users.invalidate, users.flush)
+	sub, err := b.Subscribe("users", users.invalidate, users.flush)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +112,8 @@ func TestRemoteFlushAndUnsubscribe(t *testing.T) {
 		t.Errorf("Flushes.Remote = %d, want 1", got)
 	}
 
-	unsub()
-	unsub() // safe twice
+	sub.Unsubscribe()
+	sub.Unsubscribe() // safe twice
 	if err := a.Publish(ctx, "users", []string{"1"}); err != nil {
 		t.Fatal(err)
 	}

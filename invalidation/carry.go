@@ -3,56 +3,34 @@ package invalidation
 import (
 	"context"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
-// SendFunc sends one message of the bus in the round trip of the caller's
-// own write: command (PUBLISH or SPUBLISH) with channel and payload, on the
-// connection of the write, right after it, so that Redis runs the write
-// first and the message follows it. A nil payload means the message was
-// dropped (a test hook): the caller does its write alone. It returns the
-// message's outcome.
-type SendFunc = func(ctx context.Context, command, channel string, payload []byte) error
+// SendFunc is driver.SendFunc: it sends one bus message in the round trip
+// of the caller's own write.
+type SendFunc = driver.SendFunc
 
-// CarryFunc publishes key of a namespace like a publish function of
-// SubscribePublisher, but lets send carry the message in the round trip of
-// the caller's write of l2key (the key as written in Redis). via is the
-// go-redis client send uses; the bus carries only when it is the bus's own
-// client (the message must reach the bus's Redis). carried reports whether
-// send was called: when it is false nothing was written or published, and
-// the caller writes and publishes the usual way. When it is true, err is
-// the message's outcome (the write's outcome is the caller's).
-type CarryFunc = func(ctx context.Context, key, l2key string, via any, send SendFunc) (carried bool, err error)
-
-// SubscribeCarrier is SubscribePublisher that also returns a CarryFunc
-// bound to the same registration, so that a cache can write a key and
-// publish its invalidation in one round trip.
-//
-// The bus carries a message only when the key's channel is idle (nothing
-// queued, no round trip in flight; otherwise the caller publishes the usual
-// way and its message is batched with the others), and, on a Redis Cluster,
-// only on a channel served by the node that owns l2key's slot: the key's
-// own channel when it is, else another channel of that node. Invalidations
-// are idempotent and every channel's sequence numbers stay in order, so a
+// Carry publishes key of the registration's namespace as Publish does,
+// but lets send carry the message in the round trip of the caller's write
+// of l2key (the key as written in Redis) through via, the store's
+// driver.Carrier (see driver.CarryingSubscription). The bus carries only
+// when via names the bus's own go-redis client (the message must reach the
+// bus's Redis), when the key's channel is idle (nothing queued, no round
+// trip in flight; otherwise the caller publishes the usual way and its
+// message is batched with the others), and, on a Redis Cluster, only on a
+// channel served by the node that owns l2key's slot: the key's own channel
+// when it is, else another channel of that node. Invalidations are
+// idempotent and every channel's sequence numbers stay in order, so a
 // message on another channel of the node loses nothing; a node that serves
 // none of the bus's channels gets its writes published the usual way.
-func (b *Bus) SubscribeCarrier(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, carry CarryFunc, unsubscribe func(), err error) {
-	publish, unsubscribe, err = b.SubscribePublisher(namespace, invalidate, flush)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	b.regMu.RLock()
-	regs := b.regs[namespace]
-	r := regs[len(regs)-1] // the registration SubscribePublisher just added
-	b.regMu.RUnlock()
-	carry = func(ctx context.Context, key, l2key string, via any, send SendFunc) (bool, error) {
-		return b.carry(ctx, namespace, key, l2key, via, r, send)
-	}
-	return publish, carry, unsubscribe, nil
+func (s *subscription) Carry(ctx context.Context, key, l2key string, via driver.Carrier, send SendFunc) (carried bool, err error) {
+	return s.b.carry(ctx, s.r.namespace, key, l2key, via, s.r, send)
 }
 
-func (b *Bus) carry(ctx context.Context, namespace, key, l2key string, via any, except *registration, send SendFunc) (bool, error) {
-	if via != any(b.client) || len(key) > MaxKeyLen || checkNamespace(namespace) != nil || ctx.Err() != nil || b.isClosed() {
+func (b *Bus) carry(ctx context.Context, namespace, key, l2key string, via driver.Carrier, except *registration, send SendFunc) (bool, error) {
+	if via != b.carrierID || len(key) > MaxKeyLen || checkNamespace(namespace) != nil || ctx.Err() != nil || b.isClosed() {
 		return false, nil // the usual path reports what is wrong
 	}
 	p := b.carrier(ctx, namespace, key, l2key)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache/internal/bushook"
@@ -46,11 +48,12 @@ func TestCarry(t *testing.T) {
 			b := newBus(t, tr.client(t), opts...)
 			rb := newRecorder()
 			rb.subscribe(t, b, "users")
-			_, carry, unsub, err := a.SubscribeCarrier("users", func([]string) {}, func() {})
+			sub, err := a.Subscribe("users", func([]string) {}, func() {})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer unsub()
+			defer sub.Unsubscribe()
+			carry := sub.(driver.CarryingSubscription).Carry
 
 			var calls atomic.Int64
 			var channel string
@@ -58,7 +61,7 @@ func TestCarry(t *testing.T) {
 			for i := range 20 {
 				key := fmt.Sprintf("k%d", i)
 				l2key := "users:" + key
-				carried, err := carry(ctx, key, l2key, ca, func(ctx context.Context, command, ch string, payload []byte) error {
+				carried, err := carry(ctx, key, l2key, driver.NewCarrier(ca), func(ctx context.Context, command, ch string, payload []byte) error {
 					channel = ch
 					return send(ctx, command, ch, payload)
 				})
@@ -97,16 +100,17 @@ func TestCarryDeclines(t *testing.T) {
 	ctx := ctxT(t)
 	c := standaloneClient(t)
 	a := newBus(t, c, WithChannelPrefix(uniqueName(t)), WithShards(1))
-	_, carry, unsub, err := a.SubscribeCarrier("users", func([]string) {}, func() {})
+	sub, err := a.Subscribe("users", func([]string) {}, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unsub()
+	defer sub.Unsubscribe()
+	carry := sub.(driver.CarryingSubscription).Carry
 	var calls atomic.Int64
 	send := sendOn(c, &calls)
 	try := func(what string, via any) {
 		t.Helper()
-		if carried, err := carry(ctx, "k", "users:k", via, send); carried || err != nil {
+		if carried, err := carry(ctx, "k", "users:k", driver.NewCarrier(via), send); carried || err != nil {
 			t.Errorf("%s: carried %v, %v; want false, nil", what, carried, err)
 		}
 	}
@@ -130,14 +134,15 @@ func TestCarryDeliversLocallyAfterTheWrite(t *testing.T) {
 	a := newBus(t, c, WithChannelPrefix(uniqueName(t)))
 	other := newRecorder()
 	other.subscribe(t, a, "users")
-	_, carry, unsub, err := a.SubscribeCarrier("users", func([]string) { t.Error("the carrying registration got its own key") }, func() {})
+	sub, err := a.Subscribe("users", func([]string) { t.Error("the carrying registration got its own key") }, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unsub()
+	defer sub.Unsubscribe()
+	carry := sub.(driver.CarryingSubscription).Carry
 	var calls atomic.Int64
 	send := sendOn(c, &calls)
-	carried, err := carry(ctx, "k", "users:k", c, func(ctx context.Context, command, channel string, payload []byte) error {
+	carried, err := carry(ctx, "k", "users:k", driver.NewCarrier(c), func(ctx context.Context, command, channel string, payload []byte) error {
 		if other.count() != 0 {
 			t.Error("another cache of the namespace dropped the key before the write")
 		}
@@ -165,19 +170,20 @@ func TestLostCarriedMessageCaughtByHeartbeat(t *testing.T) {
 	b := newBus(t, standaloneClient(t), opts...)
 	r := newRecorder()
 	r.subscribe(t, b, "users")
-	_, carry, unsub, err := a.SubscribeCarrier("users", func([]string) {}, func() {})
+	sub, err := a.Subscribe("users", func([]string) {}, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unsub()
+	defer sub.Unsubscribe()
+	carry := sub.(driver.CarryingSubscription).Carry
 	var calls atomic.Int64
-	if carried, err := carry(ctx, "k0", "users:k0", c, sendOn(c, &calls)); !carried || err != nil {
+	if carried, err := carry(ctx, "k0", "users:k0", driver.NewCarrier(c), sendOn(c, &calls)); !carried || err != nil {
 		t.Fatalf("carry k0: %v, %v", carried, err)
 	}
 	eventually(t, 5*time.Second, "k0", func() bool { return r.has("k0") })
 	drop.Store(true)
 	var payloads sync.Map
-	carried, err := carry(ctx, "k1", "users:k1", c, func(ctx context.Context, command, channel string, payload []byte) error {
+	carried, err := carry(ctx, "k1", "users:k1", driver.NewCarrier(c), func(ctx context.Context, command, channel string, payload []byte) error {
 		payloads.Store("k1", payload == nil)
 		return nil
 	})

@@ -76,13 +76,13 @@ func TestLocalDelivery(t *testing.T) {
 	ctx := ctxT(t)
 	b := newBus(t, standaloneClient(t), WithChannelPrefix(uniqueName(t)))
 	first, second, other := newRecorder(), newRecorder(), newRecorder()
-	publish, _, err := b.SubscribePublisher("users", first.invalidate, first.flush)
+	sub, err := b.Subscribe("users", first.invalidate, first.flush)
 	if err != nil {
 		t.Fatal(err)
 	}
 	second.subscribe(t, b, "users")
 	other.subscribe(t, b, "orders")
-	if err := publish(ctx, []string{"k"}); err != nil {
+	if err := sub.Publish(ctx, []string{"k"}); err != nil {
 		t.Fatal(err)
 	}
 	if !second.has("k") {

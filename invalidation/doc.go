@@ -6,11 +6,13 @@
 //
 //	bus, err := invalidation.New(rdb) // *redis.Client or *redis.ClusterClient
 //	defer bus.Close()
-//	unsubscribe, err := bus.Subscribe("users",
+//	sub, err := bus.Subscribe("users",
 //		func(keys []string) { l1.Invalidate(keys...) }, l1.Flush)
+//	defer sub.Unsubscribe()
 //	err = bus.Publish(ctx, "users", []string{"42"}) // after the L2 write
 //
-// A Bus satisfies tiered.Bus structurally; it does not import tiered.
+// A Bus implements driver.Bus and driver.LeaseWaker (package
+// tiered/driver), and its subscriptions driver.CarryingSubscription.
 //
 // # Channels
 //
@@ -46,8 +48,8 @@
 //     by its caller at once, without a hand-off; writes that arrive while a
 //     round trip is in flight queue and share the next one. Either way the
 //     messages of a channel are numbered and sent one round trip at a
-//     time, in order. SubscribeCarrier lets a cache carry its lone write's
-//     message in the round trip of its own L2 write (see CarryFunc).
+//     time, in order. A subscription's Carry lets a cache carry its lone
+//     write's message in the round trip of its own L2 write.
 //  3. Publish returns when Redis accepted every message carrying its keys,
 //     or with the first error.
 //  4. One heartbeat interval (WithHeartbeatInterval, default 1 s) after its
@@ -56,8 +58,8 @@
 //     nothing.
 //  5. Publish also delivers the keys at once to the other caches of the
 //     namespace on this bus (two caches of one name in one process
-//     invalidate each other); SubscribePublisher binds a publish function
-//     to a registration so that the writing cache keeps its own copy.
+//     invalidate each other); a Subscription's Publish publishes as the
+//     registration, so that the writing cache keeps its own copy.
 //
 // # Announcements: liveness without N² traffic
 //
@@ -71,7 +73,7 @@
 //
 // # Lease notices: waking lease waiters
 //
-// A Bus also implements tiered.LeaseWaker: a cache waiting on another
+// A Bus also implements driver.LeaseWaker: a cache waiting on another
 // node's load lease is woken when the holder resolves it, instead of
 // finding out at its next poll of L2 (see notify.go for the protocol).
 // Every bus listens on an inbox, prefix:{tag0}:in:hhhh (hhhh: the top 16

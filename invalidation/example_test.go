@@ -53,13 +53,13 @@ func ExampleBus_Subscribe() {
 	}
 	defer bus.Close()
 
-	unsubscribe, err := bus.Subscribe("sessions",
+	sub, err := bus.Subscribe("sessions",
 		func(keys []string) { log.Printf("evict %q", keys) }, // keys changed on another node
 		func() { log.Print("evict everything") })             // messages may have been lost
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer unsubscribe()
+	defer sub.Unsubscribe()
 	if err := bus.Publish(context.Background(), "sessions", []string{"s1", "s2"}); err != nil {
 		log.Print(err)
 	}

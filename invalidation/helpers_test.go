@@ -124,11 +124,11 @@ func (r *recorder) sortedKeys() []string {
 
 func (r *recorder) subscribe(t testing.TB, b *Bus, namespace string) {
 	t.Helper()
-	unsub, err := b.Subscribe(namespace, r.invalidate, r.flush)
+	sub, err := b.Subscribe(namespace, r.invalidate, r.flush)
 	if err != nil {
 		t.Fatalf("Subscribe(%q): %v", namespace, err)
 	}
-	t.Cleanup(unsub)
+	t.Cleanup(sub.Unsubscribe)
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -172,13 +172,13 @@ func inboxName(channel0 string, hint uint16) string {
 
 // LeaseToken returns a fresh random lease token that carries this bus's
 // hint, so that the waiters on the lease know where to say they wait. It
-// is never zero. It implements tiered.LeaseWaker.
+// is never zero. It implements driver.LeaseWaker.
 func (b *Bus) LeaseToken() uint64 {
 	return uint64(hintOf(b.origin))<<hintShift | (rand.Uint64N(1<<hintShift-1) + 1)
 }
 
 // HoldLease records that a cache of this process took the load lease on key
-// of namespace. It sends nothing. It implements tiered.LeaseWaker.
+// of namespace. It sends nothing. It implements driver.LeaseWaker.
 func (b *Bus) HoldLease(namespace, key string) {
 	k := leaseKey{namespace, key}
 	n := &b.notes
@@ -201,7 +201,7 @@ func (b *Bus) HoldLease(namespace, key string) {
 // of namespace in L2 (by the value, a marker, or nothing). It wakes the
 // waiters of this process on key and queues a "lease filled" notice to
 // each bus whose waiters announced themselves. It never waits on the
-// network. It implements tiered.LeaseWaker.
+// network. It implements driver.LeaseWaker.
 func (b *Bus) LeaseResolved(namespace, key string) {
 	k := leaseKey{namespace, key}
 	n := &b.notes
@@ -236,7 +236,7 @@ func (b *Bus) LeaseResolved(namespace, key string) {
 // "lease filled" notice). Unless this process holds a lease on key, it
 // sends a "lease wait" notice to the inbox token names. done unregisters
 // the waiter; it is safe to call more than once. It implements
-// tiered.LeaseWaker.
+// driver.LeaseWaker.
 func (b *Bus) AwaitLease(namespace, key string, token uint64) (wake <-chan struct{}, done func()) {
 	k := leaseKey{namespace, key}
 	w := &leaseWaiter{wake: make(chan struct{}, 1)}

@@ -18,7 +18,7 @@
 // always wins. Both counters only grow, so their sum is unchanged exactly when
 // neither moved; Generation returns that sum.
 //
-// A Store satisfies tiered.Local structurally; it does not import tiered.
+// A Store implements driver.Local (package tiered/driver).
 // All methods are safe for concurrent use, on a nil *Store (which behaves as
 // an always-empty store) and after Close.
 package local

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/dgraph-io/ristretto/v2"
 
 	"github.com/tiercache/tiercache/internal/l1core"
@@ -238,3 +240,12 @@ func (s *Store[V]) Metrics() (entries, cost, dropped, rejected uint64) {
 	st := s.Stats()
 	return st.Entries, st.Cost, st.Dropped, st.Rejected
 }
+
+// The contract the store implements (package tiered/driver).
+var (
+	_ driver.Local[int]         = (*Store[int])(nil)
+	_ driver.StaleLocal[int]    = (*Store[int])(nil)
+	_ driver.BatchFiller[int]   = (*Store[int])(nil)
+	_ driver.WrittenFiller[int] = (*Store[int])(nil)
+	_ driver.Sizer              = (*Store[int])(nil)
+)

@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/local"
-	"github.com/tiercache/tiercache/tiered"
 )
 
-var _ tiered.Local[string] = (*local.Store[string])(nil)
+var _ driver.Local[string] = (*local.Store[string])(nil)
 
 func newStore[V any](t *testing.T, opts ...local.Option) *local.Store[V] {
 	t.Helper()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/middleware"
@@ -21,7 +23,7 @@ import (
 // of a key whose name contains match, once armed: it puts a purge exactly
 // between a refresh's read of the stale entry and its write.
 type hookedRemote struct {
-	tiered.Remote
+	driver.Remote
 	mu    sync.Mutex
 	match string
 	hook  func()
@@ -45,12 +47,12 @@ func (h *hookedRemote) before(key string) {
 	hook()
 }
 
-func (h *hookedRemote) Set(ctx context.Context, key string, e tiered.RemoteEntry) error {
+func (h *hookedRemote) Set(ctx context.Context, key string, e driver.Entry) error {
 	h.before(key)
 	return h.Remote.Set(ctx, key, e)
 }
 
-func (h *hookedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
+func (h *hookedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	h.before(key)
 	return h.Remote.CompareAndSwap(ctx, key, version, e)
 }

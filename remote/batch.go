@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -21,9 +23,9 @@ import (
 // the key holds (KindNone if that was corrupt and has been deleted: read
 // again). errs is nil when every key succeeded, else errs[i] is key i's
 // error (nil for the keys that succeeded). The commands go in one pipeline.
-func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64, expiresAt time.Time) (current []Entry, won []bool, errs []error) {
+func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64, expiresAt time.Time) (current []driver.Entry, won []bool, errs []error) {
 	n := len(keys)
-	current, won = make([]Entry, n), make([]bool, n)
+	current, won = make([]driver.Entry, n), make([]bool, n)
 	if len(tokens) != n {
 		return current, won, repeat(n, fmt.Errorf("%w: AcquireMany got %d keys and %d tokens", ErrInvalidOption, n, len(tokens)))
 	}
@@ -34,7 +36,7 @@ func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64,
 	px := ttl(expiresAt)
 	leases := make([][]byte, n)
 	for i := range keys {
-		leases[i] = Encode(nil, Entry{Kind: KindLease, ExpiresAt: expiresAt, Version: tokens[i]})
+		leases[i] = Encode(nil, driver.Entry{Kind: driver.KindLease, ExpiresAt: expiresAt, Version: tokens[i]})
 	}
 	byScript := s.acquireByScript.Load()
 	replies := make([]func() (string, error), n)
@@ -78,7 +80,7 @@ func (s *Store) AcquireMany(ctx context.Context, keys []string, tokens []uint64,
 // becomes entries[i] only if it holds an entry whose Version is
 // versions[i]; swapped[i] reports whether it did. errs is nil when every key
 // succeeded, else errs[i] is key i's error. The scripts go in one pipeline.
-func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, entries []Entry) (swapped []bool, errs []error) {
+func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, entries []driver.Entry) (swapped []bool, errs []error) {
 	n := len(keys)
 	swapped = make([]bool, n)
 	if len(versions) != n || len(entries) != n {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
@@ -35,7 +37,7 @@ func TestAcquireAndSwapMany(t *testing.T) {
 				exp := time.Now().Add(10 * time.Second)
 				// Keys 0-9 hold a value, 10-19 another node's lease, 20-39 are
 				// empty.
-				val := remote.Entry{Kind: remote.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute), Version: 1}
+				val := driver.Entry{Kind: driver.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute), Version: 1}
 				for i := range 10 {
 					if err := s.Set(ctx, keys[i], val); err != nil {
 						t.Fatal(err)
@@ -56,15 +58,15 @@ func TestAcquireAndSwapMany(t *testing.T) {
 				}
 				for i := range keys {
 					switch {
-					case i < 10 && (won[i] || cur[i].Kind != remote.KindValue):
+					case i < 10 && (won[i] || cur[i].Kind != driver.KindValue):
 						t.Errorf("key %d (a value): won %v, current %+v", i, won[i], cur[i])
-					case i >= 10 && i < 20 && (won[i] || cur[i].Kind != remote.KindLease || cur[i].Version != 999):
+					case i >= 10 && i < 20 && (won[i] || cur[i].Kind != driver.KindLease || cur[i].Version != 999):
 						t.Errorf("key %d (held): won %v, current %+v; want the lease of token 999", i, won[i], cur[i])
 					case i >= 20 && !won[i]:
 						t.Errorf("key %d (empty): not won, current %+v", i, cur[i])
 					}
 				}
-				if e, _ := s.Get(ctx, keys[25]); e.Kind != remote.KindLease || e.Version != tokens[25] {
+				if e, _ := s.Get(ctx, keys[25]); e.Kind != driver.KindLease || e.Version != tokens[25] {
 					t.Fatalf("key 25 after AcquireMany holds %+v, want our lease", e)
 				}
 				if mode == "script-flushed" {
@@ -75,9 +77,9 @@ func TestAcquireAndSwapMany(t *testing.T) {
 				if err := s.Delete(ctx, keys[30]); err != nil {
 					t.Fatal(err)
 				}
-				entries := make([]remote.Entry, len(keys))
+				entries := make([]driver.Entry, len(keys))
 				for i := range entries {
-					entries[i] = remote.Entry{Kind: remote.KindValue, Payload: []byte(fmt.Sprint(i)), ExpiresAt: time.Now().Add(time.Minute), Version: uint64(5000 + i)}
+					entries[i] = driver.Entry{Kind: driver.KindValue, Payload: []byte(fmt.Sprint(i)), ExpiresAt: time.Now().Add(time.Minute), Version: uint64(5000 + i)}
 				}
 				swapped, errs := s.CompareAndSwapMany(ctx, keys, tokens, entries)
 				if errs != nil {
@@ -93,11 +95,11 @@ func TestAcquireAndSwapMany(t *testing.T) {
 						t.Fatal(err)
 					}
 					switch {
-					case i == 30 && e.Kind != remote.KindNone:
+					case i == 30 && e.Kind != driver.KindNone:
 						t.Errorf("key 30 was deleted during the load but holds %+v", e)
-					case want && (e.Kind != remote.KindValue || string(e.Payload) != fmt.Sprint(i)):
+					case want && (e.Kind != driver.KindValue || string(e.Payload) != fmt.Sprint(i)):
 						t.Errorf("key %d holds %+v after its fill", i, e)
-					case i >= 10 && i < 20 && (e.Kind != remote.KindLease || e.Version != 999):
+					case i >= 10 && i < 20 && (e.Kind != driver.KindLease || e.Version != 999):
 						t.Errorf("key %d: another node's lease was overwritten: %+v", i, e)
 					}
 				}
@@ -118,9 +120,9 @@ func TestManyReportsPerKeyErrors(t *testing.T) {
 	if !won[0] || !won[2] {
 		t.Fatalf("AcquireMany won = %v; want the valid keys won", won)
 	}
-	big := remote.Entry{Kind: remote.KindValue, Payload: make([]byte, 100), ExpiresAt: time.Now().Add(time.Minute)}
-	small := remote.Entry{Kind: remote.KindValue, Payload: []byte("1"), ExpiresAt: time.Now().Add(time.Minute)}
-	swapped, errs := s.CompareAndSwapMany(ctx, []string{keys[0], keys[2]}, []uint64{1, 3}, []remote.Entry{big, small})
+	big := driver.Entry{Kind: driver.KindValue, Payload: make([]byte, 100), ExpiresAt: time.Now().Add(time.Minute)}
+	small := driver.Entry{Kind: driver.KindValue, Payload: []byte("1"), ExpiresAt: time.Now().Add(time.Minute)}
+	swapped, errs := s.CompareAndSwapMany(ctx, []string{keys[0], keys[2]}, []uint64{1, 3}, []driver.Entry{big, small})
 	if errs == nil || errs[0] == nil || errs[1] != nil || swapped[0] || !swapped[1] {
 		t.Fatalf("CompareAndSwapMany = %v, %v; want key a too large, key c swapped", swapped, errs)
 	}

@@ -3,13 +3,16 @@ package remote
 import (
 	"context"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
-// CarrierClient returns the go-redis client the store was created with. A
-// bus on the same client can have its invalidation of a write carried in
-// the write's round trip (see SetAndPublish and tiered's write path).
-func (s *Store) CarrierClient() any { return s.client }
+// Carrier names the go-redis client the store was created with
+// (driver.NewCarrier of it). A bus on the same client can have its
+// invalidation of a write carried in the write's round trip (see
+// SetAndPublish and driver.PublishCarrier).
+func (s *Store) Carrier() driver.Carrier { return driver.NewCarrier(s.client) }
 
 // SetAndPublish is Set followed, on the same connection and in the same
 // round trip, by command (PUBLISH or SPUBLISH) with channel and payload:
@@ -19,7 +22,7 @@ func (s *Store) CarrierClient() any { return s.client }
 // slot map fails them with MOVED, and the caller writes again the usual
 // way. A nil payload sends the SET alone. setErr is the write's outcome,
 // pubErr the message's.
-func (s *Store) SetAndPublish(ctx context.Context, key string, e Entry, command, channel string, payload []byte) (setErr, pubErr error) {
+func (s *Store) SetAndPublish(ctx context.Context, key string, e driver.Entry, command, channel string, payload []byte) (setErr, pubErr error) {
 	if err := s.checkKey(key); err != nil {
 		return err, nil
 	}

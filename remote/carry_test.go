@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
@@ -18,8 +20,8 @@ func TestSetAndPublish(t *testing.T) {
 	deployments(t, func(t *testing.T, rdb remote.Client) {
 		ctx := context.Background()
 		s := newStore(t, rdb)
-		if s.CarrierClient() != any(rdb) {
-			t.Fatal("CarrierClient is not the store's client")
+		if s.Carrier() != driver.NewCarrier(rdb) {
+			t.Fatal("Carrier does not name the store's client")
 		}
 		name := redistest.Name(t)
 		key := name + ":k"
@@ -39,7 +41,7 @@ func TestSetAndPublish(t *testing.T) {
 		if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
 			t.Fatal(err)
 		}
-		e := remote.Entry{Kind: remote.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute), Version: 7}
+		e := driver.Entry{Kind: driver.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute), Version: 7}
 		setErr, pubErr := s.SetAndPublish(ctx, key, e, command, channel, []byte("hello"))
 		if setErr != nil || pubErr != nil {
 			t.Fatalf("SetAndPublish = %v, %v", setErr, pubErr)

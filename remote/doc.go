@@ -28,6 +28,7 @@
 // or DEL per slot in a single pipeline, so a batch costs one round trip per
 // node on a Cluster and one on a standalone server.
 //
-// A Store satisfies tiered.Remote structurally; it does not import tiered.
+// A Store implements driver.Remote and its optional batch, lease, tag,
+// shard and carrying interfaces (package tiered/driver).
 // Its methods are safe for concurrent use.
 package remote

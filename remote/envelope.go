@@ -5,32 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// Kinds of entry. They match the constants of package tiered.
-const (
-	KindNone     uint8 = 0
-	KindValue    uint8 = 1
-	KindNotFound uint8 = 2
-	KindLease    uint8 = 3
-	KindFailed   uint8 = 4
-	KindTagged   uint8 = 5 // a value whose payload starts with tiered's tag header
-	// KindUnstorable replaces a lease whose value can never be stored
-	// (too large); the payload is the error message.
-	KindUnstorable uint8 = 6
+	"github.com/tiercache/tiercache/tiered/driver"
 )
-
-// Entry is what the store holds under a key. It is an alias of an unnamed
-// struct type, identical to tiered.RemoteEntry, so Store satisfies
-// tiered.Remote without importing it.
-type Entry = struct {
-	Kind      uint8
-	Payload   []byte
-	ExpiresAt time.Time
-	LoadTime  time.Duration
-	Version   uint64
-	Deadline  time.Time
-}
 
 // Envelope layout, all integers big-endian:
 //
@@ -54,9 +31,9 @@ const (
 var ErrCorrupt = errors.New("remote: corrupt or foreign value")
 
 // Encode appends the envelope of e to dst and returns it.
-func Encode(dst []byte, e Entry) []byte {
+func Encode(dst []byte, e driver.Entry) []byte {
 	var h [headerSize]byte
-	h[0], h[1], h[2] = magic, formatVersion, e.Kind
+	h[0], h[1], h[2] = magic, formatVersion, byte(e.Kind)
 	binary.BigEndian.PutUint64(h[3:], uint64(e.ExpiresAt.UnixMilli()))
 	binary.BigEndian.PutUint64(h[11:], uint64(e.LoadTime))
 	binary.BigEndian.PutUint64(h[versionOffset:], e.Version)
@@ -65,36 +42,36 @@ func Encode(dst []byte, e Entry) []byte {
 }
 
 // Decode parses an envelope. The returned Payload aliases b.
-func Decode(b []byte) (Entry, error) {
+func Decode(b []byte) (driver.Entry, error) {
 	if len(b) < headerSize {
-		return Entry{}, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrCorrupt, len(b), headerSize)
+		return driver.Entry{}, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrCorrupt, len(b), headerSize)
 	}
 	if b[0] != magic {
-		return Entry{}, fmt.Errorf("%w: bad magic byte %#x", ErrCorrupt, b[0])
+		return driver.Entry{}, fmt.Errorf("%w: bad magic byte %#x", ErrCorrupt, b[0])
 	}
 	if b[1] != formatVersion {
-		return Entry{}, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[1])
+		return driver.Entry{}, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[1])
 	}
-	e := Entry{
-		Kind:      b[2],
+	e := driver.Entry{
+		Kind:      driver.Kind(b[2]),
 		ExpiresAt: time.UnixMilli(int64(binary.BigEndian.Uint64(b[3:]))),
 		LoadTime:  time.Duration(binary.BigEndian.Uint64(b[11:])),
 		Version:   binary.BigEndian.Uint64(b[versionOffset:]),
 	}
 	switch e.Kind {
-	case KindValue, KindTagged:
+	case driver.KindValue, driver.KindTagged:
 		e.Payload = b[headerSize:]
-	case KindFailed, KindUnstorable:
+	case driver.KindFailed, driver.KindUnstorable:
 		e.Payload = b[headerSize:]
-	case KindNotFound, KindLease:
+	case driver.KindNotFound, driver.KindLease:
 		if len(b) != headerSize {
-			return Entry{}, fmt.Errorf("%w: kind %d with a %d-byte payload", ErrCorrupt, e.Kind, len(b)-headerSize)
+			return driver.Entry{}, fmt.Errorf("%w: kind %d with a %d-byte payload", ErrCorrupt, e.Kind, len(b)-headerSize)
 		}
 	default:
-		return Entry{}, fmt.Errorf("%w: unknown kind %d", ErrCorrupt, e.Kind)
+		return driver.Entry{}, fmt.Errorf("%w: unknown kind %d", ErrCorrupt, e.Kind)
 	}
 	if e.LoadTime < 0 {
-		return Entry{}, fmt.Errorf("%w: negative load time", ErrCorrupt)
+		return driver.Entry{}, fmt.Errorf("%w: negative load time", ErrCorrupt)
 	}
 	return e, nil
 }

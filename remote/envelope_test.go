@@ -5,15 +5,17 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 func TestEnvelopeRoundTrip(t *testing.T) {
 	exp := time.UnixMilli(1_900_000_000_123)
-	tests := []Entry{
-		{Kind: KindValue, Payload: []byte(`{"id":42}`), ExpiresAt: exp, LoadTime: 3 * time.Millisecond, Version: 7},
-		{Kind: KindValue, Payload: []byte{}, ExpiresAt: exp, Version: 1},
-		{Kind: KindNotFound, ExpiresAt: exp, Version: 9},
-		{Kind: KindLease, ExpiresAt: exp, Version: 1<<64 - 1},
+	tests := []driver.Entry{
+		{Kind: driver.KindValue, Payload: []byte(`{"id":42}`), ExpiresAt: exp, LoadTime: 3 * time.Millisecond, Version: 7},
+		{Kind: driver.KindValue, Payload: []byte{}, ExpiresAt: exp, Version: 1},
+		{Kind: driver.KindNotFound, ExpiresAt: exp, Version: 9},
+		{Kind: driver.KindLease, ExpiresAt: exp, Version: 1<<64 - 1},
 	}
 	for _, want := range tests {
 		got, err := Decode(Encode(nil, want))
@@ -28,7 +30,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := Encode(nil, Entry{Kind: KindNotFound, ExpiresAt: time.Now()})
+	good := Encode(nil, driver.Entry{Kind: driver.KindNotFound, ExpiresAt: time.Now()})
 	mutate := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
 	tests := map[string][]byte{
 		"empty":          nil,
@@ -36,8 +38,8 @@ func TestDecodeRejects(t *testing.T) {
 		"bad magic":      mutate(func(b []byte) []byte { b[0] = 'x'; return b }),
 		"future version": mutate(func(b []byte) []byte { b[1] = 2; return b }),
 		"unknown kind":   mutate(func(b []byte) []byte { b[2] = 9; return b }),
-		"none kind":      mutate(func(b []byte) []byte { b[2] = KindNone; return b }),
-		"lease payload":  mutate(func(b []byte) []byte { b[2] = KindLease; return append(b, 'x') }),
+		"none kind":      mutate(func(b []byte) []byte { b[2] = byte(driver.KindNone); return b }),
+		"lease payload":  mutate(func(b []byte) []byte { b[2] = byte(driver.KindLease); return append(b, 'x') }),
 		"negative load":  mutate(func(b []byte) []byte { b[11] = 0x80; return b }),
 		"plain text":     []byte("hello, this is not an envelope at all"),
 	}
@@ -49,8 +51,8 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(Encode(nil, Entry{Kind: KindValue, Payload: []byte(`"v"`), ExpiresAt: time.UnixMilli(1), Version: 1}))
-	f.Add(Encode(nil, Entry{Kind: KindLease, ExpiresAt: time.UnixMilli(2), Version: 2}))
+	f.Add(Encode(nil, driver.Entry{Kind: driver.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.UnixMilli(1), Version: 1}))
+	f.Add(Encode(nil, driver.Entry{Kind: driver.KindLease, ExpiresAt: time.UnixMilli(2), Version: 2}))
 	f.Add([]byte{magic, formatVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := Decode(b)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,7 +30,7 @@ return 1
 // queueSet adds the write of b under key (entry e) to pipe: a fenced SET
 // when e has a deadline, else a plain SET. The command's outcome is read
 // with setResult.
-func queueSet(ctx context.Context, pipe redis.Pipeliner, key string, b []byte, e Entry) redis.Cmder {
+func queueSet(ctx context.Context, pipe redis.Pipeliner, key string, b []byte, e driver.Entry) redis.Cmder {
 	if e.Deadline.IsZero() {
 		return pipe.Set(ctx, key, b, ttl(e.ExpiresAt))
 	}
@@ -51,7 +53,7 @@ func setResult(cmd redis.Cmder) error {
 }
 
 // set writes b under key (entry e), fenced when e has a deadline.
-func (s *Store) set(ctx context.Context, key string, b []byte, e Entry) error {
+func (s *Store) set(ctx context.Context, key string, b []byte, e driver.Entry) error {
 	if e.Deadline.IsZero() {
 		return s.client.Set(ctx, key, b, ttl(e.ExpiresAt)).Err()
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -14,7 +16,7 @@ import (
 // succeeded; a key or value the store refuses (ErrKeyTooLong,
 // ErrValueTooLarge) fails that key alone. keys and entries must have the
 // same length (else every key fails).
-func (s *Store) SetMany(ctx context.Context, keys []string, entries []Entry) []error {
+func (s *Store) SetMany(ctx context.Context, keys []string, entries []driver.Entry) []error {
 	errs := make([]error, len(keys))
 	if len(keys) != len(entries) {
 		err := fmt.Errorf("%w: SetMany of %d keys with %d entries", ErrInvalidOption, len(keys), len(entries))

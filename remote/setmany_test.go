@@ -7,14 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
-	"github.com/tiercache/tiercache/tiered"
 )
 
 // tiered uses SetMany when the store has it (an optional interface).
 var _ interface {
-	SetMany(ctx context.Context, keys []string, entries []tiered.RemoteEntry) []error
+	SetMany(ctx context.Context, keys []string, entries []driver.Entry) []error
 } = (*remote.Store)(nil)
 
 func TestSetMany(t *testing.T) {
@@ -27,12 +28,12 @@ func TestSetMany(t *testing.T) {
 		exp := time.Now().Add(time.Minute)
 		p := redistest.Name(t) + ":"
 		keys := []string{p + "a", p + "b", p + "big", p + "c", ""}
-		entries := []remote.Entry{
-			{Kind: remote.KindValue, Payload: []byte("A"), ExpiresAt: exp, Version: 1},
-			{Kind: remote.KindValue, Payload: []byte("B"), ExpiresAt: exp, Version: 2},
-			{Kind: remote.KindValue, Payload: []byte(strings.Repeat("x", 200)), ExpiresAt: exp},
-			{Kind: remote.KindNotFound, ExpiresAt: exp, Version: 3},
-			{Kind: remote.KindValue},
+		entries := []driver.Entry{
+			{Kind: driver.KindValue, Payload: []byte("A"), ExpiresAt: exp, Version: 1},
+			{Kind: driver.KindValue, Payload: []byte("B"), ExpiresAt: exp, Version: 2},
+			{Kind: driver.KindValue, Payload: []byte(strings.Repeat("x", 200)), ExpiresAt: exp},
+			{Kind: driver.KindNotFound, ExpiresAt: exp, Version: 3},
+			{Kind: driver.KindValue},
 		}
 		// A lease under a key is replaced, as Set does.
 		if _, won, err := s.Acquire(ctx, keys[0], 99, exp); err != nil || !won {
@@ -53,7 +54,7 @@ func TestSetMany(t *testing.T) {
 		}
 		for i, e := range got {
 			if i == 2 {
-				if e.Kind != remote.KindNone {
+				if e.Kind != driver.KindNone {
 					t.Fatalf("refused key stored: kind %d", e.Kind)
 				}
 				continue

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -181,7 +183,7 @@ func (s *Store) checkKey(key string) error {
 	return nil
 }
 
-func (s *Store) encode(key string, e Entry) ([]byte, error) {
+func (s *Store) encode(key string, e driver.Entry) ([]byte, error) {
 	if size := headerSize + len(e.Payload); size > s.maxValue {
 		return nil, unstorableError{fmt.Errorf("%w: %q encodes to %d bytes, limit %d", ErrValueTooLarge, key, size, s.maxValue)}
 	}
@@ -193,29 +195,29 @@ func ttl(t time.Time) time.Duration { return max(time.Until(t), time.Millisecond
 
 // decode parses raw, read under key. A corrupt value is deleted, counted and
 // reported as a miss; only a failure to delete it is an error.
-func (s *Store) decode(ctx context.Context, key string, raw string) (Entry, error) {
+func (s *Store) decode(ctx context.Context, key string, raw string) (driver.Entry, error) {
 	e, err := Decode([]byte(raw))
 	if err == nil {
 		return e, nil
 	}
 	s.corrupt.Add(1)
 	if derr := s.client.Del(ctx, key).Err(); derr != nil {
-		return Entry{}, s.wrap(derr, "deleting corrupt value under %q", key)
+		return driver.Entry{}, s.wrap(derr, "deleting corrupt value under %q", key)
 	}
-	return Entry{}, nil
+	return driver.Entry{}, nil
 }
 
 // Get returns the entry under key, with Kind KindNone on a miss.
-func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
+func (s *Store) Get(ctx context.Context, key string) (driver.Entry, error) {
 	if err := s.checkKey(key); err != nil {
-		return Entry{}, err
+		return driver.Entry{}, err
 	}
 	raw, err := s.client.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
-		return Entry{}, nil
+		return driver.Entry{}, nil
 	}
 	if err != nil {
-		return Entry{}, s.wrap(err, "GET %q", key)
+		return driver.Entry{}, s.wrap(err, "GET %q", key)
 	}
 	return s.decode(ctx, key, raw)
 }
@@ -223,7 +225,7 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 // Set writes e under key until e.ExpiresAt, replacing whatever is there.
 // With e.Deadline set the write is fenced: Redis refuses it (ErrWriteTooLate)
 // once its clock is past the deadline.
-func (s *Store) Set(ctx context.Context, key string, e Entry) error {
+func (s *Store) Set(ctx context.Context, key string, e driver.Entry) error {
 	if err := s.checkKey(key); err != nil {
 		return err
 	}
@@ -289,13 +291,13 @@ func (s *Store) mget(ctx context.Context, keys []string) (groups [][]int, cmds [
 
 // GetMany returns one entry per key, in order, with KindNone for misses. It
 // sends one MGET per hash slot, all in one pipeline.
-func (s *Store) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
+func (s *Store) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
 	for _, k := range keys {
 		if err := s.checkKey(k); err != nil {
 			return nil, err
 		}
 	}
-	out := make([]Entry, len(keys))
+	out := make([]driver.Entry, len(keys))
 	if len(keys) == 0 {
 		return out, nil
 	}
@@ -389,11 +391,11 @@ func tokenBytes(token uint64) []byte {
 // envelope carrying token, expiring at expiresAt. won reports whether it did;
 // if not, current is what the key holds (KindNone if that was corrupt and has
 // been deleted: try again).
-func (s *Store) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current Entry, won bool, err error) {
+func (s *Store) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current driver.Entry, won bool, err error) {
 	if err := s.checkKey(key); err != nil {
-		return Entry{}, false, err
+		return driver.Entry{}, false, err
 	}
-	lease := Encode(nil, Entry{Kind: KindLease, ExpiresAt: expiresAt, Version: token})
+	lease := Encode(nil, driver.Entry{Kind: driver.KindLease, ExpiresAt: expiresAt, Version: token})
 	var raw string
 	if !s.acquireByScript.Load() {
 		raw, err = s.client.SetArgs(ctx, key, lease, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl(expiresAt)}).Result()
@@ -405,10 +407,10 @@ func (s *Store) Acquire(ctx context.Context, key string, token uint64, expiresAt
 		raw, err = acquireScript.Run(ctx, s.client, []string{key}, lease, ttl(expiresAt).Milliseconds()).Text()
 	}
 	if errors.Is(err, redis.Nil) {
-		return Entry{}, true, nil
+		return driver.Entry{}, true, nil
 	}
 	if err != nil {
-		return Entry{}, false, s.wrap(err, "acquiring lease on %q", key)
+		return driver.Entry{}, false, s.wrap(err, "acquiring lease on %q", key)
 	}
 	current, err = s.decode(ctx, key, raw)
 	return current, false, err
@@ -423,7 +425,7 @@ func isSyntaxError(err error) bool {
 // entry whose Version is version, and reports whether it did. With a lease
 // token as version, it is the conditional fill of a load: a Delete or Set
 // that removed the lease makes it a no-op.
-func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, e Entry) (bool, error) {
+func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	if err := s.checkKey(key); err != nil {
 		return false, err
 	}
@@ -450,3 +452,13 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, version uint64
 	}
 	return n == 1, nil
 }
+
+// The contract the store implements (package tiered/driver).
+var (
+	_ driver.Remote         = (*Store)(nil)
+	_ driver.BatchWriter    = (*Store)(nil)
+	_ driver.LeaseBatcher   = (*Store)(nil)
+	_ driver.TagStore       = (*Store)(nil)
+	_ driver.Sharder        = (*Store)(nil)
+	_ driver.PublishCarrier = (*Store)(nil)
+)

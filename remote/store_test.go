@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
-	"github.com/tiercache/tiercache/tiered"
 )
 
-var _ tiered.Remote = (*remote.Store)(nil)
+var _ driver.Remote = (*remote.Store)(nil)
 
 // Both deployments every Redis test runs against.
 func deployments(t *testing.T, f func(t *testing.T, rdb remote.Client)) {
@@ -31,29 +32,15 @@ func newStore(t *testing.T, rdb remote.Client, opts ...remote.Option) *remote.St
 	return s
 }
 
-func TestKindsMatchTiered(t *testing.T) {
-	pairs := [][2]uint8{
-		{remote.KindNone, tiered.KindNone},
-		{remote.KindValue, tiered.KindValue},
-		{remote.KindNotFound, tiered.KindNotFound},
-		{remote.KindLease, tiered.KindLease},
-	}
-	for _, p := range pairs {
-		if p[0] != p[1] {
-			t.Errorf("remote kind %d != tiered kind %d", p[0], p[1])
-		}
-	}
-}
-
 func TestSetGetDelete(t *testing.T) {
 	deployments(t, func(t *testing.T, rdb remote.Client) {
 		ctx := context.Background()
 		s := newStore(t, rdb)
 		key := redistest.Name(t) + ":k"
-		if e, err := s.Get(ctx, key); err != nil || e.Kind != remote.KindNone {
+		if e, err := s.Get(ctx, key); err != nil || e.Kind != driver.KindNone {
 			t.Fatalf("Get on empty = %+v, %v; want a miss", e, err)
 		}
-		want := remote.Entry{Kind: remote.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute).Truncate(time.Millisecond), LoadTime: time.Millisecond, Version: 5}
+		want := driver.Entry{Kind: driver.KindValue, Payload: []byte(`"v"`), ExpiresAt: time.Now().Add(time.Minute).Truncate(time.Millisecond), LoadTime: time.Millisecond, Version: 5}
 		if err := s.Set(ctx, key, want); err != nil {
 			t.Fatalf("Set: %v", err)
 		}
@@ -68,7 +55,7 @@ func TestSetGetDelete(t *testing.T) {
 		if err := s.Delete(ctx, key); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
-		if e, _ := s.Get(ctx, key); e.Kind != remote.KindNone {
+		if e, _ := s.Get(ctx, key); e.Kind != driver.KindNone {
 			t.Fatalf("Get after Delete = %+v, want a miss", e)
 		}
 	})
@@ -101,7 +88,7 @@ func TestGetManyAndDeleteAcrossSlots(t *testing.T) {
 			if i%3 == 0 {
 				continue // leave a third missing
 			}
-			if err := s.Set(ctx, k, remote.Entry{Kind: remote.KindValue, Payload: []byte(fmt.Sprint(i)), ExpiresAt: exp}); err != nil {
+			if err := s.Set(ctx, k, driver.Entry{Kind: driver.KindValue, Payload: []byte(fmt.Sprint(i)), ExpiresAt: exp}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -114,9 +101,9 @@ func TestGetManyAndDeleteAcrossSlots(t *testing.T) {
 		}
 		for i, e := range got {
 			switch {
-			case i%3 == 0 && e.Kind != remote.KindNone:
+			case i%3 == 0 && e.Kind != driver.KindNone:
 				t.Errorf("key %d: got %+v, want a miss", i, e)
-			case i%3 != 0 && (e.Kind != remote.KindValue || string(e.Payload) != fmt.Sprint(i)):
+			case i%3 != 0 && (e.Kind != driver.KindValue || string(e.Payload) != fmt.Sprint(i)):
 				t.Errorf("key %d: got kind %d payload %q, want value %d", i, e.Kind, e.Payload, i)
 			}
 		}
@@ -128,7 +115,7 @@ func TestGetManyAndDeleteAcrossSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, e := range got {
-			if e.Kind != remote.KindNone {
+			if e.Kind != driver.KindNone {
 				t.Fatalf("key %d survived Delete", i)
 			}
 		}
@@ -146,7 +133,7 @@ func TestCorruptValueIsAMiss(t *testing.T) {
 				t.Fatal(err)
 			}
 			e, err := s.Get(ctx, key)
-			if err != nil || e.Kind != remote.KindNone {
+			if err != nil || e.Kind != driver.KindNone {
 				t.Fatalf("Get of planted %q = %+v, %v; want a miss", planted, e, err)
 			}
 			if n := c.Exists(ctx, key).Val(); n != 0 {
@@ -159,7 +146,7 @@ func TestCorruptValueIsAMiss(t *testing.T) {
 		// Through GetMany too.
 		c.Set(ctx, key, "junk", time.Minute)
 		got, err := s.GetMany(ctx, []string{key})
-		if err != nil || got[0].Kind != remote.KindNone {
+		if err != nil || got[0].Kind != driver.KindNone {
 			t.Fatalf("GetMany of junk = %+v, %v; want a miss", got, err)
 		}
 		if n := c.Exists(ctx, key).Val(); n != 0 {
@@ -181,7 +168,7 @@ func TestLimits(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t, rdb, remote.WithMaxKeyBytes(64), remote.WithMaxValueBytes(100))
 	exp := time.Now().Add(time.Minute)
-	small := remote.Entry{Kind: remote.KindValue, Payload: []byte("x"), ExpiresAt: exp}
+	small := driver.Entry{Kind: driver.KindValue, Payload: []byte("x"), ExpiresAt: exp}
 	long := strings.Repeat("k", 65)
 	tests := []struct {
 		name string
@@ -194,7 +181,7 @@ func TestLimits(t *testing.T) {
 		{"get long", errOf(s.Get(ctx, long)), remote.ErrKeyTooLong},
 		{"getmany long", errOf(s.GetMany(ctx, []string{"a", long})), remote.ErrKeyTooLong},
 		{"set long", s.Set(ctx, long, small), remote.ErrKeyTooLong},
-		{"set large", s.Set(ctx, redistest.Name(t), remote.Entry{Kind: remote.KindValue, Payload: make([]byte, 74), ExpiresAt: exp}), remote.ErrValueTooLarge},
+		{"set large", s.Set(ctx, redistest.Name(t), driver.Entry{Kind: driver.KindValue, Payload: make([]byte, 74), ExpiresAt: exp}), remote.ErrValueTooLarge},
 	}
 	for _, tt := range tests {
 		if !errors.Is(tt.err, tt.want) {
@@ -202,7 +189,7 @@ func TestLimits(t *testing.T) {
 		}
 	}
 	// Exactly at the limit is fine.
-	if err := s.Set(ctx, redistest.Name(t), remote.Entry{Kind: remote.KindValue, Payload: make([]byte, 73), ExpiresAt: exp}); err != nil {
+	if err := s.Set(ctx, redistest.Name(t), driver.Entry{Kind: driver.KindValue, Payload: make([]byte, 73), ExpiresAt: exp}); err != nil {
 		t.Errorf("value at the limit: %v", err)
 	}
 }
@@ -235,28 +222,28 @@ func TestLeases(t *testing.T) {
 			t.Fatalf("first Acquire: won %v, %v", won, err)
 		}
 		cur, won, err := s.Acquire(ctx, key, 22, exp)
-		if err != nil || won || cur.Kind != remote.KindLease || cur.Version != 11 {
+		if err != nil || won || cur.Kind != driver.KindLease || cur.Version != 11 {
 			t.Fatalf("second Acquire = %+v, won %v, %v; want the lease with token 11", cur, won, err)
 		}
-		val := remote.Entry{Kind: remote.KindValue, Payload: []byte(`1`), ExpiresAt: time.Now().Add(time.Minute), Version: 12}
+		val := driver.Entry{Kind: driver.KindValue, Payload: []byte(`1`), ExpiresAt: time.Now().Add(time.Minute), Version: 12}
 		if ok, err := s.CompareAndSwap(ctx, key, 22, val); err != nil || ok {
 			t.Fatalf("Fill with a foreign token = %v, %v; want false", ok, err)
 		}
 		if ok, err := s.CompareAndSwap(ctx, key, 11, val); err != nil || !ok {
 			t.Fatalf("Fill with our token = %v, %v; want true", ok, err)
 		}
-		if e, _ := s.Get(ctx, key); e.Kind != remote.KindValue {
+		if e, _ := s.Get(ctx, key); e.Kind != driver.KindValue {
 			t.Fatalf("after Fill: %+v", e)
 		}
 		cur, won, _ = s.Acquire(ctx, key, 33, exp)
-		if won || cur.Kind != remote.KindValue {
+		if won || cur.Kind != driver.KindValue {
 			t.Fatalf("Acquire over a value = %+v, won %v; want the value", cur, won)
 		}
 		if ok, _ := s.CompareAndSwap(ctx, key, 11, val); ok {
 			t.Fatal("second fill with a spent token succeeded")
 		}
 		// The value's own version works as a compare-and-swap (early refresh).
-		newer := remote.Entry{Kind: remote.KindValue, Payload: []byte(`2`), ExpiresAt: time.Now().Add(time.Minute), Version: 99}
+		newer := driver.Entry{Kind: driver.KindValue, Payload: []byte(`2`), ExpiresAt: time.Now().Add(time.Minute), Version: 99}
 		if ok, err := s.CompareAndSwap(ctx, key, val.Version, newer); err != nil || !ok {
 			t.Fatalf("CompareAndSwap on the value's version = %v, %v", ok, err)
 		}
@@ -271,7 +258,7 @@ func TestLeases(t *testing.T) {
 		if ok, _ := s.CompareAndSwap(ctx, key, 44, val); ok {
 			t.Fatal("Fill after Delete landed a stale value")
 		}
-		if e, _ := s.Get(ctx, key); e.Kind != remote.KindNone {
+		if e, _ := s.Get(ctx, key); e.Kind != driver.KindNone {
 			t.Fatalf("key holds %+v after a rejected fill", e)
 		}
 
@@ -280,13 +267,13 @@ func TestLeases(t *testing.T) {
 		if ok, err := s.CompareAndDelete(ctx, key, 66); err != nil || ok {
 			t.Fatalf("CompareAndDelete with a foreign token = %v, %v", ok, err)
 		}
-		if e, _ := s.Get(ctx, key); e.Kind != remote.KindLease {
+		if e, _ := s.Get(ctx, key); e.Kind != driver.KindLease {
 			t.Fatal("Release with a foreign token removed the lease")
 		}
 		if ok, err := s.CompareAndDelete(ctx, key, 55); err != nil || !ok {
 			t.Fatalf("CompareAndDelete with our token = %v, %v", ok, err)
 		}
-		if e, _ := s.Get(ctx, key); e.Kind != remote.KindNone {
+		if e, _ := s.Get(ctx, key); e.Kind != driver.KindNone {
 			t.Fatal("Release with our token left the lease")
 		}
 	})
@@ -342,7 +329,7 @@ func TestAcquireScriptFallback(t *testing.T) {
 			t.Fatalf("scripted Acquire on empty key: won %v, %v", won, err)
 		}
 		cur, won, err := s.Acquire(ctx, key, 8, exp)
-		if err != nil || won || cur.Kind != remote.KindLease || cur.Version != 7 {
+		if err != nil || won || cur.Kind != driver.KindLease || cur.Version != 7 {
 			t.Fatalf("scripted Acquire on held key = %+v, %v, %v", cur, won, err)
 		}
 		if ttl := redistestTTL(t, rdb, key); ttl <= 0 || ttl > 10*time.Second {

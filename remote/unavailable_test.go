@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
@@ -83,7 +85,7 @@ func TestPermissionErrorsAreLoud(t *testing.T) {
 	limited := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "pw"})
 	defer limited.Close()
 	s := newStore(t, limited)
-	_, err = s.CompareAndSwap(ctx, name+":k", 1, remote.Entry{Kind: remote.KindValue, ExpiresAt: time.Now().Add(time.Minute)})
+	_, err = s.CompareAndSwap(ctx, name+":k", 1, driver.Entry{Kind: driver.KindValue, ExpiresAt: time.Now().Add(time.Minute)})
 	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) {
 		t.Fatalf("CompareAndSwap without +@scripting = %v; want ErrPermission", err)
 	}

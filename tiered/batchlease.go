@@ -5,28 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Batched leases: GetOrLoadMany takes the leases of its missing keys, and
 // fills them, with one pipelined call each (DESIGN §6.1), when the L2 store
 // offers the calls; otherwise, and for every key whose batched call failed,
 // it falls back to the per-key calls.
-
-// leaseBatcher is the pipelined lease calls an L2 store may offer (package
-// remote's Store does): AcquireMany and CompareAndSwapMany do, key by key,
-// what Acquire and CompareAndSwap do, in one round trip per Redis node.
-// errs is nil when every key succeeded, else one error (or nil) per key.
-type leaseBatcher interface {
-	AcquireMany(ctx context.Context, keys []string, tokens []uint64, expiresAt time.Time) (current []RemoteEntry, won []bool, errs []error)
-	CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, entries []RemoteEntry) (swapped []bool, errs []error)
-}
-
-// manyFiller is the batch fill an L1 store may offer (package local's does:
-// one wait for ristretto's buffers per batch instead of one per key). It
-// stores entry i = at(i) as Fill would, for i < n.
-type manyFiller[V any] interface {
-	FillMany(n int, at func(i int) (key string, value V, absent bool, ttl time.Duration, gen uint64)) int
-}
 
 // perShard calls call once per shard with the indexes of full on that
 // shard, each behind its shard's breaker and measured as op, the shards at
@@ -111,9 +97,9 @@ func (c *Cache[V]) readOrLeaseMany(ctx context.Context, full []string) ([]preRea
 // lease of each key found empty, with one pipelined SET NX GET per key. It
 // returns, per key, the token offered, what the key holds when the lease
 // was not won, whether it was won, and the error.
-func (c *Cache[V]) acquireMany(ctx context.Context, lb leaseBatcher, full []string) (tokens []uint64, cur []RemoteEntry, won []bool, errs []error) {
+func (c *Cache[V]) acquireMany(ctx context.Context, lb driver.LeaseBatcher, full []string) (tokens []uint64, cur []driver.Entry, won []bool, errs []error) {
 	n := len(full)
-	tokens, cur, won = make([]uint64, n), make([]RemoteEntry, n), make([]bool, n)
+	tokens, cur, won = make([]uint64, n), make([]driver.Entry, n), make([]bool, n)
 	for i := range tokens {
 		tokens[i] = c.newToken() // carries the bus's address for woken waiters
 	}
@@ -140,12 +126,12 @@ func (c *Cache[V]) acquireMany(ctx context.Context, lb leaseBatcher, full []stri
 // one pipelined conditional fill, and the fills that landed in L1 with one
 // batch fill. Keys whose result is not storable, or whose fill failed, go
 // through storeLeased one by one (failure markers, lease release, retries).
-func (c *Cache[V]) fillMany(ctx context.Context, lb leaseBatcher, keys []string, won []int, tokens map[int]uint64, gens []uint64,
+func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []string, won []int, tokens map[int]uint64, gens []uint64,
 	m map[string]V, loadErr error, took time.Duration, results []result[V]) {
 	var (
 		batch   []int // indexes into keys
 		full    []string
-		entries []RemoteEntry
+		entries []driver.Entry
 		vers    []uint64
 		single  []int
 	)
@@ -171,7 +157,7 @@ func (c *Cache[V]) fillMany(ctx context.Context, lb leaseBatcher, keys []string,
 		swapped := make([]bool, len(batch))
 		rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
 		errs := c.perShard(rctx, "compare_and_swap_many", full, func(ctx context.Context, idx []int) []error {
-			ks, vs, es := make([]string, len(idx)), make([]uint64, len(idx)), make([]RemoteEntry, len(idx))
+			ks, vs, es := make([]string, len(idx)), make([]uint64, len(idx)), make([]driver.Entry, len(idx))
 			for n, j := range idx {
 				ks[n], vs[n], es[n] = full[j], vers[j], entries[j]
 			}
@@ -201,7 +187,7 @@ func (c *Cache[V]) fillMany(ctx context.Context, lb leaseBatcher, keys []string,
 	c.fillLocalMany(len(landed), func(n int) (string, V, bool, time.Time, uint64) {
 		j := landed[n]
 		i := batch[j]
-		return keys[i], results[i].value, entries[j].Kind == KindNotFound, c.localExpiry(entries[j]), gens[i]
+		return keys[i], results[i].value, entries[j].Kind == driver.KindNotFound, c.localExpiry(entries[j]), gens[i]
 	})
 	inParallel(len(single), func(n int) {
 		i := single[n]
@@ -222,7 +208,7 @@ func (c *Cache[V]) fillLocalMany(n int, at func(i int) (key string, v V, absent 
 		}
 		return min(c.cfg.localTTL, time.Until(expiresAt))
 	}
-	mf, ok := c.l1.(manyFiller[V])
+	mf, ok := c.l1.(driver.BatchFiller[V])
 	if !ok {
 		for i := range n {
 			key, v, absent, exp, gen := at(i)

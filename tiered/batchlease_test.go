@@ -15,6 +15,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // countingRemote counts the per-key and the pipelined lease calls.
@@ -26,7 +27,7 @@ type countingRemote struct {
 	acquired map[string]int // per-key Acquire calls by key
 }
 
-func (r *countingRemote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (tiered.RemoteEntry, bool, error) {
+func (r *countingRemote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (driver.Entry, bool, error) {
 	r.acquire.Add(1)
 	r.mu.Lock()
 	if r.acquired == nil {
@@ -37,17 +38,17 @@ func (r *countingRemote) Acquire(ctx context.Context, key string, token uint64, 
 	return r.Store.Acquire(ctx, key, token, exp)
 }
 
-func (r *countingRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
+func (r *countingRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	r.cas.Add(1)
 	return r.Store.CompareAndSwap(ctx, key, version, e)
 }
 
-func (r *countingRemote) AcquireMany(ctx context.Context, keys []string, tokens []uint64, exp time.Time) ([]tiered.RemoteEntry, []bool, []error) {
+func (r *countingRemote) AcquireMany(ctx context.Context, keys []string, tokens []uint64, exp time.Time) ([]driver.Entry, []bool, []error) {
 	r.acquireMany.Add(1)
 	return r.Store.AcquireMany(ctx, keys, tokens, exp)
 }
 
-func (r *countingRemote) CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, es []tiered.RemoteEntry) ([]bool, []error) {
+func (r *countingRemote) CompareAndSwapMany(ctx context.Context, keys []string, versions []uint64, es []driver.Entry) ([]bool, []error) {
 	r.casMany.Add(1)
 	return r.Store.CompareAndSwapMany(ctx, keys, versions, es)
 }
@@ -124,7 +125,7 @@ func TestBatchLeasesPipelined(t *testing.T) {
 			asked = <-loaded
 			for _, k := range held {
 				b, _ := st.Marshal(user{ID: k, Name: "from the holder"})
-				e := remote.Entry{Kind: remote.KindValue, Payload: b, ExpiresAt: time.Now().Add(time.Minute), Version: 7}
+				e := driver.Entry{Kind: driver.KindValue, Payload: b, ExpiresAt: time.Now().Add(time.Minute), Version: 7}
 				if ok, err := st.CompareAndSwap(ctx, name+":"+k, token, e); err != nil || !ok {
 					t.Errorf("the holder's fill of %s: %v, %v", k, ok, err)
 				}
@@ -189,9 +190,9 @@ func TestBatchLeasesPipelined(t *testing.T) {
 		// Everything is in L2 and in L1 now.
 		for _, k := range empty {
 			e, err := st.Get(ctx, name+":"+k)
-			wantKind := remote.KindValue
+			wantKind := driver.KindValue
 			if k == "k29" {
-				wantKind = remote.KindNotFound
+				wantKind = driver.KindNotFound
 			}
 			if err != nil || e.Kind != wantKind {
 				t.Errorf("L2 %s = kind %d, %v; want %d", k, e.Kind, err, wantKind)
@@ -246,12 +247,12 @@ func TestBatchFillAfterDeleteIsDropped(t *testing.T) {
 			}
 			_, _, inL1 := l1.Store.Get(k)
 			if k == "y" {
-				if e.Kind != remote.KindNone || inL1 {
+				if e.Kind != driver.KindNone || inL1 {
 					t.Errorf("y was deleted during the load but L2 holds kind %d, L1 %v", e.Kind, inL1)
 				}
 				continue
 			}
-			if e.Kind != remote.KindValue || !inL1 {
+			if e.Kind != driver.KindValue || !inL1 {
 				t.Errorf("%s: L2 kind %d, in L1 %v; want stored in both", k, e.Kind, inL1)
 			}
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // ErrCircuitOpen is returned (wrapped in ErrRemote) for L2 calls the circuit
@@ -20,21 +22,6 @@ var ErrCircuitOpen = errors.New("tiered: L2 circuit open")
 // timeout (WithRemoteTimeout) expired: a shard that does not answer within
 // it counts as unavailable, unlike the caller's own deadline.
 var errRemoteTimeout = errors.New("tiered: L2 call exceeded the remote timeout")
-
-// sharder is the optional interface of a Remote that spreads keys over
-// shards (package remote implements it): Shard returns the address of the
-// primary serving key, "" for a single shard. Each shard gets its own
-// circuit breaker.
-type sharder interface {
-	Shard(key string) string
-}
-
-// unavailable is the structural mark of an L2 error that says the shard is
-// unavailable (connection errors, CLUSTERDOWN, LOADING, TRYAGAIN,
-// MASTERDOWN). Package remote marks its errors so; tiered never imports it.
-type unavailable interface {
-	Unavailable() bool
-}
 
 // outcome classifies the result of an L2 call for the breaker.
 type outcome uint8
@@ -73,7 +60,7 @@ func classify(ctx context.Context, err error) outcome {
 
 // isUnavailable reports whether err carries the unavailability mark.
 func isUnavailable(err error) bool {
-	var u unavailable
+	var u driver.UnavailableError
 	return errors.As(err, &u) && u.Unavailable()
 }
 
@@ -236,9 +223,9 @@ type ShardStats struct {
 
 // guardedRemote is the L2 store behind the per-shard breakers.
 type guardedRemote struct {
-	Remote
+	driver.Remote
 	set     *breakers
-	sharder sharder // nil: one shard
+	sharder driver.Sharder // nil: one shard
 }
 
 func (g guardedRemote) breakerOf(key string) *breaker {
@@ -277,30 +264,30 @@ func (g guardedRemote) byShard(keys []string) (bs []*breaker, idx [][]int) {
 	return bs, idx
 }
 
-func (g guardedRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
-	return guard(ctx, g.breakerOf(key), func() (RemoteEntry, error) { return g.Remote.Get(ctx, key) })
+func (g guardedRemote) Get(ctx context.Context, key string) (driver.Entry, error) {
+	return guard(ctx, g.breakerOf(key), func() (driver.Entry, error) { return g.Remote.Get(ctx, key) })
 }
 
 // GetMany reads the keys of each shard in one call behind that shard's
 // breaker, the shards at once (one round trip, as one pipeline over the
 // Cluster would take); it fails if any shard's call fails.
-func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
+func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
 	bs, idx := g.byShard(keys)
 	if len(bs) <= 1 {
 		b := g.set.single
 		if len(bs) == 1 {
 			b = bs[0]
 		}
-		return guard(ctx, b, func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, keys) })
+		return guard(ctx, b, func() ([]driver.Entry, error) { return g.Remote.GetMany(ctx, keys) })
 	}
-	out := make([]RemoteEntry, len(keys))
+	out := make([]driver.Entry, len(keys))
 	errs := make([]error, len(bs))
 	inParallel(len(bs), func(j int) {
 		part := make([]string, len(idx[j]))
 		for n, i := range idx[j] {
 			part[n] = keys[i]
 		}
-		es, err := guard(ctx, bs[j], func() ([]RemoteEntry, error) { return g.Remote.GetMany(ctx, part) })
+		es, err := guard(ctx, bs[j], func() ([]driver.Entry, error) { return g.Remote.GetMany(ctx, part) })
 		if err != nil {
 			errs[j] = err
 			return
@@ -315,7 +302,7 @@ func (g guardedRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntr
 	return out, nil
 }
 
-func (g guardedRemote) Set(ctx context.Context, key string, e RemoteEntry) error {
+func (g guardedRemote) Set(ctx context.Context, key string, e driver.Entry) error {
 	_, err := guard(ctx, g.breakerOf(key), func() (struct{}, error) { return struct{}{}, g.Remote.Set(ctx, key, e) })
 	return err
 }
@@ -339,9 +326,9 @@ func (g guardedRemote) Delete(ctx context.Context, keys ...string) error {
 	return errors.Join(errs...)
 }
 
-func (g guardedRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
+func (g guardedRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (driver.Entry, bool, error) {
 	var won bool
-	e, err := guard(ctx, g.breakerOf(key), func() (RemoteEntry, error) {
+	e, err := guard(ctx, g.breakerOf(key), func() (driver.Entry, error) {
 		e, w, err := g.Remote.Acquire(ctx, key, token, expiresAt)
 		won = w
 		return e, err
@@ -349,7 +336,7 @@ func (g guardedRemote) Acquire(ctx context.Context, key string, token uint64, ex
 	return e, won, err
 }
 
-func (g guardedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
+func (g guardedRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	return guard(ctx, g.breakerOf(key), func() (bool, error) { return g.Remote.CompareAndSwap(ctx, key, version, e) })
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Loader loads the value of one key from the source of truth (a database,
@@ -23,17 +25,17 @@ type BatchLoader[V any] func(ctx context.Context, keys []string) (map[string]V, 
 type Cache[V any] struct {
 	name     string
 	prefix   string // name + ":", prepended to keys in L2
-	l1       Local[V]
-	l2       Remote
-	l2many   multiSetter  // l2's batch write, if it has one
-	l2tags   tagStore     // l2's tag generations, if it has them
-	l2lease  leaseBatcher // l2's pipelined lease calls, if it has them
+	l1       driver.Local[V]
+	l2       driver.Remote
+	l2many   driver.BatchWriter  // l2's batch write, if it has one
+	l2tags   driver.TagStore     // l2's tag generations, if it has them
+	l2lease  driver.LeaseBatcher // l2's pipelined lease calls, if it has them
 	cfg      config
 	stats    counters
 	tel      *telemetry
-	breakers *breakers     // the per-shard circuit breakers; nil when off
-	stale    StaleLocal[V] // l1's stale reads, with WithStaleIfError; else nil
-	loadSem  chan struct{} // WithMaxConcurrentLoads slots; nil when unlimited
+	breakers *breakers            // the per-shard circuit breakers; nil when off
+	stale    driver.StaleLocal[V] // l1's stale reads, with WithStaleIfError; else nil
+	loadSem  chan struct{}        // WithMaxConcurrentLoads slots; nil when unlimited
 
 	// closing is cancelled by Close; flights derive their context from it.
 	closing context.Context
@@ -45,20 +47,18 @@ type Cache[V any] struct {
 	refreshing map[string]struct{} // keys this node is refreshing early
 	wg         sync.WaitGroup
 
-	unsubscribe func()
+	// sub is this cache's registration on the bus; nil when there is no
+	// bus or no L1.
+	sub driver.Subscription
 
 	tagsSeen atomic.Bool   // tags were used: loads read the tag epoch first
 	tagEpoch atomic.Uint64 // moved by every tag invalidation this node sees
 	tagIndex tagIndex
 
-	// busPublish publishes as this cache's registration on the bus (see
-	// PublishingBus); nil when the bus lacks it or the cache has no L1.
-	busPublish func(ctx context.Context, keys []string) error
 	// busCarry and l2carry carry a Set's invalidation in the round trip of
 	// its L2 write (write.go); nil when the bus or L2 cannot.
-	busCarry carryFunc
-	l2carry  publishCarrier
-	carryVia any // l2carry's client
+	busCarry driver.CarryingSubscription
+	l2carry  driver.PublishCarrier
 }
 
 // flight is the shared work of one key on this node. done is closed when
@@ -73,7 +73,7 @@ type flight[V any] struct {
 // bus: caches of different types must use different names). l1 or l2 may be
 // nil (an L2-only or L1-only cache), not both. The cache owns l1 and closes
 // it in Close; l2 and the bus are shared and left open.
-func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V], error) {
+func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Option) (*Cache[V], error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -92,11 +92,11 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	if err := cfg.checkLease(); err != nil {
 		return nil, err
 	}
-	var stale StaleLocal[V]
+	var stale driver.StaleLocal[V]
 	if cfg.staleIfError > 0 {
 		var ok bool
-		if stale, ok = l1.(StaleLocal[V]); !ok || l1 == nil {
-			return nil, fmt.Errorf("%w: WithStaleIfError needs an L1 store that keeps expired entries (tiered.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
+		if stale, ok = l1.(driver.StaleLocal[V]); !ok || l1 == nil {
+			return nil, fmt.Errorf("%w: WithStaleIfError needs an L1 store that keeps expired entries (driver.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
 		}
 	}
 	if cfg.onError == nil {
@@ -123,35 +123,31 @@ func New[V any](name string, l1 Local[V], l2 Remote, opts ...Option) (*Cache[V],
 	}
 	c.tel = tel
 	if l2 != nil {
-		c.l2many, _ = l2.(multiSetter)
-		c.l2tags, _ = l2.(tagStore)
-		c.l2lease, _ = l2.(leaseBatcher)
+		c.l2many, _ = l2.(driver.BatchWriter)
+		c.l2tags, _ = l2.(driver.TagStore)
+		c.l2lease, _ = l2.(driver.LeaseBatcher)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)
 			g := guardedRemote{Remote: c.l2, set: c.breakers}
-			g.sharder, _ = l2.(sharder)
+			g.sharder, _ = l2.(driver.Sharder)
 			c.l2 = g
 		}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
-		invalidate := c.onInvalidate
-		var unsub func()
-		var err error
-		if cb, ok := cfg.bus.(carryingBus); ok && c.carrier(l2) {
-			c.busPublish, c.busCarry, unsub, err = cb.SubscribeCarrier(name, invalidate, l1.Flush)
-		} else if pb, ok := cfg.bus.(PublishingBus); ok {
-			c.busPublish, unsub, err = pb.SubscribePublisher(name, invalidate, l1.Flush)
-		} else {
-			unsub, err = cfg.bus.Subscribe(name, invalidate, l1.Flush)
-		}
+		sub, err := cfg.bus.Subscribe(name, c.onInvalidate, l1.Flush)
 		if err != nil {
 			c.cancel()
 			tel.close()
 			return nil, fmt.Errorf("tiered: subscribing %q to the invalidation bus: %w", name, err)
 		}
-		c.unsubscribe = unsub
+		c.sub = sub
+		if cs, ok := sub.(driver.CarryingSubscription); ok {
+			if pc, ok := l2.(driver.PublishCarrier); ok {
+				c.busCarry, c.l2carry = cs, pc
+			}
+		}
 	}
 	return c, nil
 }
@@ -171,8 +167,8 @@ func (c *Cache[V]) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
-	if c.unsubscribe != nil {
-		c.unsubscribe()
+	if c.sub != nil {
+		c.sub.Unsubscribe()
 	}
 	if c.l1 != nil {
 		c.l1.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 func TestL1HitAfterLoad(t *testing.T) {
@@ -206,7 +207,7 @@ func TestLoaderErrorNotCached(t *testing.T) {
 		if _, err := n.GetOrLoad(ctx, "k", loader.load); !errors.Is(err, boom) {
 			t.Fatalf("GetOrLoad = %v, want the loader's error", err)
 		}
-		if e, err := n.l2.Get(ctx, n.Name()+":k"); err != nil || (e.Kind != tiered.KindFailed && e.Kind != tiered.KindNone) {
+		if e, err := n.l2.Get(ctx, n.Name()+":k"); err != nil || (e.Kind != driver.KindFailed && e.Kind != driver.KindNone) {
 			t.Fatalf("L2 holds %+v, %v after a loader error; want nothing or the failure marker", e, err)
 		}
 		fail = false
@@ -364,7 +365,7 @@ func TestCorruptBytesInRedisAreReloaded(t *testing.T) {
 		planted := map[string]string{
 			"garbage": "not an envelope",
 			// A valid envelope whose payload is not JSON of a user.
-			"badjson": string(remote.Encode(nil, remote.Entry{Kind: remote.KindValue, Payload: []byte("{oops"), ExpiresAt: time.Now().Add(time.Minute)})),
+			"badjson": string(remote.Encode(nil, driver.Entry{Kind: driver.KindValue, Payload: []byte("{oops"), ExpiresAt: time.Now().Add(time.Minute)})),
 		}
 		for key, raw := range planted {
 			if err := rdb.Set(ctx, n.Name()+":"+key, raw, time.Minute).Err(); err != nil {
@@ -435,7 +436,7 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 func TestOptionsRejected(t *testing.T) {
-	l1 := func() tiered.Local[int] { return nil }
+	l1 := func() driver.Local[int] { return nil }
 	tests := map[string]tiered.Option{
 		"local ttl":      tiered.WithLocalTTL(0),
 		"remote ttl":     tiered.WithRemoteTTL(-time.Second),

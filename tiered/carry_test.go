@@ -14,6 +14,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // carrierRemote is a remote.Store whose carried writes (SET and the bus's
@@ -24,7 +25,7 @@ type carrierRemote struct {
 	afterSet func(key string)
 }
 
-func (r *carrierRemote) SetAndPublish(ctx context.Context, key string, e tiered.RemoteEntry, command, channel string, payload []byte) (error, error) {
+func (r *carrierRemote) SetAndPublish(ctx context.Context, key string, e driver.Entry, command, channel string, payload []byte) (error, error) {
 	r.carried.Add(1)
 	setErr, pubErr := r.Store.SetAndPublish(ctx, key, e, command, channel, payload)
 	if r.afterSet != nil {

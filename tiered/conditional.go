@@ -3,6 +3,8 @@ package tiered
 import (
 	"context"
 	"fmt"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Conditional write (DESIGN §4): a caller that refreshes an entry in the
@@ -37,7 +39,7 @@ func (c *Cache[V]) GetVersioned(ctx context.Context, key string) (v V, version u
 	if err != nil {
 		return v, 0, false, c.remoteErr("GET", key, err)
 	}
-	if e.Kind != KindValue {
+	if e.Kind != driver.KindValue {
 		return v, 0, false, nil
 	}
 	v, err = c.accept(ctx, key, e, gen)
@@ -75,7 +77,7 @@ func (c *Cache[V]) CompareAndSet(ctx context.Context, key string, version uint64
 		return c.l1.Fill(key, v, false, c.cfg.localTTL, version), nil
 	}
 	e, _ := c.entryFor(ctx, key, v, nil, 0)
-	if e.Kind != KindValue {
+	if e.Kind != driver.KindValue {
 		return false, fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 	}
 	gen := c.generation(key) // before the L2 write, as in Set

@@ -14,32 +14,33 @@ import (
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
-// memRemote is an in-memory tiered.Remote: a map of entries, without
+// memRemote is an in-memory driver.Remote: a map of entries, without
 // expiry (tests here do not wait for it).
 type memRemote struct {
 	mu sync.Mutex
-	m  map[string]tiered.RemoteEntry
+	m  map[string]driver.Entry
 }
 
-func newMemRemote() *memRemote { return &memRemote{m: make(map[string]tiered.RemoteEntry)} }
+func newMemRemote() *memRemote { return &memRemote{m: make(map[string]driver.Entry)} }
 
-func (r *memRemote) Get(_ context.Context, key string) (tiered.RemoteEntry, error) {
+func (r *memRemote) Get(_ context.Context, key string) (driver.Entry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.m[key], nil
 }
 
-func (r *memRemote) GetMany(ctx context.Context, keys []string) ([]tiered.RemoteEntry, error) {
-	out := make([]tiered.RemoteEntry, len(keys))
+func (r *memRemote) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
+	out := make([]driver.Entry, len(keys))
 	for i, k := range keys {
 		out[i], _ = r.Get(ctx, k)
 	}
 	return out, nil
 }
 
-func (r *memRemote) Set(_ context.Context, key string, e tiered.RemoteEntry) error {
+func (r *memRemote) Set(_ context.Context, key string, e driver.Entry) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[key] = e
@@ -55,17 +56,17 @@ func (r *memRemote) Delete(_ context.Context, keys ...string) error {
 	return nil
 }
 
-func (r *memRemote) Acquire(_ context.Context, key string, token uint64, expiresAt time.Time) (tiered.RemoteEntry, bool, error) {
+func (r *memRemote) Acquire(_ context.Context, key string, token uint64, expiresAt time.Time) (driver.Entry, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cur, ok := r.m[key]; ok {
 		return cur, false, nil
 	}
-	r.m[key] = tiered.RemoteEntry{Kind: tiered.KindLease, Version: token, ExpiresAt: expiresAt}
-	return tiered.RemoteEntry{}, true, nil
+	r.m[key] = driver.Entry{Kind: driver.KindLease, Version: token, ExpiresAt: expiresAt}
+	return driver.Entry{}, true, nil
 }
 
-func (r *memRemote) CompareAndSwap(_ context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
+func (r *memRemote) CompareAndSwap(_ context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cur, ok := r.m[key]; !ok || cur.Version != version {
@@ -101,8 +102,8 @@ func (b *memBus) Publish(_ context.Context, _ string, keys []string) error {
 	return nil
 }
 
-func (b *memBus) Subscribe(string, func([]string), func()) (func(), error) {
-	return func() {}, nil
+func (b *memBus) Subscribe(namespace string, _ func([]string), _ func()) (driver.Subscription, error) {
+	return busSubscription{bus: b, namespace: namespace}, nil
 }
 
 func (b *memBus) count() int {
@@ -117,7 +118,7 @@ func newFakeCache(t *testing.T, withL2 bool) (*tiered.Cache[user], *memBus) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var l2 tiered.Remote
+	var l2 driver.Remote
 	if withL2 {
 		l2 = newMemRemote()
 	}

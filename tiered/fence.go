@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Fenced writes (issue 19): an unconditional L2 write (Set, SetMany, the
@@ -20,7 +22,7 @@ import (
 // fence sets e's deadline from the context of its L2 call: the end of the
 // call plus the clock skew allowance. A call without a deadline (remote
 // timeout off and none from the caller) writes unfenced.
-func (c *Cache[V]) fence(rctx context.Context, e *RemoteEntry) {
+func (c *Cache[V]) fence(rctx context.Context, e *driver.Entry) {
 	if dl, ok := rctx.Deadline(); ok {
 		e.Deadline = dl.Add(c.cfg.clockSkew)
 	}
@@ -45,7 +47,7 @@ func unknownOutcome(err error) bool {
 // answer, until the cache closes or RemoteTTL has passed (the write would
 // have expired). An unfenced write (no deadline) is compensated one remote
 // timeout after the call.
-func (c *Cache[V]) compensate(key string, e RemoteEntry) {
+func (c *Cache[V]) compensate(key string, e driver.Entry) {
 	if c.l2 == nil {
 		return
 	}

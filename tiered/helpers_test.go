@@ -12,6 +12,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 type user struct {
@@ -72,7 +73,7 @@ func newNode[V any](t *testing.T, name string, rdb redis.UniversalClient, opts .
 		t.Fatal(err)
 	}
 	var l2 *remote.Store
-	var r tiered.Remote
+	var r driver.Remote
 	if rdb != nil {
 		if l2, err = remote.New(rdb); err != nil {
 			t.Fatal(err)
@@ -112,5 +113,25 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 			t.Fatalf("after %v: %s", within, what)
 		}
 		time.Sleep(2 * time.Millisecond) // polling interval
+	}
+}
+
+// busSubscription is the Subscription of the tests' in-memory buses: it
+// publishes through its bus's Publish (to every subscriber), and
+// Unsubscribe calls unsubscribe (nil: the registration lasts as long as
+// the bus).
+type busSubscription struct {
+	bus         driver.Bus
+	namespace   string
+	unsubscribe func()
+}
+
+func (s busSubscription) Publish(ctx context.Context, keys []string) error {
+	return s.bus.Publish(ctx, s.namespace, keys)
+}
+
+func (s busSubscription) Unsubscribe() {
+	if s.unsubscribe != nil {
+		s.unsubscribe()
 	}
 }

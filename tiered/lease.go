@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -74,7 +75,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			return won(r.token)
 		case err != nil:
 			sent = r.token
-		case e.Kind == KindLease && sent != 0 && e.Version == sent:
+		case e.Kind == driver.KindLease && sent != 0 && e.Version == sent:
 			// A read that failed had taken the lease after all.
 			return won(sent)
 		}
@@ -95,22 +96,22 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			return v, err
 		}
 		if v, err := c.accept(ctx, key, e, gen); !errors.Is(err, errUnusable) {
-			if e.Kind == KindValue {
+			if e.Kind == driver.KindValue {
 				c.maybeRefresh(ctx, key, e, load)
 			}
 			return v, err
 		}
 		switch {
-		case e.Kind == KindFailed && e.Version == waitingOn:
+		case e.Kind == driver.KindFailed && e.Version == waitingOn:
 			// The load we waited for failed: its callers got the loader's
 			// error, and so do we.
 			var zero V
 			return zero, fmt.Errorf("%w: key %q in cache %q: %s", ErrLoadFailed, key, c.name, e.Payload)
-		case e.Kind == KindUnstorable:
+		case e.Kind == driver.KindUnstorable:
 			// The value cannot be stored in L2: every node loads for itself
 			// while the marker lasts.
 			return alone()
-		case e.Kind == KindLease && c.leaseExpired(e):
+		case e.Kind == driver.KindLease && c.leaseExpired(e):
 			// The holder died, or the lease is planted or corrupt: take it
 			// over by its token.
 			if c.cfg.noLeases {
@@ -130,7 +131,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 				return won(token)
 			}
 			continue // someone else changed the key: read again
-		case e.Kind != KindLease:
+		case e.Kind != driver.KindLease:
 			// A miss, or the marker of an older failed load: take the lease.
 			c.stats.l2Miss.Add(1)
 			if c.cfg.noLeases {
@@ -147,7 +148,7 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 			if v, err := c.accept(ctx, key, cur, gen); !errors.Is(err, errUnusable) {
 				return v, err
 			}
-			if cur.Kind != KindLease || c.leaseExpired(cur) {
+			if cur.Kind != driver.KindLease || c.leaseExpired(cur) {
 				continue // the key changed under us, or the lease is dead: read again
 			}
 			e = cur
@@ -189,14 +190,14 @@ func (c *Cache[V]) fetchRemote(ctx context.Context, key string, gen uint64, load
 // second allows for clock skew between nodes): such a lease is planted or
 // corrupt, and must not block the key (its TTL in Redis may be none). Nodes
 // of one cache are expected to share its LeaseTTL.
-func (c *Cache[V]) leaseExpired(e RemoteEntry) bool {
+func (c *Cache[V]) leaseExpired(e driver.Entry) bool {
 	now := c.cfg.now()
 	return !e.ExpiresAt.After(now) || e.ExpiresAt.After(now.Add(2*c.cfg.leaseTTL+time.Second))
 }
 
 // takeOver replaces the dead lease e under full by a lease of its own, by a
 // compare-and-swap on e's token.
-func (c *Cache[V]) takeOver(ctx context.Context, full string, e RemoteEntry) (token uint64, won bool, err error) {
+func (c *Cache[V]) takeOver(ctx context.Context, full string, e driver.Entry) (token uint64, won bool, err error) {
 	token = c.newToken()
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
@@ -208,11 +209,11 @@ func (c *Cache[V]) takeOver(ctx context.Context, full string, e RemoteEntry) (to
 // empty key is taken with Acquire, the marker of a failed load by a
 // compare-and-swap on its version. When the lease is not won, cur is what
 // the key holds (zero after a lost compare-and-swap: read again).
-func (c *Cache[V]) takeLease(ctx context.Context, full string, e RemoteEntry) (token uint64, cur RemoteEntry, won bool, err error) {
+func (c *Cache[V]) takeLease(ctx context.Context, full string, e driver.Entry) (token uint64, cur driver.Entry, won bool, err error) {
 	token = c.newToken()
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
-	if e.Kind == KindFailed {
+	if e.Kind == driver.KindFailed {
 		won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
 		return token, cur, won, err
 	}
@@ -222,8 +223,8 @@ func (c *Cache[V]) takeLease(ctx context.Context, full string, e RemoteEntry) (t
 
 // leaseEntry is the L2 entry of a lease with token, expiring a LeaseTTL
 // from now.
-func (c *Cache[V]) leaseEntry(token uint64) RemoteEntry {
-	return RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: c.cfg.now().Add(c.cfg.leaseTTL)}
+func (c *Cache[V]) leaseEntry(token uint64) driver.Entry {
+	return driver.Entry{Kind: driver.KindLease, Version: token, ExpiresAt: c.cfg.now().Add(c.cfg.leaseTTL)}
 }
 
 // loadUnleased loads and writes the result with a plain SET (WithoutLeases).
@@ -244,7 +245,7 @@ func (c *Cache[V]) storeUnleased(ctx context.Context, key string, gen uint64, v 
 	if serr := c.l2.Set(rctx, c.prefix+key, e); serr != nil {
 		c.report(ctx, c.remoteErr("SET", key, serr))
 	}
-	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
+	c.fillL1(key, v, e.Kind == driver.KindNotFound, c.localExpiry(e), gen)
 	return v, err
 }
 
@@ -347,7 +348,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 	full := c.prefix + key
 	if !storable {
 		if err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
-			failed := RemoteEntry{Kind: KindFailed, Version: token, Payload: []byte(err.Error()),
+			failed := driver.Entry{Kind: driver.KindFailed, Version: token, Payload: []byte(err.Error()),
 				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
 			c.resolveLease(ctx, key, token, "failure marker", &failed)
 		} else {
@@ -362,7 +363,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 	case ferr != nil:
 		c.report(ctx, c.remoteErr("fill", key, ferr))
 		if isUnstorable(ferr) {
-			marker := RemoteEntry{Kind: KindUnstorable, Version: token, Payload: []byte(ferr.Error()),
+			marker := driver.Entry{Kind: driver.KindUnstorable, Version: token, Payload: []byte(ferr.Error()),
 				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
 			c.resolveLease(ctx, key, token, "unstorable marker", &marker)
 		} else {
@@ -375,7 +376,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 		c.stats.fillsRejected.Add(1)
 		return v, err
 	}
-	c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
+	c.fillL1(key, v, e.Kind == driver.KindNotFound, c.localExpiry(e), gen)
 	return v, err
 }
 
@@ -384,7 +385,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 // remote timeout, retrying once. A marker that cannot be written falls back
 // to a release. Failures are reported; if every attempt fails the lease
 // ends by its own TTL, as it is no longer renewed.
-func (c *Cache[V]) resolveLease(ctx context.Context, key string, token uint64, what string, marker *RemoteEntry) {
+func (c *Cache[V]) resolveLease(ctx context.Context, key string, token uint64, what string, marker *driver.Entry) {
 	full := c.prefix + key
 	var err error
 	for range 2 {
@@ -409,7 +410,7 @@ func (c *Cache[V]) resolveLease(ctx context.Context, key string, token uint64, w
 // is too large): package remote marks such errors with a method
 // Unstorable() bool.
 func isUnstorable(err error) bool {
-	var u interface{ Unstorable() bool }
+	var u driver.UnstorableError
 	return errors.As(err, &u) && u.Unstorable()
 }
 

@@ -7,41 +7,43 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // memStore is an in-memory Remote whose entries expire at their ExpiresAt,
 // on the (possibly synctest) clock.
 type memStore struct {
 	mu sync.Mutex
-	m  map[string]RemoteEntry
+	m  map[string]driver.Entry
 }
 
-func newMemStore() *memStore { return &memStore{m: make(map[string]RemoteEntry)} }
+func newMemStore() *memStore { return &memStore{m: make(map[string]driver.Entry)} }
 
-func (s *memStore) get(key string) RemoteEntry {
+func (s *memStore) get(key string) driver.Entry {
 	e, ok := s.m[key]
 	if !ok || !e.ExpiresAt.After(time.Now()) {
 		delete(s.m, key)
-		return RemoteEntry{}
+		return driver.Entry{}
 	}
 	return e
 }
 
-func (s *memStore) Get(_ context.Context, key string) (RemoteEntry, error) {
+func (s *memStore) Get(_ context.Context, key string) (driver.Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.get(key), nil
 }
 
-func (s *memStore) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
-	out := make([]RemoteEntry, len(keys))
+func (s *memStore) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
+	out := make([]driver.Entry, len(keys))
 	for i, k := range keys {
 		out[i], _ = s.Get(ctx, k)
 	}
 	return out, nil
 }
 
-func (s *memStore) Set(_ context.Context, key string, e RemoteEntry) error {
+func (s *memStore) Set(_ context.Context, key string, e driver.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m[key] = e
@@ -57,20 +59,20 @@ func (s *memStore) Delete(_ context.Context, keys ...string) error {
 	return nil
 }
 
-func (s *memStore) Acquire(_ context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
+func (s *memStore) Acquire(_ context.Context, key string, token uint64, expiresAt time.Time) (driver.Entry, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur := s.get(key); cur.Kind != KindNone {
+	if cur := s.get(key); cur.Kind != driver.KindNone {
 		return cur, false, nil
 	}
-	s.m[key] = RemoteEntry{Kind: KindLease, Version: token, ExpiresAt: expiresAt}
-	return RemoteEntry{}, true, nil
+	s.m[key] = driver.Entry{Kind: driver.KindLease, Version: token, ExpiresAt: expiresAt}
+	return driver.Entry{}, true, nil
 }
 
-func (s *memStore) CompareAndSwap(_ context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
+func (s *memStore) CompareAndSwap(_ context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur := s.get(key); cur.Kind == KindNone || cur.Version != version {
+	if cur := s.get(key); cur.Kind == driver.KindNone || cur.Version != version {
 		return false, nil
 	}
 	s.m[key] = e
@@ -80,7 +82,7 @@ func (s *memStore) CompareAndSwap(_ context.Context, key string, version uint64,
 func (s *memStore) CompareAndDelete(_ context.Context, key string, version uint64) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur := s.get(key); cur.Kind == KindNone || cur.Version != version {
+	if cur := s.get(key); cur.Kind == driver.KindNone || cur.Version != version {
 		return false, nil
 	}
 	delete(s.m, key)
@@ -89,7 +91,7 @@ func (s *memStore) CompareAndDelete(_ context.Context, key string, version uint6
 
 func (s *memStore) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
 func (s *memStore) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-func (s *memStore) entry(key string) (e RemoteEntry) {
+func (s *memStore) entry(key string) (e driver.Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.get(key)
@@ -120,10 +122,10 @@ func TestLeaseRenewalTiming(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			synctest.Wait()
 			e := store.entry("renew:k")
-			if e.Kind == KindValue {
+			if e.Kind == driver.KindValue {
 				break
 			}
-			if e.Kind != KindLease || time.Until(e.ExpiresAt) < 2*time.Second-time.Millisecond {
+			if e.Kind != driver.KindLease || time.Until(e.ExpiresAt) < 2*time.Second-time.Millisecond {
 				t.Fatalf("lease %+v at %v: want held with >= 2s left", e, time.Now())
 			}
 		}
@@ -134,7 +136,7 @@ func TestLeaseRenewalTiming(t *testing.T) {
 		if n := c.Stats().LeaseRenewals; n != 10 {
 			t.Fatalf("renewals = %d, want 10 (every LeaseTTL/3 during a %v load)", n, loadTime)
 		}
-		if e := store.entry("renew:k"); e.Kind != KindValue {
+		if e := store.entry("renew:k"); e.Kind != driver.KindValue {
 			t.Fatalf("after the load L2 holds %+v, want the value", e)
 		}
 		// The renewing goroutine has ended: nothing renews any more.
@@ -152,7 +154,7 @@ func TestLeaseTakeoverTiming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newMemStore()
 		// A dead holder's lease: written once, never renewed.
-		store.Set(context.Background(), "dead:k", RemoteEntry{Kind: KindLease, Version: 7, ExpiresAt: time.Now().Add(3 * time.Second)})
+		store.Set(context.Background(), "dead:k", driver.Entry{Kind: driver.KindLease, Version: 7, ExpiresAt: time.Now().Add(3 * time.Second)})
 		c, err := New[string]("dead", nil, store)
 		if err != nil {
 			t.Fatal(err)

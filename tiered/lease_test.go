@@ -12,6 +12,7 @@ import (
 
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // cluster is several cache nodes sharing one name, each with its own Redis
@@ -164,7 +165,7 @@ func TestNoStaleFill(t *testing.T) {
 						t.Fatalf("node %d L1 holds the stale row", i)
 					}
 				}
-				if e, _ := a.l2.Get(ctx, a.Name()+":row"); e.Kind == tiered.KindValue && string(e.Payload) != `{"id":"row","name":"new"}` {
+				if e, _ := a.l2.Get(ctx, a.Name()+":row"); e.Kind == driver.KindValue && string(e.Payload) != `{"id":"row","name":"new"}` {
 					t.Fatalf("L2 holds %s, want nothing or the new row", e.Payload)
 				}
 				for i, n := range []*node[user]{a, c} {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/internal/tcpproxy"
@@ -159,7 +161,7 @@ func TestPlantedLeaseDoesNotBlock(t *testing.T) {
 		ctx := context.Background()
 		for i, exp := range []time.Time{time.Now().Add(-time.Hour), time.Now().Add(time.Hour)} {
 			key := fmt.Sprint("planted", i)
-			lease := remote.Encode(nil, remote.Entry{Kind: remote.KindLease, ExpiresAt: exp, Version: 42})
+			lease := remote.Encode(nil, driver.Entry{Kind: driver.KindLease, ExpiresAt: exp, Version: 42})
 			if err := rdb.Set(ctx, name+":"+key, lease, 0).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +175,7 @@ func TestPlantedLeaseDoesNotBlock(t *testing.T) {
 				t.Fatalf("GetOrLoad over a planted lease took %v", took)
 			}
 			// The value replaced the planted lease in L2.
-			if e, err := n.l2.Get(ctx, name+":"+key); err != nil || e.Kind != remote.KindValue {
+			if e, err := n.l2.Get(ctx, name+":"+key); err != nil || e.Kind != driver.KindValue {
 				t.Fatalf("L2 after takeover = %+v, %v; want the value", e, err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -17,7 +18,7 @@ import (
 // entryFor builds the L2 entry for a load result. storable is false when the
 // result must not be cached: a loader error, a not-found with negative
 // caching off, or a value the codec cannot encode (reported).
-func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, took time.Duration) (e RemoteEntry, storable bool) {
+func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, took time.Duration) (e driver.Entry, storable bool) {
 	e.LoadTime, e.Version = took, rand.Uint64()
 	switch {
 	case err == nil:
@@ -27,7 +28,7 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 			return e, false
 		}
 		ttl, _ := c.ttlFor(ctx, key, false)
-		e.Kind, e.Payload = KindValue, payload
+		e.Kind, e.Payload = driver.KindValue, payload
 		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
 		if !c.tagEntry(ctx, key, &e) {
 			return e, false
@@ -38,7 +39,7 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 		if !store {
 			return e, false
 		}
-		e.Kind = KindNotFound
+		e.Kind = driver.KindNotFound
 		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
 		return e, true
 	}

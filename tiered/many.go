@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // GetOrLoadMany returns the values of keys, loading those no tier holds with
@@ -150,7 +152,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		c.loadLocal(ctx, keys, remain, gens, results, load)
 		return results
 	}
-	entries := make([]RemoteEntry, len(reads))
+	entries := make([]driver.Entry, len(reads))
 	for n := range reads {
 		entries[n] = reads[n].e
 	}
@@ -179,27 +181,27 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 		e := r.e
 		decode := c.decodeEntry
-		if e.Kind == KindTagged {
-			decode = func(ctx context.Context, key string, e RemoteEntry) (V, error) {
+		if e.Kind == driver.KindTagged {
+			decode = func(ctx context.Context, key string, e driver.Entry) (V, error) {
 				return c.accept(ctx, key, e, gens[i]) // fills L1 itself
 			}
 		}
 		if v, err := decode(ctx, keys[i], e); !errors.Is(err, errUnusable) {
 			results[i] = result[V]{v, err}
-			if e.Kind != KindTagged {
+			if e.Kind != driver.KindTagged {
 				hits = append(hits, n)
 			}
-			if e.Kind == KindValue {
+			if e.Kind == driver.KindValue {
 				c.maybeRefresh(ctx, keys[i], e, c.oneOf(keys[i], load))
 			}
 			continue
 		}
-		if c.cfg.noLeases && e.Kind != KindLease {
+		if c.cfg.noLeases && e.Kind != driver.KindLease {
 			c.stats.l2Miss.Add(1)
 			won = append(won, i)
 			continue
 		}
-		if e.Kind == KindFailed && !c.cfg.noLeases {
+		if e.Kind == driver.KindFailed && !c.cfg.noLeases {
 			failed = append(failed, n) // an older load failed: load it again in this batch
 			continue
 		}
@@ -236,7 +238,7 @@ func (c *Cache[V]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	c.fillLocalMany(len(hits), func(m int) (string, V, bool, time.Time, uint64) {
 		n := hits[m]
 		i := remain[n]
-		return keys[i], results[i].value, entries[n].Kind == KindNotFound, c.localExpiry(entries[n]), gens[i]
+		return keys[i], results[i].value, entries[n].Kind == driver.KindNotFound, c.localExpiry(entries[n]), gens[i]
 	})
 	if len(won) > 0 {
 		var resolved []func() // one per won key, called once its lease is resolved

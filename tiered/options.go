@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -53,7 +54,7 @@ type config struct {
 	onError                          func(ctx context.Context, err error) // nil: log, rate-limited
 	logger                           *slog.Logger                         // nil: slog.Default()
 	now                              func() time.Time                     // the clock of the breaker, leases and the log limiter
-	bus                              Bus
+	bus                              driver.Bus
 	tags                             bool
 }
 
@@ -291,7 +292,7 @@ func WithLogger(l *slog.Logger) Option {
 // WithInvalidation connects the cache to a bus: Set and Delete publish the
 // changed keys, and the cache drops keys other nodes changed. Default: none
 // (a single node, or other nodes rely on LocalTTL alone). Nil is an error.
-func WithInvalidation(b Bus) Option {
+func WithInvalidation(b driver.Bus) Option {
 	return func(c *config) error {
 		if b == nil {
 			return fmt.Errorf("%w: nil bus", ErrInvalidOption)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tiercache/tiercache/internal/otelx"
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -50,12 +51,6 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 		c.tracerProvider = tp
 		return nil
 	}
-}
-
-// localMetrics is implemented by L1 stores that report their size (package
-// local does).
-type localMetrics interface {
-	Metrics() (entries, cost, dropped, rejected uint64)
 }
 
 // telemetry holds a cache's instruments. Counters are the cache's atomics,
@@ -167,7 +162,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 		{set(AttrResult.String("error")), s.refreshErrors.Load},
 	}
 	plain := set()
-	lm, _ := c.l1.(localMetrics)
+	lm, _ := c.l1.(driver.Sizer)
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for _, r := range reqs {
 			o.ObserveInt64(requests, int64(r.read()), r.opt)
@@ -257,7 +252,7 @@ func errorType(err error) string {
 // measuredRemote wraps the L2 store: every call gets a child span and a
 // duration measurement.
 type measuredRemote struct {
-	Remote
+	driver.Remote
 	t *telemetry
 }
 
@@ -281,21 +276,21 @@ func (r remoteCall) done(err error) {
 	endSpan(r.span, err)
 }
 
-func (m measuredRemote) Get(ctx context.Context, key string) (RemoteEntry, error) {
+func (m measuredRemote) Get(ctx context.Context, key string) (driver.Entry, error) {
 	call := m.observe(ctx, "get")
 	e, err := m.Remote.Get(call.ctx, key)
 	call.done(err)
 	return e, err
 }
 
-func (m measuredRemote) GetMany(ctx context.Context, keys []string) ([]RemoteEntry, error) {
+func (m measuredRemote) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
 	call := m.observe(ctx, "get_many")
 	es, err := m.Remote.GetMany(call.ctx, keys)
 	call.done(err)
 	return es, err
 }
 
-func (m measuredRemote) Set(ctx context.Context, key string, e RemoteEntry) error {
+func (m measuredRemote) Set(ctx context.Context, key string, e driver.Entry) error {
 	call := m.observe(ctx, "set")
 	err := m.Remote.Set(call.ctx, key, e)
 	call.done(err)
@@ -309,14 +304,14 @@ func (m measuredRemote) Delete(ctx context.Context, keys ...string) error {
 	return err
 }
 
-func (m measuredRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (RemoteEntry, bool, error) {
+func (m measuredRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (driver.Entry, bool, error) {
 	call := m.observe(ctx, "acquire")
 	e, won, err := m.Remote.Acquire(call.ctx, key, token, expiresAt)
 	call.done(err)
 	return e, won, err
 }
 
-func (m measuredRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e RemoteEntry) (bool, error) {
+func (m measuredRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	call := m.observe(ctx, "compare_and_swap")
 	ok, err := m.Remote.CompareAndSwap(call.ctx, key, version, e)
 	call.done(err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Read path: L1, the per-node flight, L2 (DESIGN §3).
@@ -96,13 +98,13 @@ var errUnusable = errors.New("tiered: no usable L2 entry")
 // accept turns an L2 entry into a result: a value (stored in L1), ErrNotFound
 // (stored in L1), or errUnusable. A payload the codec cannot decode is
 // deleted from L2 so the next read reloads it.
-func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen uint64) (v V, err error) {
-	if e.Kind == KindTagged {
+func (c *Cache[V]) accept(ctx context.Context, key string, e driver.Entry, gen uint64) (v V, err error) {
+	if e.Kind == driver.KindTagged {
 		return c.acceptTagged(ctx, key, e, gen) // checks the tags, then accepts
 	}
 	v, err = c.decodeEntry(ctx, key, e)
 	if err == nil || errors.Is(err, ErrNotFound) {
-		c.fillL1(key, v, e.Kind == KindNotFound, c.localExpiry(e), gen)
+		c.fillL1(key, v, e.Kind == driver.KindNotFound, c.localExpiry(e), gen)
 	}
 	return v, err
 }
@@ -110,9 +112,9 @@ func (c *Cache[V]) accept(ctx context.Context, key string, e RemoteEntry, gen ui
 // decodeEntry is accept without the L1 fill (the caller fills L1 itself,
 // e.g. a batch at once), for entries of kind KindValue and KindNotFound;
 // other kinds are errUnusable (a tagged entry goes through accept).
-func (c *Cache[V]) decodeEntry(ctx context.Context, key string, e RemoteEntry) (v V, err error) {
+func (c *Cache[V]) decodeEntry(ctx context.Context, key string, e driver.Entry) (v V, err error) {
 	switch e.Kind {
-	case KindValue:
+	case driver.KindValue:
 		if err := c.l2.Unmarshal(e.Payload, &v); err != nil {
 			c.stats.l2Corrupt.Add(1)
 			c.report(ctx, fmt.Errorf("%w: decoding %q in cache %q (deleting it): %w", ErrCodec, key, c.name, err))
@@ -125,7 +127,7 @@ func (c *Cache[V]) decodeEntry(ctx context.Context, key string, e RemoteEntry) (
 		}
 		c.stats.l2Hit.Add(1)
 		return v, nil
-	case KindNotFound:
+	case driver.KindNotFound:
 		c.stats.l2NotFound.Add(1)
 		return v, ErrNotFound
 	}
@@ -202,14 +204,14 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 			r = preRead{gen: gen, token: r.token}
 		}
 		pre = []preRead{r}
-		if rerr == nil && (e.Kind == KindValue || e.Kind == KindNotFound || e.Kind == KindTagged) {
+		if rerr == nil && e.Kind.IsValue() {
 			v, err := c.accept(ctx, key, e, gen)
 			if errors.Is(err, errUnusable) {
 				// Corrupt: accept deleted it. For the shared work it is a
 				// miss.
 				pre = []preRead{{gen: gen}}
 			} else {
-				if e.Kind == KindValue {
+				if e.Kind == driver.KindValue {
 					c.maybeRefresh(ctx, key, e, func(ctx context.Context) (V, error) { return c.callLoader(ctx, key, load) })
 				}
 				c.finish(key, f, v, err)
@@ -234,7 +236,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 // when the read failed, the token may still have landed, and the shared
 // work recognises it as its own.
 type preRead struct {
-	e     RemoteEntry
+	e     driver.Entry
 	err   error
 	gen   uint64
 	token uint64

@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // refreshWindowFactor times beta times the load time is how long before its
@@ -16,8 +18,8 @@ const refreshWindowFactor = 3
 // localExpiry is when an L1 copy of e must end: e's expiry, pulled earlier by
 // the early refresh window so that reads reach L2 (where the refresh
 // decision is made) before the value expires.
-func (c *Cache[V]) localExpiry(e RemoteEntry) time.Time {
-	if c.cfg.beta == 0 || e.Kind != KindValue {
+func (c *Cache[V]) localExpiry(e driver.Entry) time.Time {
+	if c.cfg.beta == 0 || e.Kind != driver.KindValue {
 		return e.ExpiresAt
 	}
 	return e.ExpiresAt.Add(-time.Duration(refreshWindowFactor * c.cfg.beta * float64(e.LoadTime)))
@@ -29,7 +31,7 @@ const refreshKeyPrefix = "\x00refresh:"
 
 // maybeRefresh decides, for a read that found value entry e in L2, whether to
 // start an early refresh (XFetch), and starts it in the background.
-func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e RemoteEntry, load func(context.Context) (V, error)) {
+func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e driver.Entry, load func(context.Context) (V, error)) {
 	if c.cfg.beta == 0 || e.LoadTime <= 0 {
 		return
 	}
@@ -63,7 +65,7 @@ func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e RemoteEntry, 
 // a separate key makes one node refresh at a time; the result replaces the
 // value only if it is still old (same version), so a Set or Delete made
 // meanwhile wins.
-func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, load func(context.Context) (V, error)) {
+func (c *Cache[V]) refresh(ctx context.Context, key string, old driver.Entry, load func(context.Context) (V, error)) {
 	guard := c.prefix + refreshKeyPrefix + key // name + ":\x00refresh:" + key, under the cache's ACL key pattern
 	token := rand.Uint64()
 	rctx, cancel := c.remoteCtx(ctx)
@@ -109,7 +111,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old RemoteEntry, loa
 		c.stats.fillsRejected.Add(1)
 		return
 	}
-	c.fillAfterWrite(key, gen, v, e.Kind == KindNotFound, c.localExpiry(e))
+	c.fillAfterWrite(key, gen, v, e.Kind == driver.KindNotFound, c.localExpiry(e))
 	if e.Kind != old.Kind || !bytes.Equal(e.Payload, old.Payload) {
 		if err := c.publish(ctx, []string{key}); err != nil {
 			c.report(ctx, err)

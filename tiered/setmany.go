@@ -5,14 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// multiSetter is the batch write an L2 store may offer (package remote's
-// Store does): one SET per key, all in one pipeline, an error per key. A
-// Remote without it gets one Set per key, a few in flight at once.
-type multiSetter interface {
-	SetMany(ctx context.Context, keys []string, entries []RemoteEntry) []error
-}
+	"github.com/tiercache/tiercache/tiered/driver"
+)
 
 // SetMany writes items through both tiers as Set does for one key, with one
 // pipelined L2 write for the batch (the L2 store groups it per slot, a
@@ -60,11 +55,11 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 	}
 	if c.l2 != nil {
 		full := make([]string, 0, len(keys))
-		entries := make([]RemoteEntry, 0, len(keys))
+		entries := make([]driver.Entry, 0, len(keys))
 		idx := make([]int, 0, len(keys))
 		for i, k := range keys {
 			e, _ := c.entryFor(ctx, k, items[k], nil, 0)
-			if e.Kind != KindValue && e.Kind != KindTagged {
+			if e.Kind != driver.KindValue && e.Kind != driver.KindTagged {
 				errs[k] = fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, k, c.name)
 				continue
 			}
@@ -122,7 +117,7 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 
 // setManyRemote writes entries[i] under full[i] in L2 and returns an error
 // per key: one pipelined batch if the store offers it, else one Set per key.
-func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []RemoteEntry) []error {
+func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []driver.Entry) []error {
 	if len(full) == 0 {
 		return nil
 	}
@@ -141,7 +136,7 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 	for i := range entries {
 		c.fence(rctx, &entries[i])
 	}
-	batch := func(full []string, entries []RemoteEntry) ([]error, error) {
+	batch := func(full []string, entries []driver.Entry) ([]error, error) {
 		call := measuredRemote{t: c.tel}.observe(rctx, "set_many")
 		errs := c.l2many.SetMany(call.ctx, full, entries)
 		if len(errs) != len(full) {
@@ -166,7 +161,7 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []R
 	for j, b := range bs {
 		keys, es := full, entries
 		if len(bs) > 1 {
-			keys, es = make([]string, len(idx[j])), make([]RemoteEntry, len(idx[j]))
+			keys, es = make([]string, len(idx[j])), make([]driver.Entry, len(idx[j]))
 			for n, i := range idx[j] {
 				keys[n], es[n] = full[i], entries[i]
 			}

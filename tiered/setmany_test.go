@@ -14,6 +14,7 @@ import (
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // busCluster is several nodes of one cache, each with its own Redis client
@@ -71,7 +72,7 @@ func TestSetManyWritesAndInvalidates(t *testing.T) {
 				t.Fatalf("A reads %q = %+v, %v; want the new value", k, v, err)
 			}
 			// L2 holds the new value with the batch's TTL.
-			if e, err := a.l2.Get(ctx, a.Name()+":"+k); err != nil || e.Kind != tiered.KindValue ||
+			if e, err := a.l2.Get(ctx, a.Name()+":"+k); err != nil || e.Kind != driver.KindValue ||
 				!strings.Contains(string(e.Payload), "new") || time.Until(e.ExpiresAt) > time.Minute*11/10 {
 				t.Fatalf("L2 %q = kind %d %s until %v, %v", k, e.Kind, e.Payload, e.ExpiresAt, err)
 			}
@@ -197,7 +198,7 @@ func TestSetManyWithoutBatchStore(t *testing.T) {
 }
 
 // plainRemote hides the optional methods of a Remote.
-type plainRemote struct{ tiered.Remote }
+type plainRemote struct{ driver.Remote }
 
 // TestSetManyLocalOnlyKeepsEveryKey: without L2, L1 is the only tier, so a
 // batch larger than the generation stripes (keys sharing a stripe) must

@@ -1,5 +1,7 @@
 package tiered
 
+import "github.com/tiercache/tiercache/tiered/driver"
+
 // Status is a snapshot of a cache's live state beside its counters: what a
 // status page (package debugpage) shows. Take it with Cache.Status.
 type Status struct {
@@ -77,7 +79,7 @@ func (c *Cache[V]) Status() Status {
 	c.mu.Unlock()
 	if c.l1 != nil {
 		st.L1.Present = true
-		if lm, ok := c.l1.(localMetrics); ok && !st.Closed {
+		if lm, ok := c.l1.(driver.Sizer); ok && !st.Closed {
 			st.L1.Sized = true
 			st.L1.Entries, st.L1.Cost, st.L1.Dropped, st.L1.Rejected = lm.Metrics()
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // The tag protocol when Redis loses the tag epoch (evicted under maxmemory,
@@ -36,11 +37,11 @@ func (b *heldBus) Publish(_ context.Context, _ string, keys []string) error {
 	return nil
 }
 
-func (b *heldBus) Subscribe(_ string, invalidate func([]string), _ func()) (func(), error) {
+func (b *heldBus) Subscribe(namespace string, invalidate func([]string), _ func()) (driver.Subscription, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.subs = append(b.subs, invalidate)
-	return func() {}, nil
+	return busSubscription{bus: b, namespace: namespace}, nil
 }
 
 // deliver hands every held message to every subscriber.
@@ -58,7 +59,7 @@ func (b *heldBus) deliver() {
 
 // tagNodes returns n caches called name on rdb (L2-only without bus, else
 // each with its own L1 on bus), declaring WithTags.
-func tagNodes(t *testing.T, name string, rdb redis.UniversalClient, n int, bus tiered.Bus, opts ...tiered.Option) []*tiered.Cache[user] {
+func tagNodes(t *testing.T, name string, rdb redis.UniversalClient, n int, bus driver.Bus, opts ...tiered.Option) []*tiered.Cache[user] {
 	t.Helper()
 	out := make([]*tiered.Cache[user], n)
 	for i := range out {
@@ -67,7 +68,7 @@ func tagNodes(t *testing.T, name string, rdb redis.UniversalClient, n int, bus t
 			t.Fatal(err)
 		}
 		all := append([]tiered.Option{tiered.WithTags(), tiered.WithRemoteTimeout(5 * time.Second)}, opts...)
-		var l1 tiered.Local[user]
+		var l1 driver.Local[user]
 		if bus != nil {
 			s, err := local.New[user]()
 			if err != nil {
@@ -146,7 +147,7 @@ func TestTagEpochDeletedDuringLoad(t *testing.T) {
 				rdb := d.client(t)
 				name := redistest.Name(t)
 				var bus *heldBus
-				var b tiered.Bus
+				var b driver.Bus
 				if withL1 {
 					bus = &heldBus{}
 					b = bus

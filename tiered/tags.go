@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Tags on values (DESIGN §5): InvalidateTags makes every value carrying one
@@ -39,10 +41,6 @@ import (
 //     local tag epoch that makes loads running meanwhile not fill L1. A lost
 //     message is a gap like any other: the bus flushes L1.
 
-// KindTagged is the kind of an L2 entry holding a tagged value: Payload is
-// the tag header (tags and their generations) followed by the encoded V.
-const KindTagged uint8 = 5
-
 // Limits of tags.
 const (
 	// MaxTags is how many tags one value may carry.
@@ -63,24 +61,6 @@ var (
 // tagKind is the kind of the internal keys of tags: name + ":" + tagKind +
 // tag in L2, tagKind + tag on the bus.
 const tagKind = "\x00tag:"
-
-// tagStore is what an L2 store offers for tags (package remote's Store does).
-// Generations are random non-zero numbers; 0 means none.
-type tagStore interface {
-	// Generations returns the generation under each key, 0 where none.
-	Generations(ctx context.Context, keys []string) ([]uint64, error)
-	// EnsureGenerations returns the generation under each key, creating
-	// one where there is none, and makes each live at least ttl.
-	EnsureGenerations(ctx context.Context, keys []string, ttl time.Duration) ([]uint64, error)
-	// EnsureGenerationsThen is EnsureGenerations of keys, then Generations
-	// of then, read after those of keys exist.
-	EnsureGenerationsThen(ctx context.Context, keys []string, ttl time.Duration, then []string) (gens, thenGens []uint64, err error)
-	// GetOrCreateGeneration returns the generation under key, creating one
-	// living ttl where there is none.
-	GetOrCreateGeneration(ctx context.Context, key string, ttl time.Duration) (uint64, error)
-	// BumpGenerations gives each key a new generation living at least ttl.
-	BumpGenerations(ctx context.Context, keys []string, ttl time.Duration) error
-}
 
 func checkTags(tags []string) error {
 	if len(tags) > MaxTags {
@@ -217,7 +197,7 @@ func parseTagHeader(b []byte) (tags []string, gens []uint64, payload []byte, err
 // tagEntry turns value entry e for key into a KindTagged one if the loader
 // or write tagged it. ok is false when the value must not be stored in L2
 // (its tags could not be checked against an invalidation).
-func (c *Cache[V]) tagEntry(ctx context.Context, key string, e *RemoteEntry) (ok bool) {
+func (c *Cache[V]) tagEntry(ctx context.Context, key string, e *driver.Entry) (ok bool) {
 	km, found := keyMetaFrom(ctx, key)
 	if !found || len(km.tags) == 0 {
 		return true
@@ -226,7 +206,7 @@ func (c *Cache[V]) tagEntry(ctx context.Context, key string, e *RemoteEntry) (ok
 		return false
 	}
 	payload := appendTagHeader(make([]byte, 0, 16*len(km.tags)+len(e.Payload)), km.tags, km.gens)
-	e.Kind, e.Payload = KindTagged, append(payload, e.Payload...)
+	e.Kind, e.Payload = driver.KindTagged, append(payload, e.Payload...)
 	return true
 }
 
@@ -320,10 +300,10 @@ type tagGensKey struct{}
 // of the tagged entries among entries (read from L2 for keys), after
 // recording the keys in the local index; acceptTagged then finds them in the
 // returned context.
-func (c *Cache[V]) prefetchTagGens(ctx context.Context, keys []string, entries []RemoteEntry) context.Context {
+func (c *Cache[V]) prefetchTagGens(ctx context.Context, keys []string, entries []driver.Entry) context.Context {
 	var tags []string
 	for i, e := range entries {
-		if e.Kind != KindTagged {
+		if e.Kind != driver.KindTagged {
 			continue
 		}
 		et, _, _, err := parseTagHeader(e.Payload)
@@ -358,7 +338,7 @@ func (c *Cache[V]) prefetchTagGens(ctx context.Context, keys []string, entries [
 // acceptTagged is accept for a KindTagged entry: the value counts only if
 // its tags still have the generations it was stored with; a stale entry is
 // deleted (so that a lease can be taken) and is a miss.
-func (c *Cache[V]) acceptTagged(ctx context.Context, key string, e RemoteEntry, gen uint64) (v V, err error) {
+func (c *Cache[V]) acceptTagged(ctx context.Context, key string, e driver.Entry, gen uint64) (v V, err error) {
 	tags, gens, payload, perr := parseTagHeader(e.Payload)
 	if perr != nil {
 		e.Payload = nil // undecodable: accept deletes it
@@ -384,7 +364,7 @@ func (c *Cache[V]) acceptTagged(ctx context.Context, key string, e RemoteEntry, 
 		}
 		e.Payload = payload
 	}
-	e.Kind = KindValue
+	e.Kind = driver.KindValue
 	return c.accept(ctx, key, e, gen)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // taggedDB is a fake database whose rows carry a version; loaders tag even
@@ -349,7 +350,7 @@ func (b *fakeBus) Publish(_ context.Context, namespace string, keys []string) er
 	return nil
 }
 
-func (b *fakeBus) Subscribe(namespace string, invalidate func([]string), flush func()) (func(), error) {
+func (b *fakeBus) Subscribe(namespace string, invalidate func([]string), flush func()) (driver.Subscription, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.subs == nil {
@@ -358,12 +359,12 @@ func (b *fakeBus) Subscribe(namespace string, invalidate func([]string), flush f
 	id := b.next
 	b.next++
 	b.subs[id], b.flushes[id] = invalidate, flush
-	return func() {
+	return busSubscription{bus: b, namespace: namespace, unsubscribe: func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		delete(b.subs, id)
 		delete(b.flushes, id)
-	}, nil
+	}}, nil
 }
 
 // TestTagMessagesAreOrdinaryKeys: InvalidateTags publishes its tags as
@@ -414,14 +415,14 @@ func TestTagMessagesAreOrdinaryKeys(t *testing.T) {
 func TestCorruptTagHeader(t *testing.T) {
 	ctx := context.Background()
 	n := newNode[user](t, redistest.Name(t), redistest.Standalone(t), tiered.WithTags())
-	bad := tiered.RemoteEntry{Kind: tiered.KindTagged, Payload: []byte{0xff}, ExpiresAt: time.Now().Add(time.Minute), Version: 7}
+	bad := driver.Entry{Kind: driver.KindTagged, Payload: []byte{0xff}, ExpiresAt: time.Now().Add(time.Minute), Version: 7}
 	if err := n.l2.Set(ctx, n.Name()+":k", bad); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := n.Get(ctx, "k"); ok || err != nil {
 		t.Fatalf("Get of a corrupt tagged entry = %v, %v; want a miss", ok, err)
 	}
-	if e, err := n.l2.Get(ctx, n.Name()+":k"); err != nil || e.Kind != tiered.KindNone {
+	if e, err := n.l2.Get(ctx, n.Name()+":k"); err != nil || e.Kind != driver.KindNone {
 		t.Fatalf("the corrupt entry is still there: kind %d, %v", e.Kind, err)
 	}
 	db := newTaggedDB()

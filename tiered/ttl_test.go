@@ -12,6 +12,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // recordingL1 is a local.Store that remembers the TTL of every Fill.
@@ -72,7 +73,7 @@ func (r *recordingL1[V]) ttl(t *testing.T, key string) time.Duration {
 func ttlNode(t *testing.T, name string, rdb redis.UniversalClient, opts ...tiered.Option) (*tiered.Cache[user], *recordingL1[user]) {
 	t.Helper()
 	l1 := newRecordingL1[user](t)
-	var r tiered.Remote
+	var r driver.Remote
 	if rdb != nil {
 		s, err := remote.New(rdb)
 		if err != nil {
@@ -241,7 +242,7 @@ func TestBadTTLsAreErrors(t *testing.T) {
 		if !errors.Is(setErr, tiered.ErrInvalidTTL) || !errors.Is(err, tiered.ErrInvalidTTL) {
 			t.Fatalf("SetTTL(%v) = %v, GetOrLoad = %v; want ErrInvalidTTL for both", d, setErr, err)
 		}
-		if e, _ := store.Get(ctx, name+":bad"); e.Kind == tiered.KindValue || e.Kind == tiered.KindNotFound {
+		if e, _ := store.Get(ctx, name+":bad"); e.Kind == driver.KindValue || e.Kind == driver.KindNotFound {
 			t.Fatalf("a load with TTL %v was stored (kind %d)", d, e.Kind)
 		}
 		if err := c.Set(ctx, "bad", user{}, tiered.TTL(d)); !errors.Is(err, tiered.ErrInvalidTTL) {
@@ -260,7 +261,7 @@ func TestBadTTLsAreErrors(t *testing.T) {
 		t.Fatalf("GetOrLoadMany with SetKeyTTL of a foreign key = %v, want ErrNotInLoader", err)
 	}
 	for _, k := range []string{"x", "y"} {
-		if e, _ := store.Get(ctx, name+":"+k); e.Kind == tiered.KindValue || e.Kind == tiered.KindNotFound {
+		if e, _ := store.Get(ctx, name+":"+k); e.Kind == driver.KindValue || e.Kind == driver.KindNotFound {
 			t.Fatalf("key %q of the failed batch was stored (kind %d)", k, e.Kind)
 		}
 	}

@@ -1,6 +1,10 @@
 package tiered
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+
+	"github.com/tiercache/tiercache/tiered/driver"
+)
 
 // Woken lease waiters (DESIGN §6.1, "waiters never starve").
 //
@@ -30,11 +34,11 @@ import "math/rand/v2"
 
 // waker returns the cache's bus as a LeaseWaker, or nil when it has none or
 // leases are off.
-func (c *Cache[V]) waker() LeaseWaker {
+func (c *Cache[V]) waker() driver.LeaseWaker {
 	if c.cfg.noLeases || c.cfg.bus == nil {
 		return nil
 	}
-	w, _ := c.cfg.bus.(LeaseWaker)
+	w, _ := c.cfg.bus.(driver.LeaseWaker)
 	return w
 }
 
@@ -61,7 +65,7 @@ func (c *Cache[V]) newToken() uint64 {
 
 // leaseWait is a waiter's registration with a waking bus, for one key.
 type leaseWait struct {
-	w     LeaseWaker // nil: no waking bus; wake stays nil and never fires
+	w     driver.LeaseWaker // nil: no waking bus; wake stays nil and never fires
 	ns    string
 	key   string
 	token uint64 // the lease registered for; 0 before the first

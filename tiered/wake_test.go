@@ -12,9 +12,10 @@ import (
 
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
-// fakeWaker is an in-process tiered.LeaseWaker (and a Bus that carries
+// fakeWaker is an in-process driver.LeaseWaker (and a Bus that carries
 // nothing) shared by several caches: it wakes every waiter on a key when any
 // holder resolves a lease on it, and counts the calls. Package invalidation
 // does the same across processes.
@@ -32,8 +33,8 @@ func newFakeWaker() *fakeWaker {
 }
 
 func (f *fakeWaker) Publish(context.Context, string, []string) error { return nil }
-func (f *fakeWaker) Subscribe(string, func([]string), func()) (func(), error) {
-	return func() {}, nil
+func (f *fakeWaker) Subscribe(namespace string, _ func([]string), _ func()) (driver.Subscription, error) {
+	return busSubscription{bus: f, namespace: namespace}, nil
 }
 
 func (f *fakeWaker) HoldLease(ns, key string) {
@@ -167,7 +168,7 @@ func TestLeaseWaiterWoken(t *testing.T) {
 				opts := []tiered.Option{tiered.WithInvalidation(w), tiered.WithLeasePoll(wakePoll, wakePoll)}
 				a := newNode[user](t, cacheName, rdb, opts...)
 				b := newNode[user](t, cacheName, rdb, opts...)
-				var resolvedKind uint8
+				var resolvedKind driver.Kind
 				w.onResolved = func(key string) {
 					e, err := a.l2.Get(context.Background(), cacheName+":"+key)
 					if err != nil {
@@ -211,9 +212,9 @@ func TestLeaseWaiterWoken(t *testing.T) {
 				if n := g.count(); n != 1 {
 					t.Errorf("loader calls = %d, want 1", n)
 				}
-				want := tiered.KindValue
+				want := driver.KindValue
 				if fail {
-					want = tiered.KindFailed
+					want = driver.KindFailed
 				}
 				if resolvedKind != want {
 					t.Errorf("L2 held kind %d when the holder said it resolved the lease, want %d", resolvedKind, want)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Write path: Set and Delete (DESIGN §4).
@@ -33,7 +35,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	gen := c.generation(key)
 	if c.l2 != nil {
 		e, _ := c.entryFor(ctx, key, v, nil, 0)
-		if e.Kind != KindValue && e.Kind != KindTagged {
+		if e.Kind != driver.KindValue && e.Kind != driver.KindTagged {
 			return fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
 		}
 		rctx, cancel := c.remoteCtx(ctx)
@@ -62,40 +64,6 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	return c.publish(ctx, []string{key})
 }
 
-// publishCarrier is the optional interface of a Remote that can carry a
-// bus message in the round trip of a write (package remote implements it):
-// SetAndPublish is Set followed on the same connection by the message, so
-// Redis runs the write first. CarrierClient identifies the client it uses.
-type publishCarrier interface {
-	CarrierClient() any
-	SetAndPublish(ctx context.Context, key string, e RemoteEntry, command, channel string, payload []byte) (setErr, pubErr error)
-	// DeleteAndPublish is Delete of key followed by the message, likewise.
-	DeleteAndPublish(ctx context.Context, key string, command, channel string, payload []byte) (delErr, pubErr error)
-}
-
-// carryFunc is a bus's offer to carry the invalidation of key (written
-// under l2key through via) in the write's round trip: it calls send, under
-// the key's channel's order, unless the channel is busy or via is not the
-// bus's client; carried reports whether it did (see invalidation's
-// CarryFunc).
-type carryFunc = func(ctx context.Context, key, l2key string, via any, send func(ctx context.Context, command, channel string, payload []byte) error) (carried bool, err error)
-
-// carryingBus is the optional interface of a Bus that can carry (package
-// invalidation implements it): SubscribePublisher plus a carryFunc bound to
-// the same registration.
-type carryingBus interface {
-	SubscribeCarrier(namespace string, invalidate func(keys []string), flush func()) (publish func(ctx context.Context, keys []string) error, carry carryFunc, unsubscribe func(), err error)
-}
-
-// carrier reports whether l2 can carry bus messages, and keeps it if so.
-func (c *Cache[V]) carrier(l2 Remote) bool {
-	pc, ok := l2.(publishCarrier)
-	if ok {
-		c.l2carry, c.carryVia = pc, pc.CarrierClient()
-	}
-	return ok
-}
-
 // carrySet writes e under key and publishes the key's invalidation in one
 // round trip, when the bus and L2 can (same Redis client; on a Cluster a
 // bus channel served by the key's primary; the channel idle, so that
@@ -107,7 +75,7 @@ func (c *Cache[V]) carrier(l2 Remote) bool {
 // while ctx is live (on a Cluster, MOVED after a slot moved) is reported as
 // not carried, so the usual path writes it again; its message, if it went
 // out, only made other nodes drop a copy early.
-func (c *Cache[V]) carrySet(ctx context.Context, key string, e RemoteEntry) (carried bool, err, pubErr error) {
+func (c *Cache[V]) carrySet(ctx context.Context, key string, e driver.Entry) (carried bool, err, pubErr error) {
 	return c.carryWrite(ctx, key, "set", func(ctx context.Context, l2key, command, channel string, payload []byte) (error, error) {
 		return c.l2carry.SetAndPublish(ctx, l2key, e, command, channel, payload)
 	})
@@ -136,7 +104,7 @@ func (c *Cache[V]) carryWrite(ctx context.Context, key, op string, write func(ct
 		}
 	}
 	var writeErr error
-	carried, pubErr = c.busCarry(ctx, key, l2key, c.carryVia, func(ctx context.Context, command, channel string, payload []byte) error {
+	carried, pubErr = c.busCarry.Carry(ctx, key, l2key, c.l2carry.Carrier(), func(ctx context.Context, command, channel string, payload []byte) error {
 		call := measuredRemote{t: c.tel}.observe(ctx, op)
 		var perr error
 		run := func() (struct{}, error) {
@@ -179,20 +147,11 @@ func (c *Cache[V]) fillAfterWrite(key string, gen uint64, v V, absent bool, expi
 	if now != gen+1 {
 		return
 	}
-	if wf, ok := c.l1.(writtenFiller[V]); ok && c.l2 != nil {
+	if wf, ok := c.l1.(driver.WrittenFiller[V]); ok && c.l2 != nil {
 		wf.FillWritten(key, v, absent, c.localTTL(expiresAt), now)
 		return
 	}
 	c.fillL1(key, v, absent, expiresAt, now)
-}
-
-// writtenFiller is the optional interface of a Local that can fill a value
-// this node has just written to L2 without waiting for the store to apply
-// it (package local does): a read in that moment misses L1 and reads the
-// same value from L2. An L1-only cache keeps Fill, which waits, so that
-// its writer reads its own write from L1.
-type writtenFiller[V any] interface {
-	FillWritten(key string, value V, absent bool, ttl time.Duration, gen uint64) bool
 }
 
 // Delete removes keys from both tiers (killing any lease in flight, so no
@@ -254,8 +213,8 @@ func (c *Cache[V]) publish(ctx context.Context, keys []string) error {
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
 	var err error
-	if c.busPublish != nil {
-		err = c.busPublish(rctx, keys)
+	if c.sub != nil {
+		err = c.sub.Publish(rctx, keys)
 	} else {
 		err = c.cfg.bus.Publish(rctx, c.name, keys)
 	}

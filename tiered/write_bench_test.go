@@ -13,6 +13,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // plainBus hides the carrying of a bus: Sets through it write to L2 and
@@ -23,13 +24,22 @@ func (p plainBus) Publish(ctx context.Context, namespace string, keys []string) 
 	return p.b.Publish(ctx, namespace, keys)
 }
 
-func (p plainBus) Subscribe(namespace string, invalidate func([]string), flush func()) (func(), error) {
-	return p.b.Subscribe(namespace, invalidate, flush)
+func (p plainBus) Subscribe(namespace string, invalidate func([]string), flush func()) (driver.Subscription, error) {
+	sub, err := p.b.Subscribe(namespace, invalidate, flush)
+	if err != nil {
+		return nil, err
+	}
+	return plainSubscription{sub}, nil
 }
 
-func (p plainBus) SubscribePublisher(namespace string, invalidate func([]string), flush func()) (func(context.Context, []string) error, func(), error) {
-	return p.b.SubscribePublisher(namespace, invalidate, flush)
+// plainSubscription hides the subscription's Carry.
+type plainSubscription struct{ s driver.Subscription }
+
+func (p plainSubscription) Publish(ctx context.Context, keys []string) error {
+	return p.s.Publish(ctx, keys)
 }
+
+func (p plainSubscription) Unsubscribe() { p.s.Unsubscribe() }
 
 // BenchmarkSet measures a lone Set (L1, L2, and a bus with the other nodes
 // listening) against a raw go-redis SET of the same bytes on the same
@@ -71,7 +81,7 @@ func benchSet(b *testing.B, deployment string, n int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var tb tiered.Bus = bus
+		var tb driver.Bus = bus
 		if plain {
 			tb = plainBus{bus}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // hub is an in-memory invalidation bus joining several nodes of one test:
@@ -26,7 +27,7 @@ type hubSub struct {
 	invalidate func([]string)
 }
 
-// hubNode is one node's tiered.Bus on a hub.
+// hubNode is one node's driver.Bus on a hub.
 type hubNode struct{ h *hub }
 
 func (h *hub) node() *hubNode {
@@ -60,17 +61,17 @@ func (n *hubNode) Publish(_ context.Context, namespace string, keys []string) er
 	return nil
 }
 
-func (n *hubNode) Subscribe(namespace string, invalidate func([]string), _ func()) (func(), error) {
+func (n *hubNode) Subscribe(namespace string, invalidate func([]string), _ func()) (driver.Subscription, error) {
 	n.h.mu.Lock()
 	defer n.h.mu.Unlock()
 	n.h.subs[n] = append(n.h.subs[n], hubSub{namespace, invalidate})
-	return func() {}, nil
+	return busSubscription{bus: n, namespace: namespace}, nil
 }
 
-var _ tiered.Bus = (*hubNode)(nil)
+var _ driver.Bus = (*hubNode)(nil)
 
 // hookedNode is a node whose L2 calls go through a fillrace.Remote.
-func hookedNode(t *testing.T, name string, store *remote.Store, bus tiered.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *fillrace.Remote) {
+func hookedNode(t *testing.T, name string, store *remote.Store, bus driver.Bus, opts ...tiered.Option) (*tiered.Cache[string], *local.Store[string], *fillrace.Remote) {
 	t.Helper()
 	l1, err := local.New[string]()
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package fillrace forces the interleavings of the write-path tests
 // (issue 10 items 1 and 2) in package tiered and in test/invalidation: a
-// tiered.Remote that runs hooks around the L2 calls preceding an L1 fill,
+// driver.Remote that runs hooks around the L2 calls preceding an L1 fill,
 // and a driver that puts another node's write between an early refresh's
 // compare-and-swap and its L1 fill. Test code only.
 package fillrace
@@ -13,14 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/tiered"
 )
 
-// Remote wraps a tiered.Remote and calls its hooks (those not nil). Set a
+// Remote wraps a driver.Remote and calls its hooks (those not nil). Set a
 // hook before the calls it must see, and change it only while no call is
 // in flight.
 type Remote struct {
-	tiered.Remote
+	driver.Remote
 	// AfterSet runs after a Set that succeeded, before the node fills L1.
 	AfterSet func(key string)
 	// AfterAcquire runs after an Acquire without error.
@@ -33,8 +35,8 @@ type Remote struct {
 	AfterCAD func(key string)
 }
 
-// Set implements tiered.Remote.
-func (r *Remote) Set(ctx context.Context, key string, e tiered.RemoteEntry) error {
+// Set implements driver.Remote.
+func (r *Remote) Set(ctx context.Context, key string, e driver.Entry) error {
 	err := r.Remote.Set(ctx, key, e)
 	if r.AfterSet != nil && err == nil {
 		r.AfterSet(key)
@@ -42,8 +44,8 @@ func (r *Remote) Set(ctx context.Context, key string, e tiered.RemoteEntry) erro
 	return err
 }
 
-// Acquire implements tiered.Remote.
-func (r *Remote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (tiered.RemoteEntry, bool, error) {
+// Acquire implements driver.Remote.
+func (r *Remote) Acquire(ctx context.Context, key string, token uint64, exp time.Time) (driver.Entry, bool, error) {
 	cur, won, err := r.Remote.Acquire(ctx, key, token, exp)
 	if r.AfterAcquire != nil && err == nil {
 		r.AfterAcquire(key, won)
@@ -51,8 +53,8 @@ func (r *Remote) Acquire(ctx context.Context, key string, token uint64, exp time
 	return cur, won, err
 }
 
-// CompareAndSwap implements tiered.Remote.
-func (r *Remote) CompareAndSwap(ctx context.Context, key string, version uint64, e tiered.RemoteEntry) (bool, error) {
+// CompareAndSwap implements driver.Remote.
+func (r *Remote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
 	if r.BeforeCAS != nil {
 		r.BeforeCAS(key)
 	}
@@ -63,7 +65,7 @@ func (r *Remote) CompareAndSwap(ctx context.Context, key string, version uint64,
 	return ok, err
 }
 
-// CompareAndDelete implements tiered.Remote.
+// CompareAndDelete implements driver.Remote.
 func (r *Remote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
 	ok, err := r.Remote.CompareAndDelete(ctx, key, version)
 	if r.AfterCAD != nil {

@@ -50,7 +50,7 @@ func (g *Guard) Epoch() uint64 { return g.epoch.Load() }
 
 // Generation returns key's generation: it changes with every Invalidate of
 // key (or of a key sharing its stripe) and every Flush. Invalidate of one key
-// adds exactly one to it (the tiered.Local contract).
+// adds exactly one to it (the driver.Local contract).
 func (g *Guard) Generation(key string) uint64 {
 	return g.stripe(key).Load() + g.epoch.Load()
 }

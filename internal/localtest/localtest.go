@@ -1,4 +1,4 @@
-// Package localtest holds the contract tests every tiered.Local
+// Package localtest holds the contract tests every driver.Local
 // implementation must pass (package local on ristretto, package local/otter):
 // fill and read back, the generation guard against a racing invalidation or
 // flush, per-entry TTL, the zero-allocation hit, nil and closed safety. An
@@ -12,12 +12,12 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Store is the implementation under test. Close must stop every goroutine
 // the store started (the TTL test runs it in a synctest bubble).
-type Store = tiered.Local[string]
+type Store = driver.Local[string]
 
 // Suite describes an implementation.
 type Suite struct {
@@ -28,7 +28,7 @@ type Suite struct {
 	// be safe on it and behave as on an empty store.
 	Nil Store
 	// KeepStale, when not nil, returns a fresh store that keeps entries for
-	// d past their TTL; it must implement tiered.StaleLocal. Stores created
+	// d past their TTL; it must implement driver.StaleLocal. Stores created
 	// by New must keep nothing past the TTL.
 	KeepStale func(t *testing.T, d time.Duration) Store
 }
@@ -63,9 +63,9 @@ func keepStale(t *testing.T, suite Suite) {
 	synctest.Test(t, func(t *testing.T) {
 		s := suite.KeepStale(t, time.Hour)
 		defer s.Close()
-		stale, ok := s.(tiered.StaleLocal[string])
+		stale, ok := s.(driver.StaleLocal[string])
 		if !ok {
-			t.Fatalf("%T does not implement tiered.StaleLocal", s)
+			t.Fatalf("%T does not implement driver.StaleLocal", s)
 		}
 		start := time.Now()
 		fill(t, s, "one", "v1", false, 50*time.Millisecond)
@@ -98,7 +98,7 @@ func keepStale(t *testing.T, suite Suite) {
 		plain := suite.New(t)
 		defer plain.Close()
 		fill(t, plain, "k", "v", false, time.Hour)
-		if ps, ok := plain.(tiered.StaleLocal[string]); ok {
+		if ps, ok := plain.(driver.StaleLocal[string]); ok {
 			if _, _, _, ok := ps.GetStale("k"); ok {
 				t.Error("a store without the keep-stale window returned an entry from GetStale")
 			}

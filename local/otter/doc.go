@@ -2,7 +2,7 @@
 // (github.com/maypok86/otter/v2), an alternative to the ristretto default of
 // package local: otter's S3-FIFO-style policy keeps a higher hit ratio on
 // skewed workloads and its reads are faster, at the price of a second
-// dependency. Both satisfy tiered.Local with the same contract:
+// dependency. Both satisfy driver.Local with the same contract:
 //
 //   - typed values: an L1 hit never decodes bytes, allocates nothing and takes
 //     no lock of this package;
@@ -25,7 +25,7 @@
 //	if err != nil { ... }
 //	c, err := tiered.New[User]("users", l1, l2)
 //
-// A Store satisfies tiered.Local structurally; it does not import tiered.
+// A Store implements driver.Local (package tiered/driver).
 // All methods are safe for concurrent use, on a nil *Store (which behaves as
 // an always-empty store) and after Close.
 package otter

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	motter "github.com/maypok86/otter/v2"
 
 	"github.com/tiercache/tiercache/internal/l1core"
@@ -192,3 +194,11 @@ func (s *Store[V]) Metrics() (entries, cost, dropped, rejected uint64) {
 	st := s.Stats()
 	return st.Entries, st.Cost, 0, 0
 }
+
+// The contract the store implements (package tiered/driver).
+var (
+	_ driver.Local[int]       = (*Store[int])(nil)
+	_ driver.StaleLocal[int]  = (*Store[int])(nil)
+	_ driver.BatchFiller[int] = (*Store[int])(nil)
+	_ driver.Sizer            = (*Store[int])(nil)
+)

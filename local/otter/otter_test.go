@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/localtest"
 	"github.com/tiercache/tiercache/local/otter"
-	"github.com/tiercache/tiercache/tiered"
 )
 
-var _ tiered.Local[string] = (*otter.Store[string])(nil)
+var _ driver.Local[string] = (*otter.Store[string])(nil)
 
 func TestContract(t *testing.T) {
 	localtest.Run(t, localtest.Suite{

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
@@ -18,7 +20,7 @@ import (
 	"github.com/tiercache/tiercache/tiered"
 )
 
-var _ tiered.Bus = (*invalidation.Bus)(nil)
+var _ driver.Bus = (*invalidation.Bus)(nil)
 
 // client is what both *redis.Client and *redis.ClusterClient give the
 // adapters.
@@ -44,7 +46,7 @@ type node struct {
 	name  string
 	bus   *invalidation.Bus
 	l1    *guardedL1
-	l2    tiered.Remote
+	l2    driver.Remote
 	cache *tiered.Cache[string]
 }
 
@@ -52,7 +54,7 @@ type nodeConfig struct {
 	busOpts   []invalidation.Option
 	cacheOpts []tiered.Option
 	// wrapRemote, when set, wraps node i's L2 store (to hook its calls).
-	wrapRemote func(i int, r tiered.Remote) tiered.Remote
+	wrapRemote func(i int, r driver.Remote) driver.Remote
 	// clients, when set, returns node i's clients for its bus and its L2
 	// (often the same) in place of the topology's.
 	clients func(t testing.TB, i int) (bus, l2 client)
@@ -85,7 +87,7 @@ func newNodes(t *testing.T, topo topology, n int, name string, cfg nodeConfig) [
 		if err != nil {
 			t.Fatalf("remote.New: %v", err)
 		}
-		var r tiered.Remote = l2
+		var r driver.Remote = l2
 		if cfg.wrapRemote != nil {
 			r = cfg.wrapRemote(i, l2)
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/bushook"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/invalidation"
@@ -16,7 +18,7 @@ import (
 	"github.com/tiercache/tiercache/tiered"
 )
 
-var _ tiered.LeaseWaker = (*invalidation.Bus)(nil)
+var _ driver.LeaseWaker = (*invalidation.Bus)(nil)
 
 // Lease notice kinds, as the bus hook sees them.
 const (
@@ -127,7 +129,7 @@ func wakeNodes(t *testing.T, topo topology, n int, name string, poll time.Durati
 }
 
 // cacheOnBus starts a cache called name on bus and l2, with its own L1.
-func cacheOnBus(t *testing.T, name string, bus *invalidation.Bus, l2 tiered.Remote, poll time.Duration) *node {
+func cacheOnBus(t *testing.T, name string, bus *invalidation.Bus, l2 driver.Remote, poll time.Duration) *node {
 	t.Helper()
 	store, err := local.New[string](local.WithMaxEntries(10_000))
 	if err != nil {

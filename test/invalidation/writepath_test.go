@@ -4,16 +4,17 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/fillrace"
 	"github.com/tiercache/tiercache/internal/redistest"
-	"github.com/tiercache/tiercache/tiered"
 )
 
 // hookedNodes starts two nodes whose L2 calls go through a
 // fillrace.Remote each.
 func hookedNodes(t *testing.T, topo topology, cfg nodeConfig) ([]*node, []*fillrace.Remote) {
 	hooks := make([]*fillrace.Remote, 2)
-	cfg.wrapRemote = func(i int, r tiered.Remote) tiered.Remote {
+	cfg.wrapRemote = func(i int, r driver.Remote) driver.Remote {
 		hooks[i] = &fillrace.Remote{Remote: r}
 		return hooks[i]
 	}

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/remote"
@@ -107,7 +109,7 @@ func newNode(b testing.TB, client remote.Client, name string, c config, sc scena
 		b.Fatal(err)
 	}
 	mk := func(suffix string, extra ...tiered.Option) *tiered.Cache[value] {
-		var l1 tiered.Local[value]
+		var l1 driver.Local[value]
 		if !c.noL1 {
 			s, err := local.New[value](local.WithMaxEntries(sc.l1Max))
 			if err != nil {

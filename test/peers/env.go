@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
@@ -147,7 +149,7 @@ func (e *env) newNode(dep, name string, o nodeOpts) (n *node, err error) {
 		closers = append(closers, func() { n.bus.Close() })
 		opts = append(opts, tiered.WithInvalidation(n.bus))
 	}
-	var l1 tiered.Local[val]
+	var l1 driver.Local[val]
 	if !o.noL1 {
 		if n.l1, err = newL1(o.entries()); err != nil {
 			n.close()

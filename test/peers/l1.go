@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	"github.com/dgraph-io/ristretto/v2"
 	gocache "github.com/go-redis/cache/v9"
 	motter "github.com/maypok86/otter/v2"
@@ -269,7 +271,7 @@ func hitRatio(cfg config) ([]*row, error) {
 
 // tieredStore wraps an L1-only tiercache around l1: a miss is a GetOrLoad
 // that calls the loader.
-func tieredStore(l1 tiered.Local[val]) (st struct {
+func tieredStore(l1 driver.Local[val]) (st struct {
 	get  func(k string) bool
 	set  func(k string)
 	done func()

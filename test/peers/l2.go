@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
+
 	gocache "github.com/go-redis/cache/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/remote"
@@ -257,7 +259,7 @@ func batches(ctx context.Context, e *env, cfg config) ([]*row, error) {
 				if err != nil {
 					return err
 				}
-				env := remote.Encode(nil, remote.Entry{Kind: remote.KindValue, Payload: b, ExpiresAt: time.Now().Add(10 * time.Minute), Version: uint64(i)})
+				env := remote.Encode(nil, driver.Entry{Kind: driver.KindValue, Payload: b, ExpiresAt: time.Now().Add(10 * time.Minute), Version: uint64(i)})
 				pipe.Set(ctx, full[i], env, 10*time.Minute)
 			}
 			_, err := pipe.Exec(ctx)
