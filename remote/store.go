@@ -32,7 +32,7 @@ var (
 	// ErrPermission marks a refusal by Redis that no retry fixes: a wrong
 	// password (WRONGPASS, NOAUTH) or a missing ACL permission (NOPERM; the
 	// message names the command or key). It is not unavailability: the
-	// server answered. See the README for the ACL rule tiercache needs.
+	// server answered. See docs/degradation.md (ACL) for the rule tiercache needs.
 	ErrPermission = errors.New("remote: Redis refused the credentials or an ACL permission")
 )
 

@@ -15,15 +15,15 @@ import (
 	"github.com/tiercache/tiercache/tiered"
 )
 
-// ACLRule returns the least-privilege ACL rule the README documents for a
+// ACLRule returns the least-privilege ACL rule docs/degradation.md documents for a
 // cache named name whose bus uses channel prefix prefix.
 func aclRule(name, prefix string) []any {
 	return []any{"resetkeys", "~" + name + ":*", "resetchannels", "&" + prefix + ":*",
 		"-@all", "+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "-@dangerous", "+time"}
 }
 
-// Issue 9 observations 5 (ACL part) and 12, and the ACL section of the
-// README: the whole cache (reads, writes, leases, early refresh, the bus)
+// Issue 9 observations 5 (ACL part) and 12, and the ACL rule of
+// docs/degradation.md: the whole cache (reads, writes, leases, early refresh, the bus)
 // works as a user holding only the documented ACL rule.
 func TestLeastPrivilegeUser(t *testing.T) {
 	admin := redistest.Standalone(t)

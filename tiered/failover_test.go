@@ -16,7 +16,7 @@ import (
 // asks go-redis to reload the slot map on connection errors instead of
 // waiting for its periodic refresh.
 //
-// Measure with (numbers in the README):
+// Measure with (numbers in docs/degradation.md):
 //
 //	go test -race -count=1 -run TestWritesRecoverAfterFailover -v ./tiered/
 func TestWritesRecoverAfterFailover(t *testing.T) {

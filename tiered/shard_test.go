@@ -24,7 +24,7 @@ type shardRun struct {
 // writes of keys on the other primaries keep succeeding and the loader is
 // called about as often as in a healthy run.
 //
-// Measure with (numbers in the README):
+// Measure with (numbers in docs/degradation.md):
 //
 //	go test -race -count=1 -run TestShardOutage -v ./tiered/
 func TestShardOutage(t *testing.T) {

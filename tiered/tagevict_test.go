@@ -87,7 +87,7 @@ func tagNodes(t *testing.T, name string, rdb redis.UniversalClient, n int, bus d
 	return out
 }
 
-// epochKeyOf is the L2 key of cache name's tag epoch (README, Tags).
+// epochKeyOf is the L2 key of cache name's tag epoch (docs/tags.md).
 func epochKeyOf(name string) string { return name + ":\x00tag:" }
 
 // racedLoad runs one load of key on loader that reads the row, tags it "t",

@@ -15,7 +15,7 @@ import (
 	"github.com/tiercache/tiercache/tiered"
 )
 
-// aclRule is the least-privilege rule of the README (Degradation / ACL) for
+// aclRule is the least-privilege rule of docs/degradation.md (ACL) for
 // a cache named name whose bus uses channel prefix prefix, followed by
 // extra.
 func aclRule(name, prefix string, extra ...string) []any {
@@ -65,7 +65,7 @@ func (l *errorLog) permissionErrors() []error {
 	return out
 }
 
-// TestLeastPrivilegeUserOnCluster: the README's ACL rule plus the Cluster
+// TestLeastPrivilegeUserOnCluster: the ACL rule of docs/degradation.md plus the Cluster
 // addition +cluster|slots (go-redis reads the slot map with CLUSTER SLOTS),
 // set on every node of a private Cluster (2 primaries, 1 replica): reads,
 // leases, writes, batches, early refresh and the sharded bus all work as

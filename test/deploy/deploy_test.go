@@ -1,6 +1,6 @@
 // Package deploy_test runs tiercache (the root package: ristretto L1, Redis
-// L2, the invalidation bus) on each Redis deployment the README's Deploying
-// section describes, every one on real redis-server processes started for
+// L2, the invalidation bus) on each Redis deployment docs/deploying.md
+// describes, every one on real redis-server processes started for
 // the test: Sentinel through redis.NewFailoverClient (and a failover),
 // redis.NewUniversalClient in its three shapes, TLS with certificates made
 // at test time, a Cluster without sharded pub/sub (Redis 6.2, simulated on

@@ -1,5 +1,5 @@
 // Package history checks a recorded history of cache operations against the
-// consistency bound the README states ("Consistency": a node never serves a
+// consistency bound the README states ("Consistency bound": a node never serves a
 // value deleted or replaced more than D after the write returned), in the
 // style of a linearizability checker: the operations are recorded while
 // several nodes run, then [Check], a pure function, judges them offline.

@@ -180,7 +180,7 @@ func keyIndex(key string) int {
 // The slack: D assumes the bus's goroutines (subscriber, watchdog) run when
 // their timers fire. On a 2-core machine shared with other test processes,
 // under -race, a goroutine can be kept off the CPU for hundreds of
-// milliseconds (the README measured 1 ms to 1.7 s for a 10 ms ticker). The
+// milliseconds (docs/consistency.md measured 1 ms to 1.7 s for a 10 ms ticker). The
 // test runs such a ticker itself and grants its worst delay, since the same
 // delay may have hit the node that served the stale read; plus the longest
 // L1 Flush (entries stay readable until it returns), plus baseSlack. On a

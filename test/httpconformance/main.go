@@ -1,6 +1,6 @@
 // Command httpconformance serves the middleware as the HTTP cache
 // conformance suite (http-cache-tests on npm) expects a cache: a proxy in
-// front of the suite's origin server. It is the deployment the README
+// front of the suite's origin server. It is the deployment docs/http.md
 // describes: an L1, a Redis L2 and the invalidation bus under one tiered
 // cache (LocalTTL 10 s, no default TTL unless -default-ttl, heuristic
 // freshness with its usual values unless -heuristic=false), the

@@ -362,7 +362,7 @@ func quantile(d []time.Duration, q float64) float64 {
 // trips the nodes' clients sent per second (a go-redis hook; a pipeline is
 // one round trip per node), and the servers' CPU (delta of used_cpu_sys +
 // used_cpu_user, summed over the primaries, as milliseconds per second of
-// run). At the end it prints the table of the README beside the design's
+// run). At the end it prints the table of docs/performance.md beside the design's
 // figures.
 func BenchmarkHotKeys(b *testing.B) {
 	var table []string
