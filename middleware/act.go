@@ -174,9 +174,13 @@ func (h *handler) fallback(w http.ResponseWriter, rq *request, reason fwd, err e
 func (h *handler) forward(w http.ResponseWriter, rq *request, status cacheStatus, stale *Response) {
 	m := h.m
 	or := rq.r
-	if rq.u.stripped {
+	if rq.u.stripped || m.capability != "" {
 		or = rq.r.WithContext(rq.r.Context())
 		stripQuery(or, &rq.u)
+	}
+	if m.capability != "" {
+		or.Header = rq.r.Header.Clone()
+		m.addCapability(or.Header)
 	}
 	if stale == nil {
 		m.met.request(status.out)

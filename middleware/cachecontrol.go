@@ -209,19 +209,36 @@ func removeHopByHop(h http.Header) {
 }
 
 // responseDirectives returns the caching directives of a response for this
-// cache (RFC 9213): those of the first targeted field with a valid,
-// non-empty value, in the order WithTargetedHeader's field (if set), then
-// CDN-Cache-Control; else Cache-Control. targeted reports that a targeted
-// field was used: Cache-Control and Expires are then ignored.
+// cache: those of the first targeted field that decides, in the order
+// WithTargetedHeader's field (if set; RFC 9213), Surrogate-Control (with
+// WithSurrogateControl; surrogate.go), CDN-Cache-Control (RFC 9213); else
+// Cache-Control. An RFC 9213 field decides when it has a valid, non-empty
+// value. targeted reports that a targeted field was used: Cache-Control
+// and Expires are then ignored.
 func (m *Middleware) responseDirectives(h http.Header) (d directives, targeted bool) {
-	for _, name := range m.targets {
-		if lines := h[name]; len(lines) > 0 {
-			if d, ok := parseTargeted(lines); ok {
-				return d, true
-			}
+	for _, f := range m.targets {
+		lines := h[f.name]
+		if len(lines) == 0 {
+			continue
+		}
+		var ok bool
+		if f.surrogate {
+			d, ok = parseSurrogate(lines, m.cfg.surrogateToken)
+		} else {
+			d, ok = parseTargeted(lines)
+		}
+		if ok {
+			return d, true
 		}
 	}
 	return parseCacheControl(h["Cache-Control"]), false
+}
+
+// targetField is a response field with caching directives for this cache
+// ahead of Cache-Control.
+type targetField struct {
+	name      string // canonical
+	surrogate bool   // Surrogate-Control (parseSurrogate); else an RFC 9213 field (parseTargeted)
 }
 
 // parseTargeted parses a targeted cache-control field (RFC 9213: a

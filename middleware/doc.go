@@ -62,7 +62,11 @@
 // before it the WithTargetedHeader field if set, replaces Cache-Control
 // and Expires when it holds a valid value: a structured-field dictionary
 // whose known directives have values of their types (max-age="60" makes
-// the field invalid, RFC 9213 Section 2.1).
+// the field invalid, RFC 9213 Section 2.1). With WithSurrogateControl,
+// Surrogate-Control (W3C Edge Architecture) comes between the two: the
+// directives targeted at the cache's device token, else the untargeted
+// ones, decide when they give max-age or no-store, and requests to the
+// origin carry Surrogate-Capability with the token.
 //
 // Hop-by-hop fields (Connection and those it names, Keep-Alive,
 // Transfer-Encoding, TE, Trailer, Upgrade, Proxy-*) are not stored; Date is

@@ -236,7 +236,7 @@ func (h *handler) runOrigin(w http.ResponseWriter, rq *request, reason fwd, stal
 		return (stale != nil && code == http.StatusNotModified) || m.mayStore(code, h)
 	}
 	c.calledAt = m.cfg.clock()
-	or := originRequest(rq)
+	or := m.originRequest(rq)
 	if stale != nil {
 		or = withValidators(or, rq.r, stale)
 	}
@@ -268,18 +268,22 @@ func (h *handler) hitForPass(ctx context.Context, p plan) *Response {
 
 // originRequest is the request the origin handler sees on a load: a GET
 // (also for a HEAD miss), without the client's validators and Range (the
-// cache wants a full response to store; it answers those itself) and
-// without ignored query parameters. rq.r is not modified.
-func originRequest(rq *request) *http.Request {
+// cache wants a full response to store; it answers those itself), without
+// ignored query parameters, and with this cache's Surrogate-Capability
+// (WithSurrogateControl). rq.r is not modified.
+func (m *Middleware) originRequest(rq *request) *http.Request {
 	r := rq.r
-	if !rq.has(rqConditional|rqRange) && !rq.u.stripped && !rq.head {
+	if !rq.has(rqConditional|rqRange) && !rq.u.stripped && !rq.head && m.capability == "" {
 		return r
 	}
 	r2 := r.WithContext(r.Context())
-	if rq.has(rqConditional | rqRange) {
+	if rq.has(rqConditional|rqRange) || m.capability != "" {
 		r2.Header = r.Header.Clone()
 		for _, k := range [...]string{"If-None-Match", "If-Modified-Since", "Range", "If-Range"} {
 			delete(r2.Header, k)
+		}
+		if m.capability != "" {
+			m.addCapability(r2.Header)
 		}
 	}
 	if rq.head {

@@ -20,7 +20,8 @@ type Middleware struct {
 
 	interesting map[string]uint16 // request fields that matter, by canonical name
 	keyPrefixes []string          // key headers given as prefixes ("X-Forwarded-")
-	targets     []string          // targeted cache-control fields, most specific first
+	targets     []targetField     // fields with directives for this cache, most specific first
+	capability  string            // Surrogate-Capability member (WithSurrogateControl); "" for none
 	status      statusValues
 	ages        [ageTable][]string
 	newGen      tiered.Loader[*Response]
@@ -67,9 +68,13 @@ func New(cache *tiered.Cache[*Response], opts ...Option) (*Middleware, error) {
 		slots:       make(chan struct{}, cfg.maxRefreshes),
 	}
 	if cfg.targeted != "" {
-		m.targets = append(m.targets, cfg.targeted)
+		m.targets = append(m.targets, targetField{name: cfg.targeted})
 	}
-	m.targets = append(m.targets, "Cdn-Cache-Control")
+	if cfg.surrogateToken != "" {
+		m.targets = append(m.targets, targetField{name: "Surrogate-Control", surrogate: true})
+		m.capability = surrogateCapability(cfg.surrogateToken)
+	}
+	m.targets = append(m.targets, targetField{name: "Cdn-Cache-Control"})
 	m.closing, m.cancel = context.WithCancel(context.Background())
 	m.newGen = func(context.Context, string) (*Response, error) {
 		return &Response{kind: kindGen, id: newID()}, nil

@@ -60,22 +60,23 @@ func DefaultKeyHeaders() []string {
 }
 
 type config struct {
-	defaultTTL    time.Duration
-	heuristicFrac float64       // 0: no heuristic freshness
-	heuristicMax  time.Duration // cap on a heuristic lifetime
-	maxBody       int
-	ignoredParams []string
-	keyHeaders    []string // canonical, sorted, unique; "Prefix-*" entries are prefixes
-	targeted      string   // canonical cache-specific targeted field; "" for none
-	schemeHeader  string   // canonical trusted scheme field; "" for none
-	hitForPass    time.Duration
-	tagHeader     string // canonical
-	cacheName     string
-	clock         func() time.Time
-	onError       func(ctx context.Context, err error)
-	maxRefreshes  int
-	ignoreReqCC   bool
-	meterProvider metric.MeterProvider // nil: the global one at New
+	defaultTTL     time.Duration
+	heuristicFrac  float64       // 0: no heuristic freshness
+	heuristicMax   time.Duration // cap on a heuristic lifetime
+	maxBody        int
+	ignoredParams  []string
+	keyHeaders     []string // canonical, sorted, unique; "Prefix-*" entries are prefixes
+	targeted       string   // canonical cache-specific targeted field; "" for none
+	surrogateToken string   // device token for Surrogate-Control; "" for none
+	schemeHeader   string   // canonical trusted scheme field; "" for none
+	hitForPass     time.Duration
+	tagHeader      string // canonical
+	cacheName      string
+	clock          func() time.Time
+	onError        func(ctx context.Context, err error)
+	maxRefreshes   int
+	ignoreReqCC    bool
+	meterProvider  metric.MeterProvider // nil: the global one at New
 }
 
 func defaultConfig() config {
@@ -210,6 +211,30 @@ func WithTargetedHeader(name string) Option {
 			return invalidOption("targeted header %q is not a field name", name)
 		}
 		c.targeted = textproto.CanonicalMIMEHeaderKey(name)
+		return nil
+	}
+}
+
+// WithSurrogateControl makes the cache read Surrogate-Control (W3C Edge
+// Architecture 1.0, as Fastly, Akamai, Varnish and Squid do) as the
+// surrogate whose device token is token: the directives targeted at it
+// ("max-age=60;token"), else the untargeted ones, decide after
+// WithTargetedHeader's field and ahead of CDN-Cache-Control, Cache-Control
+// and Expires whenever they give max-age
+// (max-age=N+M: M seconds of stale-if-error) or no-store;
+// stale-while-revalidate and stale-if-error are read there too, and
+// no-store-remote does not apply (the cache runs next to the origin).
+// Requests to the origin carry Surrogate-Capability: token="Surrogate/1.0",
+// appended to what the request already carried, so the origin can target
+// directives at it. The field is stored and forwarded as received, so a
+// CDN in front reads it too. Default: off (Surrogate-Control is ignored).
+// A token that is not an RFC 9110 token is an error.
+func WithSurrogateControl(token string) Option {
+	return func(c *config) error {
+		if !validFieldName(token) {
+			return invalidOption("surrogate device token %q is not a token", token)
+		}
+		c.surrogateToken = token
 		return nil
 	}
 }

@@ -3,8 +3,9 @@
 // front of the suite's origin server. It is the deployment docs/http.md
 // describes: an L1, a Redis L2 and the invalidation bus under one tiered
 // cache (LocalTTL 10 s, no default TTL unless -default-ttl, heuristic
-// freshness with its usual values unless -heuristic=false), the
-// middleware in front of httputil.ReverseProxy. run.sh starts it; it runs
+// freshness with its usual values unless -heuristic=false, Surrogate-Control
+// read as device token "tiercache" unless -surrogate=""), the middleware in
+// front of httputil.ReverseProxy. run.sh starts it; it runs
 // until SIGINT or SIGTERM.
 package main
 
@@ -40,13 +41,14 @@ func main() {
 	name := flag.String("name", "conformance-"+strconv.FormatInt(time.Now().UnixNano(), 36), "tiered cache name (the Redis key namespace)")
 	heuristic := flag.Bool("heuristic", true, "heuristic freshness: middleware.WithHeuristicFreshness(DefaultHeuristicFraction, DefaultHeuristicMax)")
 	defaultTTL := flag.Duration("default-ttl", 0, "middleware.WithDefaultTTL (0: none)")
+	surrogate := flag.String("surrogate", "tiercache", "middleware.WithSurrogateControl device token (\"\": Surrogate-Control ignored)")
 	flag.Parse()
-	if err := run(*listen, *origin, *redisAddr, *name, *heuristic, *defaultTTL); err != nil {
+	if err := run(*listen, *origin, *redisAddr, *name, *heuristic, *defaultTTL, *surrogate); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(listen, origin, redisAddr, name string, heuristic bool, defaultTTL time.Duration) error {
+func run(listen, origin, redisAddr, name string, heuristic bool, defaultTTL time.Duration, surrogate string) error {
 	if redisAddr == "" {
 		return errors.New("no Redis address: pass -redis or eval \"$(test/redis.sh env)\"")
 	}
@@ -84,6 +86,9 @@ func run(listen, origin, redisAddr, name string, heuristic bool, defaultTTL time
 	opts := []middleware.Option{middleware.WithDefaultTTL(defaultTTL)}
 	if heuristic {
 		opts = append(opts, middleware.WithHeuristicFreshness(middleware.DefaultHeuristicFraction, middleware.DefaultHeuristicMax))
+	}
+	if surrogate != "" {
+		opts = append(opts, middleware.WithSurrogateControl(surrogate))
 	}
 	mw, err := middleware.New(pages, opts...)
 	if err != nil {
