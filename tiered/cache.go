@@ -136,7 +136,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.bus != nil && l1 != nil {
-		sub, err := cfg.bus.Subscribe(name, c.onInvalidate, l1.Flush)
+		sub, err := cfg.bus.Subscribe(name, c.onInvalidate, c.onFlush)
 		if err != nil {
 			c.cancel()
 			tel.close()

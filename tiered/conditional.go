@@ -68,6 +68,7 @@ func (c *Cache[V]) CompareAndSet(ctx context.Context, key string, version uint64
 	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.compare_and_set")
 	defer func() { endSpan(span, err) }()
+	defer c.detach([]string{key})
 	if c.l2 == nil {
 		if c.l1.Generation(key) != version {
 			return false, nil

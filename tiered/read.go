@@ -278,9 +278,33 @@ func (c *Cache[V]) join(key string) (f *flight[V], leader bool, err error) {
 func (c *Cache[V]) finish(key string, f *flight[V], v V, err error) {
 	f.value, f.err = v, err
 	c.mu.Lock()
-	delete(c.flights, key)
+	if c.flights[key] == f { // not detached by a write
+		delete(c.flights, key)
+	}
 	c.mu.Unlock()
 	close(f.done)
+}
+
+// detach ends the joining of the flights of keys (all flights when keys
+// is nil): a flight that started before a write or an invalidation of its
+// key may return the value it replaced, so a caller that comes after must
+// start a flight of its own (read-your-writes). The detached flights still
+// answer the callers that joined them, which were concurrent with the
+// write. Writes call it once their L2 write is done; the bus callbacks
+// when they have dropped the keys from L1.
+func (c *Cache[V]) detach(keys []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.flights) == 0 {
+		return
+	}
+	if keys == nil {
+		clear(c.flights)
+		return
+	}
+	for _, k := range keys {
+		delete(c.flights, k)
+	}
 }
 
 func wait[V any](ctx context.Context, f *flight[V]) (V, error) {

@@ -41,6 +41,7 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 	ctx = writeCtx(ctx, w, keys...)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set_many")
 	defer func() { endSpan(span, err) }()
+	defer c.detach(keys)
 	if err := c.resolveWriteTags(ctx, w, keys); err != nil {
 		return err
 	}

@@ -414,6 +414,7 @@ func (c *Cache[V]) InvalidateTags(ctx context.Context, tags ...string) (err erro
 	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.invalidate_tags")
 	defer func() { endSpan(span, err) }()
+	defer c.detach(nil) // which keys carry the tags is not known here
 	c.tagsSeen.Store(true)
 	if c.l2 != nil {
 		if c.l2tags == nil {
@@ -460,6 +461,13 @@ func (c *Cache[V]) dropTags(tags []string) {
 	}
 }
 
+// onFlush is the cache's bus callback for lost messages: L1 is dropped,
+// and no caller joins a flight that started before.
+func (c *Cache[V]) onFlush() {
+	c.l1.Flush()
+	c.detach(nil)
+}
+
 // onInvalidate is the cache's bus callback: plain keys are dropped from L1,
 // reserved tag keys drop the values with that tag.
 func (c *Cache[V]) onInvalidate(keys []string) {
@@ -471,8 +479,10 @@ func (c *Cache[V]) onInvalidate(keys []string) {
 	}
 	if n == 0 {
 		c.l1.Invalidate(keys...)
+		c.detach(keys)
 		return
 	}
+	defer c.detach(nil)
 	plain := make([]string, 0, len(keys)-n)
 	tags := make([]string, 0, n)
 	for _, k := range keys {

@@ -29,6 +29,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
 	defer func() { endSpan(span, err) }()
+	defer c.detach([]string{key})
 	var expiresAt time.Time
 	// The snapshot for our L1 fill is taken before the L2 write, so an
 	// invalidation from another node that lands in between wins (DESIGN §4).
@@ -169,6 +170,7 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) (err error) {
 	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.delete")
 	defer func() { endSpan(span, err) }()
+	defer c.detach(keys)
 	if c.l2 != nil {
 		if len(keys) == 1 {
 			// One key: DEL and its invalidation in one round trip.
