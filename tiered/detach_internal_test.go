@@ -16,9 +16,11 @@ import (
 // with an L1 + L2 cache whose first load is held mid-flight.
 func TestWriteDetachesFlight(t *testing.T) {
 	writes := map[string]func(ctx context.Context, c *Cache[string]) error{
-		"Delete":    func(ctx context.Context, c *Cache[string]) error { return c.Delete(ctx, "k") },
-		"Set":       func(ctx context.Context, c *Cache[string]) error { return c.Set(ctx, "k", "new") },
-		"SetMany":   func(ctx context.Context, c *Cache[string]) error { return c.SetMany(ctx, map[string]string{"k": "new"}) },
+		"Delete": func(ctx context.Context, c *Cache[string]) error { return c.Delete(ctx, "k") },
+		"Set":    func(ctx context.Context, c *Cache[string]) error { return c.Set(ctx, "k", "new") },
+		"SetMany": func(ctx context.Context, c *Cache[string]) error {
+			return c.SetMany(ctx, map[string]string{"k": "new"})
+		},
 		// Another node's Delete: L2 first, then the bus.
 		"bus key": func(ctx context.Context, c *Cache[string]) error {
 			err := c.l2.Delete(ctx, c.prefix+"k")
