@@ -181,6 +181,11 @@ func (c *Cache[V]) check(key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	return checkKey(key)
+}
+
+// checkKey reports whether key may be used: not empty, not reserved.
+func checkKey(key string) error {
 	if key == "" {
 		return ErrEmptyKey
 	}
@@ -240,4 +245,47 @@ func (c *Cache[V]) remoteCtx(ctx context.Context) (context.Context, context.Canc
 		return ctx, noCancel
 	}
 	return context.WithTimeoutCause(ctx, c.cfg.remoteTimeout, errRemoteTimeout)
+}
+
+// validKeys splits the keys of a batch call: the batch proceeds with the
+// valid ones, and each invalid key is reported in bad (a KeyErrors),
+// never failing the others (one bad key must not leave the rest of an
+// invalidation undone). keys is returned as is when all are valid.
+func validKeys(keys []string) (valid []string, bad KeyErrors) {
+	for i, k := range keys {
+		err := checkKey(k)
+		if err == nil {
+			if bad != nil {
+				valid = append(valid, k)
+			}
+			continue
+		}
+		if bad == nil {
+			bad = KeyErrors{}
+			valid = append(make([]string, 0, len(keys)-1), keys[:i]...)
+		}
+		bad[k] = err
+	}
+	if bad == nil {
+		return keys, nil
+	}
+	return valid, bad
+}
+
+// withKeyErrors returns err with the invalid keys of a batch call added
+// (in a KeyErrors of their own when err is not one).
+func withKeyErrors(err error, bad KeyErrors) error {
+	if len(bad) == 0 {
+		return err
+	}
+	if err == nil {
+		return bad
+	}
+	if ke, ok := err.(KeyErrors); ok {
+		for k, e := range bad {
+			ke[k] = e
+		}
+		return ke
+	}
+	return errors.Join(bad, err)
 }

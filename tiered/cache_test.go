@@ -332,8 +332,16 @@ func TestBadInput(t *testing.T) {
 	if err := n.Delete(ctx, "a", ""); !errors.Is(err, tiered.ErrEmptyKey) {
 		t.Errorf("Delete(a, \"\") = %v", err)
 	}
-	if _, err := n.GetOrLoadMany(ctx, []string{"a", ""}, nil); !errors.Is(err, tiered.ErrEmptyKey) {
-		t.Errorf("GetOrLoadMany with an empty key = %v", err)
+	// A batch reports its invalid keys one by one and serves the others.
+	many, err := n.GetOrLoadMany(ctx, []string{"a", ""}, func(context.Context, []string) (map[string]string, error) {
+		return map[string]string{"a": "va"}, nil
+	})
+	var ke tiered.KeyErrors
+	if !errors.As(err, &ke) || !errors.Is(ke[""], tiered.ErrEmptyKey) || many["a"] != "va" {
+		t.Errorf("GetOrLoadMany with an empty key = %v, %v; want a's value and a KeyErrors for \"\"", many, err)
+	}
+	if _, err := n.GetOrLoadMany(ctx, []string{"a"}, nil); !errors.Is(err, tiered.ErrInvalidOption) {
+		t.Errorf("GetOrLoadMany with nil loader = %v", err)
 	}
 	if _, err := n.GetOrLoad(ctx, "k", nil); !errors.Is(err, tiered.ErrInvalidOption) {
 		t.Errorf("GetOrLoad with nil loader = %v", err)

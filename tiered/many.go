@@ -17,19 +17,22 @@ import (
 // flight on this node or another node is loading are awaited, not loaded
 // twice. Absent keys (cached not-found, or omitted by load) are missing from
 // the map and are not errors. Keys that failed are reported in a KeyErrors;
-// the map still holds every key that succeeded.
+// the map still holds every key that succeeded. An invalid key (empty,
+// reserved) is one of them: the other keys are read and loaded all the
+// same.
 func (c *Cache[V]) GetOrLoadMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	for _, k := range keys {
-		if k == "" {
-			return nil, ErrEmptyKey
-		}
-	}
 	if load == nil {
 		return nil, fmt.Errorf("%w: nil batch loader", ErrInvalidOption)
 	}
+	keys, bad := validKeys(keys)
+	out, err := c.getOrLoadMany(ctx, keys, load)
+	return out, withKeyErrors(err, bad)
+}
+
+func (c *Cache[V]) getOrLoadMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
 	out := make(map[string]V, len(keys))
 	var pending []string
 	seen := make(map[string]struct{}, len(keys))

@@ -18,18 +18,25 @@ import (
 //
 // Keys that failed are reported in a KeyErrors (the other keys are written);
 // L1 keeps none of them. A failed broadcast adds an error matching
-// ErrInvalidation; retry the call, it is idempotent. An empty key, a closed
-// cache or an invalid option fail the call before anything is written.
+// ErrInvalidation; retry the call, it is idempotent. An invalid key
+// (empty, reserved) is reported in the KeyErrors and the other keys are
+// written all the same; a closed cache or an invalid option fail the call
+// before anything is written.
 func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...WriteOption) (err error) {
 	if c.closed.Load() {
 		return ErrClosed
 	}
 	keys := make([]string, 0, len(items))
+	bad := KeyErrors{}
 	for k := range items {
-		if err := c.check(k); err != nil {
-			return err
+		if err := checkKey(k); err != nil {
+			bad[k] = err
+			continue
 		}
 		keys = append(keys, k)
+	}
+	if len(bad) > 0 {
+		defer func() { err = withKeyErrors(err, bad) }()
 	}
 	w, err := writeOptions(opts)
 	if err != nil {

@@ -397,17 +397,29 @@ func (c *Cache[V]) currentGens(ctx context.Context, tags []string) ([]uint64, er
 // to their callers but not stored. It costs the same however many values
 // carry the tags: nothing is scanned.
 //
-// It returns ErrInvalidTag for an invalid tag, an L2 failure (retry: it is
-// idempotent), or an error matching ErrInvalidation when the broadcast
-// failed.
+// An invalid tag (empty, too long) is reported in a KeyErrors, by tag,
+// with ErrInvalidTag, and the other tags are invalidated all the same. It
+// returns an L2 failure (retry: it is idempotent), or an error matching
+// ErrInvalidation when the broadcast failed.
 func (c *Cache[V]) InvalidateTags(ctx context.Context, tags ...string) (err error) {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	var bad KeyErrors
+	valid := tags[:0:0]
 	for _, t := range tags {
 		if t == "" || len(t) > MaxTagBytes {
-			return fmt.Errorf("%w: %q must have 1 to %d bytes", ErrInvalidTag, t, MaxTagBytes)
+			if bad == nil {
+				bad = KeyErrors{}
+			}
+			bad[t] = fmt.Errorf("%w: %q must have 1 to %d bytes", ErrInvalidTag, t, MaxTagBytes)
+			continue
 		}
+		valid = append(valid, t)
+	}
+	tags = valid
+	if bad != nil {
+		defer func() { err = withKeyErrors(err, bad) }()
 	}
 	if len(tags) == 0 {
 		return nil

@@ -158,12 +158,16 @@ func (c *Cache[V]) fillAfterWrite(key string, gen uint64, v V, absent bool, expi
 // Delete removes keys from both tiers (killing any lease in flight, so no
 // stale fill lands) and tells the other nodes to drop them. An L2 failure is
 // returned; a failed broadcast returns an error matching ErrInvalidation.
-// Delete is idempotent: retry it on error.
+// An invalid key (empty, reserved) is reported in a KeyErrors and the
+// other keys are deleted all the same. Delete is idempotent: retry it on
+// error.
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) (err error) {
-	for _, k := range keys {
-		if err := c.check(k); err != nil {
-			return err
-		}
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	keys, bad := validKeys(keys)
+	if bad != nil {
+		defer func() { err = withKeyErrors(err, bad) }()
 	}
 	if len(keys) == 0 {
 		return nil
