@@ -44,7 +44,7 @@ func (c *Cache[V]) perShard(ctx context.Context, op string, full []string, call 
 			}
 		}
 	}
-	g, guarded := c.l2.(guardedRemote)
+	g, guarded := c.guarded, c.guarded != nil
 	if !guarded {
 		all := make([]int, len(full))
 		for i := range all {

@@ -34,6 +34,7 @@ type Cache[V any] struct {
 	stats    counters
 	tel      *telemetry
 	breakers *breakers            // the per-shard circuit breakers; nil when off
+	guarded  *guardedRemote       // l2 behind the breakers, for the calls beyond Remote's; nil when off
 	stale    driver.StaleLocal[V] // l1's stale reads, with WithStaleIfError; else nil
 	loadSem  chan struct{}        // WithMaxConcurrentLoads slots; nil when unlimited
 
@@ -131,7 +132,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)
 			g := guardedRemote{Remote: c.l2, set: c.breakers}
 			g.sharder, _ = l2.(driver.Sharder)
-			c.l2 = g
+			c.l2, c.guarded = g, &g
 		}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())

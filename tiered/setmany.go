@@ -158,7 +158,7 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []d
 		call.done(first)
 		return errs, first
 	}
-	g, guarded := c.l2.(guardedRemote)
+	g, guarded := c.guarded, c.guarded != nil
 	if !guarded {
 		errs, _ := batch(full, entries)
 		return errs

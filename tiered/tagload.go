@@ -161,7 +161,7 @@ func (c *Cache[V]) ensureThenEpoch(ctx context.Context, tags []string, ttl time.
 	}
 	epochKey := []string{c.epochKey()}
 	all := append(keys, epochKey...)
-	if g, guarded := c.l2.(guardedRemote); guarded {
+	if g := c.guarded; g != nil {
 		if bs, _ := g.byShard(all); len(bs) > 1 {
 			byTag, err := c.ensureGenerations(ctx, tags, ttl)
 			if err != nil {

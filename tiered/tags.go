@@ -233,7 +233,7 @@ func (c *Cache[V]) tagCall(ctx context.Context, op string, keys []string, f func
 		call.done(err)
 		return struct{}{}, err
 	}
-	if g, guarded := c.l2.(guardedRemote); guarded {
+	if g := c.guarded; g != nil {
 		if bs, _ := g.byShard(keys); len(bs) == 1 {
 			_, err := guard(rctx, bs[0], run)
 			return err

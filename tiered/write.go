@@ -99,7 +99,7 @@ func (c *Cache[V]) carryWrite(ctx context.Context, key, op string, write func(ct
 	}
 	l2key := c.prefix + key
 	var br *breaker
-	if g, ok := c.l2.(guardedRemote); ok {
+	if g := c.guarded; g != nil {
 		if br = g.breakerOf(l2key); br.isOpen() {
 			return false, nil, nil // the usual path reports it
 		}
