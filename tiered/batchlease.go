@@ -122,12 +122,12 @@ func (c *Cache[V]) acquireMany(ctx context.Context, lb driver.LeaseBatcher, full
 	return tokens, cur, won, errs
 }
 
-// fillMany stores the results of the keys won (indexes into keys) with
-// one pipelined conditional fill, and the fills that landed in L1 with one
-// batch fill. Keys whose result is not storable, or whose fill failed, go
-// through storeLeased one by one (failure markers, lease release, retries).
-func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []string, won []int, tokens map[int]uint64, gens []uint64,
-	m map[string]V, loadErr error, took time.Duration, results []result[V]) {
+// fillMany stores the results of keys loaded under the leases tokens[i]
+// (results[i] is keys[i]'s) with one pipelined conditional fill per shard,
+// and the fills that landed in L1 with one batch fill. Keys whose result is
+// not storable, or whose fill failed, go through storeLeased one by one
+// (failure markers, lease release, retries). results is updated in place.
+func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []string, tokens, gens []uint64, took time.Duration, results []result[V]) {
 	var (
 		batch   []int // indexes into keys
 		full    []string
@@ -135,9 +135,8 @@ func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []
 		vers    []uint64
 		single  []int
 	)
-	for _, i := range won {
-		v, kerr := batchResult(m, loadErr, keys[i])
-		results[i] = result[V]{v, kerr}
+	for i := range keys {
+		v, kerr := results[i].value, results[i].err
 		if kerr != nil && !errors.Is(kerr, ErrNotFound) {
 			single = append(single, i)
 			continue

@@ -201,7 +201,7 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 		if ctx.Err() != nil {
 			// Our own ctx cut the read short: the shared work reads again,
 			// and knows the token we may have left in L2.
-			r = preRead{gen: gen, token: r.token}
+			r = preRead{gen: gen, token: r.token, cut: true}
 		}
 		pre = []preRead{r}
 		if rerr == nil && e.Kind.IsValue() {
@@ -224,8 +224,8 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 	go func() {
 		defer c.wg.Done()
 		defer done()
-		v, err := c.fetch(fctx, key, load, pre...)
-		c.finish(key, f, v, err)
+		res := c.fetchKeys(fctx, []string{key}, loadCall[V]{one: load}, pre)
+		c.finish(key, f, res[0].value, res[0].err)
 	}()
 	return v, nil, false
 }
@@ -234,13 +234,15 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 // started, and the L1 generation taken before it. token is the lease token
 // the read offered (0 without leases): won reports that the lease is ours;
 // when the read failed, the token may still have landed, and the shared
-// work recognises it as its own.
+// work recognises it as its own. cut reports a read cut short by the
+// caller's ctx: its outcome is unknown, and the shared work reads again.
 type preRead struct {
 	e     driver.Entry
 	err   error
 	gen   uint64
 	token uint64
 	won   bool
+	cut   bool
 }
 
 // readOrLease is the one command of an L2 read that may load: it returns
@@ -325,27 +327,6 @@ func (c *Cache[V]) flightCtx(ctx context.Context) (context.Context, func()) {
 	fctx, cancel := context.WithTimeout(withMeta(context.WithoutCancel(ctx)), c.cfg.loadTimeout)
 	stop := context.AfterFunc(c.closing, cancel)
 	return fctx, func() { stop(); cancel() }
-}
-
-// fetch is the shared work of one key's flight (read path steps 2-6).
-func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V], pre ...preRead) (V, error) {
-	// Another flight may have filled L1 since the caller looked.
-	if v, found, err := c.lookL1(key); found {
-		return v, err
-	}
-	gen := c.generation(key)
-	if len(pre) > 0 {
-		// The read was made under the older generation: keep that one, so
-		// an invalidation since then still wins.
-		gen = pre[0].gen
-	}
-	if c.l2 == nil {
-		v, err := c.callLoader(ctx, key, load)
-		return c.keepLocal(ctx, key, v, err, gen)
-	}
-	return c.fetchRemote(ctx, key, gen, func(ctx context.Context) (V, error) {
-		return c.callLoader(ctx, key, load)
-	}, pre...)
 }
 
 // keepLocal stores a load result in L1 only (no L2, or L2 failing) and
