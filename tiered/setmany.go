@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tiercache/tiercache/tiered/driver"
 )
@@ -48,77 +47,22 @@ func (c *Cache[V]) SetMany(ctx context.Context, items map[string]V, opts ...Writ
 	ctx = writeCtx(ctx, w, keys...)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set_many")
 	defer func() { endSpan(span, err) }()
-	defer c.detach(keys)
 	if err := c.resolveWriteTags(ctx, w, keys); err != nil {
+		c.detach(keys)
 		return err
 	}
-
-	errs := KeyErrors{}
-	expiries := make([]time.Time, len(keys))
-	written := make([]bool, len(keys))
-	// L1 generations before the L2 writes, as in Set.
-	gens := make([]uint64, len(keys))
-	for i, k := range keys {
-		gens[i] = c.generation(k)
-	}
-	if c.l2 != nil {
-		full := make([]string, 0, len(keys))
-		entries := make([]driver.Entry, 0, len(keys))
-		idx := make([]int, 0, len(keys))
-		for i, k := range keys {
-			e, _ := c.entryFor(ctx, k, items[k], nil, 0)
-			if e.Kind != driver.KindValue && e.Kind != driver.KindTagged {
-				errs[k] = fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, k, c.name)
-				continue
-			}
-			full, entries, idx = append(full, c.prefix+k), append(entries, e), append(idx, i)
-			expiries[i] = e.ExpiresAt
+	errs, perr := c.write(ctx, keys, func(i int) V { return items[keys[i]] }, w)
+	kerrs := KeyErrors{}
+	for i, err := range errs {
+		if err != nil {
+			kerrs[keys[i]] = err
 		}
-		for j, rerr := range c.setManyRemote(ctx, full, entries) {
-			i := idx[j]
-			if rerr != nil {
-				if unknownOutcome(rerr) {
-					c.compensate(keys[i], entries[j])
-				}
-				errs[keys[i]] = c.remoteErr("SET", keys[i], rerr)
-				continue
-			}
-			written[i] = true
-		}
-	} else {
-		for i := range keys {
-			written[i] = true
-			if w.ttl > 0 {
-				expiries[i] = time.Now().Add(w.ttl)
-			}
-		}
-	}
-	// Invalidate after the L2 writes (see Set), failed keys included.
-	var done []string
-	for i, k := range keys {
-		if !written[i] {
-			c.invalidateLocal(k)
-			continue
-		}
-		gen := gens[i]
-		if c.l2 == nil {
-			// No L2 write to race with: snapshot now, so that another key
-			// of this batch sharing k's generation stripe cannot cost k
-			// its fill (L1 is its only tier).
-			gen = c.generation(k)
-		}
-		c.fillAfterWrite(k, gen, items[k], false, expiries[i])
-		done = append(done, k)
-	}
-	var perr error
-	if len(done) > 0 {
-		perr = c.publish(ctx, done)
 	}
 	switch {
-	case len(errs) > 0 && perr != nil:
-		return errors.Join(errs, perr)
-	case len(errs) > 0:
-		return errs
+	case len(kerrs) > 0 && perr != nil:
+		return errors.Join(kerrs, perr)
+	case len(kerrs) > 0:
+		return kerrs
 	}
 	return perr
 }

@@ -29,40 +29,94 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, opts ...WriteOption
 	}
 	ctx, span := c.tel.startSpan(ctx, "tiercache.set")
 	defer func() { endSpan(span, err) }()
-	defer c.detach([]string{key})
-	var expiresAt time.Time
-	// The snapshot for our L1 fill is taken before the L2 write, so an
-	// invalidation from another node that lands in between wins (DESIGN §4).
-	gen := c.generation(key)
-	if c.l2 != nil {
-		e, _ := c.entryFor(ctx, key, v, nil, 0)
-		if e.Kind != driver.KindValue && e.Kind != driver.KindTagged {
-			return fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, key, c.name)
-		}
-		rctx, cancel := c.remoteCtx(ctx)
-		c.fence(rctx, &e)
-		carried, err, pubErr := c.carrySet(rctx, key, e)
-		if !carried {
-			err = c.l2.Set(rctx, c.prefix+key, e)
-		}
-		cancel()
-		if err != nil {
-			c.invalidateLocal(key)
-			if unknownOutcome(err) {
-				c.compensate(key, e)
-			}
-			return c.remoteErr("SET", key, err)
-		}
-		if carried {
-			c.fillAfterWrite(key, gen, v, false, e.ExpiresAt)
-			return c.publishErr(1, pubErr)
-		}
-		expiresAt = e.ExpiresAt
-	} else if w.ttl > 0 {
-		expiresAt = time.Now().Add(w.ttl)
+	keys := []string{key}
+	errs, perr := c.write(ctx, keys, func(int) V { return v }, w)
+	if errs[0] != nil {
+		return errs[0]
 	}
-	c.fillAfterWrite(key, gen, v, false, expiresAt)
-	return c.publish(ctx, []string{key})
+	return perr
+}
+
+// write is the write path of Set and SetMany (DESIGN §4), written once:
+// keys[i] gets value(i). It writes the L2 entries (one SET, carried with
+// its invalidation in the same round trip when the bus can, for one key;
+// one pipelined call per shard for a batch), fills L1 with what landed and
+// drops what failed, then publishes the invalidation of the keys written.
+// errs[i] is keys[i]'s error; perr the publish's.
+func (c *Cache[V]) write(ctx context.Context, keys []string, value func(i int) V, w writeConfig) (errs []error, perr error) {
+	defer c.detach(keys)
+	errs = make([]error, len(keys))
+	expiries := make([]time.Time, len(keys))
+	// The snapshots for our L1 fills are taken before the L2 writes, so an
+	// invalidation from another node that lands in between wins.
+	gens := make([]uint64, len(keys))
+	for i, k := range keys {
+		gens[i] = c.generation(k)
+	}
+	carried := false
+	if c.l2 != nil {
+		full := make([]string, 0, len(keys))
+		entries := make([]driver.Entry, 0, len(keys))
+		idx := make([]int, 0, len(keys))
+		for i, k := range keys {
+			e, _ := c.entryFor(ctx, k, value(i), nil, 0)
+			if e.Kind != driver.KindValue && e.Kind != driver.KindTagged {
+				errs[i] = fmt.Errorf("%w: encoding %q in cache %q", ErrCodec, k, c.name)
+				continue
+			}
+			full, entries, idx = append(full, c.prefix+k), append(entries, e), append(idx, i)
+			expiries[i] = e.ExpiresAt
+		}
+		var rerrs []error
+		if len(full) == 1 && len(keys) == 1 {
+			rctx, cancel := c.remoteCtx(ctx)
+			c.fence(rctx, &entries[0])
+			var err error
+			carried, err, perr = c.carrySet(rctx, keys[0], entries[0])
+			cancel()
+			if carried {
+				rerrs = []error{err}
+				perr = c.publishErr(1, perr)
+			}
+		}
+		if !carried {
+			rerrs = c.setManyRemote(ctx, full, entries)
+		}
+		for j, rerr := range rerrs {
+			i := idx[j]
+			if rerr != nil {
+				if unknownOutcome(rerr) {
+					c.compensate(keys[i], entries[j])
+				}
+				errs[i] = c.remoteErr("SET", keys[i], rerr)
+			}
+		}
+	} else if w.ttl > 0 {
+		for i := range keys {
+			expiries[i] = time.Now().Add(w.ttl)
+		}
+	}
+	// Invalidate after the L2 writes, failed keys included.
+	var done []string
+	for i, k := range keys {
+		if errs[i] != nil {
+			c.invalidateLocal(k)
+			continue
+		}
+		gen := gens[i]
+		if c.l2 == nil {
+			// No L2 write to race with: snapshot now, so that another key
+			// of this batch sharing k's generation stripe cannot cost k
+			// its fill (L1 is its only tier).
+			gen = c.generation(k)
+		}
+		c.fillAfterWrite(k, gen, value(i), false, expiries[i])
+		done = append(done, k)
+	}
+	if len(done) > 0 && !carried {
+		perr = c.publish(ctx, done)
+	}
+	return errs, perr
 }
 
 // carrySet writes e under key and publishes the key's invalidation in one
