@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/tiercache/tiercache/tiered/driver"
 )
@@ -88,46 +87,17 @@ func (c *Cache[V]) setManyRemote(ctx context.Context, full []string, entries []d
 	for i := range entries {
 		c.fence(rctx, &entries[i])
 	}
-	batch := func(full []string, entries []driver.Entry) ([]error, error) {
-		call := measuredRemote{t: c.tel}.observe(rctx, "set_many")
-		errs := c.l2many.SetMany(call.ctx, full, entries)
-		if len(errs) != len(full) {
-			err := fmt.Errorf("tiered: the L2 store answered SetMany of %d keys with %d results", len(full), len(errs))
-			errs = make([]error, len(full))
-			for i := range errs {
-				errs[i] = err
-			}
-		}
-		first := firstErr(errs)
-		call.done(first)
-		return errs, first
-	}
-	g, guarded := c.guarded, c.guarded != nil
-	if !guarded {
-		errs, _ := batch(full, entries)
-		return errs
-	}
-	// One batch per shard, each behind its shard's breaker.
-	errs := make([]error, len(full))
-	bs, idx := g.byShard(full)
-	for j, b := range bs {
+	// One pipelined batch per shard, each behind its shard's breaker.
+	return c.perShard(rctx, "set_many", full, func(ctx context.Context, idx []int) []error {
 		keys, es := full, entries
-		if len(bs) > 1 {
-			keys, es = make([]string, len(idx[j])), make([]driver.Entry, len(idx[j]))
-			for n, i := range idx[j] {
+		if len(idx) != len(full) {
+			keys, es = make([]string, len(idx)), make([]driver.Entry, len(idx))
+			for n, i := range idx {
 				keys[n], es[n] = full[i], entries[i]
 			}
 		}
-		perrs, err := guard(rctx, b, func() ([]error, error) { return batch(keys, es) })
-		for n, i := range idx[j] {
-			if perrs != nil {
-				errs[i] = perrs[n]
-			} else {
-				errs[i] = err
-			}
-		}
-	}
-	return errs
+		return c.l2many.SetMany(ctx, keys, es)
+	})
 }
 
 // firstErr returns the first error of errs that says the shard is
