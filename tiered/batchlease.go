@@ -103,7 +103,7 @@ func (c *Cache[V]) acquireMany(ctx context.Context, lb driver.LeaseBatcher, full
 	for i := range tokens {
 		tokens[i] = c.newToken() // carries the bus's address for woken waiters
 	}
-	expiresAt := time.Now().Add(c.cfg.leaseTTL)
+	expiresAt := c.cfg.clock.Now().Add(c.cfg.leaseTTL)
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
 	errs = c.perShard(rctx, "acquire_many", full, func(ctx context.Context, idx []int) []error {
@@ -205,7 +205,7 @@ func (c *Cache[V]) fillLocalMany(n int, at func(i int) (key string, v V, absent 
 		if expiresAt.IsZero() {
 			return c.cfg.localTTL
 		}
-		return min(c.cfg.localTTL, time.Until(expiresAt))
+		return min(c.cfg.localTTL, expiresAt.Sub(c.cfg.clock.Now()))
 	}
 	mf, ok := c.l1.(driver.BatchFiller[V])
 	if !ok {

@@ -101,7 +101,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		}
 	}
 	if cfg.onError == nil {
-		cfg.onError = logTo(cfg.logger, cfg.now)
+		cfg.onError = logTo(cfg.logger, cfg.clock.Now)
 	}
 	c := &Cache[V]{
 		name:       name,
@@ -129,7 +129,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		c.l2lease, _ = l2.(driver.LeaseBatcher)
 		c.l2 = measuredRemote{Remote: l2, t: tel}
 		if cfg.breakerThreshold > 0 {
-			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.now, c.breakerOpened)
+			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.clock.Now, c.breakerOpened)
 			g := guardedRemote{Remote: c.l2, set: c.breakers}
 			g.sharder, _ = l2.(driver.Sharder)
 			c.l2, c.guarded = g, &g

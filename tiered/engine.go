@@ -95,6 +95,7 @@ type engine[V any] struct {
 // L1 generation before it): the first round uses it instead of reading.
 func (c *Cache[V]) fetchKeys(ctx context.Context, keys []string, load loadCall[V], pre []preRead) []result[V] {
 	out := make([]result[V], len(keys))
+	store := make([]keyRun[V], len(keys)) // one allocation for every key's state
 	runs := make([]*keyRun[V], 0, len(keys))
 	var (
 		at      []int // at[n] is the index in keys of runs[n]
@@ -112,7 +113,8 @@ func (c *Cache[V]) fetchKeys(ctx context.Context, keys []string, load loadCall[V
 			}
 			continue
 		}
-		r := &keyRun[V]{key: k, full: c.prefix + k, lw: leaseWait{w: w, ns: c.name, key: k}}
+		r := &store[len(runs)]
+		*r = keyRun[V]{key: k, full: c.prefix + k, lw: leaseWait{w: w, ns: c.name, key: k}}
 		r.gen = c.generation(k)
 		if pre != nil {
 			// The read was made under the older generation: keep that
@@ -138,7 +140,7 @@ func (c *Cache[V]) fetchKeys(ctx context.Context, keys []string, load loadCall[V
 	}
 	e := &engine[V]{c: c, ctx: ctx, load: load, runs: runs,
 		rules: leaseRules{noLeases: c.cfg.noLeases, leaseTTL: c.cfg.leaseTTL}, poll: c.cfg.pollMin}
-	now := c.cfg.now()
+	now := c.cfg.clock.Now()
 	for n, r := range runs {
 		switch {
 		case pre == nil:
@@ -200,11 +202,11 @@ func (e *engine[V]) with(a leaseAction) []*keyRun[V] {
 func (e *engine[V]) step(r *keyRun[V], ev leaseEvent) {
 	ev.ctxDone = e.ctx.Err() != nil
 	if ev.now.IsZero() {
-		ev.now = e.c.cfg.now()
+		ev.now = e.c.cfg.clock.Now()
 	}
 	r.act = e.rules.next(&r.s, ev)
 	if r.act == actWait && r.waitStart.IsZero() {
-		r.waitStart = time.Now()
+		r.waitStart = e.c.cfg.clock.Now()
 		e.c.stats.leaseWaits.Add(1)
 		_, r.waitSpan = e.c.tel.startSpan(e.ctx, "tiercache.lease.wait")
 	}
@@ -222,7 +224,7 @@ func (e *engine[V]) endWait(r *keyRun[V]) {
 	if r.waitStart.IsZero() {
 		return
 	}
-	took := time.Since(r.waitStart)
+	took := e.c.cfg.clock.Now().Sub(r.waitStart)
 	e.c.stats.leaseWaitNanos.Add(uint64(took))
 	e.c.tel.leaseWait.Record(e.ctx, took.Seconds(), e.c.tel.cacheOption)
 	r.waitSpan.End()
@@ -420,9 +422,9 @@ func (e *engine[V]) loadRound() bool {
 		}
 		stop = c.renewLeases(ctx, ks, ts)
 	}
-	start := time.Now()
+	start := c.cfg.clock.Now()
 	results := c.loadKeys(ctx, e.load, keys)
-	took := time.Since(start)
+	took := c.cfg.clock.Now().Sub(start)
 	stop()
 	for n, r := range all {
 		r.res = results[n]
@@ -506,7 +508,7 @@ func (e *engine[V]) wait(rs []*keyRun[V]) {
 	}
 	wake, stopWake := wakeAny(rs)
 	defer stopWake()
-	t := time.NewTimer(e.poll)
+	t := c.cfg.clock.NewTimer(e.poll)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -520,7 +522,7 @@ func (e *engine[V]) wait(rs []*keyRun[V]) {
 			e.finish(r, zero, fmt.Errorf("tiered: waiting for the lease on %q in cache %q: %w", r.key, c.name, context.Cause(ctx)))
 		}
 		return
-	case <-t.C:
+	case <-t.C():
 	case <-wake:
 	}
 	e.poll = min(2*e.poll, c.cfg.pollMax)

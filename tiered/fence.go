@@ -63,17 +63,17 @@ func (c *Cache[V]) compensate(key string, e driver.Entry) {
 		defer c.wg.Done()
 		at := e.Deadline
 		if at.IsZero() {
-			at = time.Now().Add(max(c.cfg.remoteTimeout, 100*time.Millisecond))
+			at = c.cfg.clock.Now().Add(max(c.cfg.remoteTimeout, 100*time.Millisecond))
 		}
 		giveUp := e.ExpiresAt
 		retry := max(c.cfg.remoteTimeout, 100*time.Millisecond)
 		for {
-			t := time.NewTimer(time.Until(at))
+			t := c.cfg.clock.NewTimer(at.Sub(c.cfg.clock.Now()))
 			select {
 			case <-c.closing.Done():
 				t.Stop()
 				return
-			case <-t.C:
+			case <-t.C():
 			}
 			ctx, cancel := c.remoteCtx(c.closing)
 			deleted, err := c.l2.CompareAndDelete(ctx, c.prefix+key, e.Version)
@@ -93,7 +93,7 @@ func (c *Cache[V]) compensate(key string, e driver.Entry) {
 				return
 			}
 			c.report(c.closing, fmt.Errorf("tiered: removing the write of %q in cache %q whose outcome is unknown (retrying): %w", key, c.name, c.remoteErr("compare-and-delete", key, err)))
-			at = time.Now().Add(retry)
+			at = c.cfg.clock.Now().Add(retry)
 			if !giveUp.IsZero() && at.After(giveUp) {
 				return
 			}

@@ -33,14 +33,14 @@ func (c *Cache[V]) takeLease(ctx context.Context, full string, e driver.Entry) (
 		won, err = c.l2.CompareAndSwap(rctx, full, e.Version, c.leaseEntry(token))
 		return token, cur, won, err
 	}
-	cur, won, err = c.l2.Acquire(rctx, full, token, c.cfg.now().Add(c.cfg.leaseTTL))
+	cur, won, err = c.l2.Acquire(rctx, full, token, c.cfg.clock.Now().Add(c.cfg.leaseTTL))
 	return token, cur, won, err
 }
 
 // leaseEntry is the L2 entry of a lease with token, expiring a LeaseTTL
 // from now.
 func (c *Cache[V]) leaseEntry(token uint64) driver.Entry {
-	return driver.Entry{Kind: driver.KindLease, Version: token, ExpiresAt: c.cfg.now().Add(c.cfg.leaseTTL)}
+	return driver.Entry{Kind: driver.KindLease, Version: token, ExpiresAt: c.cfg.clock.Now().Add(c.cfg.leaseTTL)}
 }
 
 // storeUnleased writes a load result with a plain SET (WithoutLeases).
@@ -67,7 +67,7 @@ func (c *Cache[V]) serveStale(ctx context.Context, key string) (V, bool) {
 		return zero, false
 	}
 	v, absent, expiredAt, ok := c.stale.GetStale(key)
-	if !ok || absent || c.cfg.now().Sub(expiredAt) > c.cfg.staleIfError {
+	if !ok || absent || c.cfg.clock.Now().Sub(expiredAt) > c.cfg.staleIfError {
 		return zero, false
 	}
 	c.stats.staleServed.Add(1)
@@ -88,13 +88,13 @@ func (c *Cache[V]) renewLeases(ctx context.Context, keys []string, tokens []uint
 		for i := range held {
 			held[i] = true
 		}
-		tick := time.NewTicker(c.cfg.leaseTTL / 3)
+		tick := c.cfg.clock.NewTicker(c.cfg.leaseTTL / 3)
 		defer tick.Stop()
 		for {
 			select {
 			case <-done:
 				return
-			case <-tick.C:
+			case <-tick.C():
 			}
 			for i, key := range keys {
 				if !held[i] {
@@ -135,7 +135,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 	if !storable {
 		if err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
 			failed := driver.Entry{Kind: driver.KindFailed, Version: token, Payload: []byte(err.Error()),
-				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
+				ExpiresAt: c.cfg.clock.Now().Add(c.failedTTL())}
 			c.resolveLease(ctx, key, token, "failure marker", &failed)
 		} else {
 			c.resolveLease(ctx, key, token, "release", nil)
@@ -150,7 +150,7 @@ func (c *Cache[V]) storeLeased(ctx context.Context, key string, token uint64, ge
 		c.report(ctx, c.remoteErr("fill", key, ferr))
 		if isUnstorable(ferr) {
 			marker := driver.Entry{Kind: driver.KindUnstorable, Version: token, Payload: []byte(ferr.Error()),
-				ExpiresAt: c.cfg.now().Add(c.failedTTL())}
+				ExpiresAt: c.cfg.clock.Now().Add(c.failedTTL())}
 			c.resolveLease(ctx, key, token, "unstorable marker", &marker)
 		} else {
 			c.resolveLease(ctx, key, token, "release", nil)

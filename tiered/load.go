@@ -29,7 +29,7 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 		}
 		ttl, _ := c.ttlFor(ctx, key, false)
 		e.Kind, e.Payload = driver.KindValue, payload
-		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
+		e.ExpiresAt = c.cfg.clock.Now().Add(c.jittered(ttl))
 		if !c.tagEntry(ctx, key, &e) {
 			return e, false
 		}
@@ -40,7 +40,7 @@ func (c *Cache[V]) entryFor(ctx context.Context, key string, v V, err error, too
 			return e, false
 		}
 		e.Kind = driver.KindNotFound
-		e.ExpiresAt = time.Now().Add(c.jittered(ttl))
+		e.ExpiresAt = c.cfg.clock.Now().Add(c.jittered(ttl))
 		return e, true
 	}
 	return e, false
@@ -71,7 +71,7 @@ func runLoad[V, T any](c *Cache[V], ctx context.Context, what string, call func(
 	c.stats.loadsRunning.Add(1)
 	defer c.stats.loadsRunning.Add(-1)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.load")
-	start := time.Now()
+	start := c.cfg.clock.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s in cache %q: %v\n%s", ErrLoaderPanic, what, c.name, r, debug.Stack())
@@ -100,7 +100,7 @@ func (c *Cache[V]) releaseSlot() { <-c.loadSem }
 
 // endLoad records a loader call's duration and ends its span.
 func (c *Cache[V]) endLoad(ctx context.Context, span trace.Span, start time.Time, err error) {
-	took := time.Since(start)
+	took := c.cfg.clock.Now().Sub(start)
 	c.stats.loadNanos.Add(uint64(took))
 	c.tel.loadTime.Record(ctx, took.Seconds(), c.tel.cacheOption)
 	endSpan(span, err)

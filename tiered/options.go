@@ -53,7 +53,7 @@ type config struct {
 	tracerProvider                   trace.TracerProvider
 	onError                          func(ctx context.Context, err error) // nil: log, rate-limited
 	logger                           *slog.Logger                         // nil: slog.Default()
-	now                              func() time.Time                     // the clock of the breaker, leases and the log limiter
+	clock                            driver.Clock                         // every timer and timestamp of the cache
 	bus                              driver.Bus
 	tags                             bool
 }
@@ -71,7 +71,7 @@ func defaultConfig() config {
 		pollMin:       DefaultLeasePollMin,
 		pollMax:       DefaultLeasePollMax,
 		beta:          DefaultEarlyRefreshBeta,
-		now:           time.Now,
+		clock:         driver.SystemClock,
 
 		breakerThreshold: DefaultBreakerThreshold,
 		breakerCoolDown:  DefaultBreakerCoolDown,
@@ -317,6 +317,21 @@ func (c *config) checkLease() error {
 		return fmt.Errorf("%w: lease TTL %v must be longer than the longest lease poll %v", ErrInvalidOption, c.leaseTTL, c.pollMax)
 	}
 	return nil
+}
+
+// WithClock sets the clock of every timer and timestamp of the cache: lease
+// expiries, renewals and polls, the breakers, early refresh, entry
+// expiries, write fencing and the error log limiter. Default:
+// driver.SystemClock. A nil clock is an error. Contexts' deadlines (the
+// remote and load timeouts) always run on the system clock.
+func WithClock(clock driver.Clock) Option {
+	return func(c *config) error {
+		if clock == nil {
+			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+		}
+		c.clock = clock
+		return nil
+	}
 }
 
 // WithClockSkew sets how far the clocks of the service nodes and of Redis

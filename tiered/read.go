@@ -38,7 +38,7 @@ func (c *Cache[V]) fillL1(key string, v V, absent bool, expiresAt time.Time, gen
 	}
 	ttl := c.cfg.localTTL
 	if !expiresAt.IsZero() {
-		ttl = min(ttl, time.Until(expiresAt))
+		ttl = min(ttl, expiresAt.Sub(c.cfg.clock.Now()))
 	}
 	c.l1.Fill(key, v, absent, ttl, gen)
 }
@@ -256,7 +256,7 @@ func (c *Cache[V]) readOrLease(ctx context.Context, full string) preRead {
 		return preRead{e: e, err: err}
 	}
 	token := c.newToken()
-	e, won, err := c.l2.Acquire(rctx, full, token, c.cfg.now().Add(c.cfg.leaseTTL))
+	e, won, err := c.l2.Acquire(rctx, full, token, c.cfg.clock.Now().Add(c.cfg.leaseTTL))
 	return preRead{e: e, err: err, token: token, won: won}
 }
 
@@ -339,12 +339,12 @@ func (c *Cache[V]) keepLocal(ctx context.Context, key string, v V, err error, ge
 		}
 		var expiresAt time.Time
 		if km, ok := keyMetaFrom(ctx, key); ok && km.ttl > 0 {
-			expiresAt = time.Now().Add(km.ttl)
+			expiresAt = c.cfg.clock.Now().Add(km.ttl)
 		}
 		c.fillL1(key, v, false, expiresAt, gen)
 	case errors.Is(err, ErrNotFound):
 		if ttl, store := c.ttlFor(ctx, key, true); store {
-			c.fillL1(key, v, true, time.Now().Add(ttl), gen)
+			c.fillL1(key, v, true, c.cfg.clock.Now().Add(ttl), gen)
 		}
 	}
 	return v, err

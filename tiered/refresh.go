@@ -35,7 +35,7 @@ func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e driver.Entry,
 	if c.cfg.beta == 0 || e.LoadTime <= 0 {
 		return
 	}
-	remaining := time.Until(e.ExpiresAt)
+	remaining := e.ExpiresAt.Sub(c.cfg.clock.Now())
 	if float64(e.LoadTime)*c.cfg.beta*-math.Log(rand.Float64()) < float64(remaining) {
 		return
 	}
@@ -69,7 +69,7 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old driver.Entry, lo
 	guard := c.prefix + refreshKeyPrefix + key // name + ":\x00refresh:" + key, under the cache's ACL key pattern
 	token := rand.Uint64()
 	rctx, cancel := c.remoteCtx(ctx)
-	_, won, err := c.l2.Acquire(rctx, guard, token, time.Now().Add(c.cfg.leaseTTL))
+	_, won, err := c.l2.Acquire(rctx, guard, token, c.cfg.clock.Now().Add(c.cfg.leaseTTL))
 	cancel()
 	if err != nil {
 		c.report(ctx, c.remoteErr("refresh lease", key, err))
@@ -89,9 +89,9 @@ func (c *Cache[V]) refresh(ctx context.Context, key string, old driver.Entry, lo
 	c.stats.refreshStarted.Add(1)
 	ctx, span := c.tel.startSpan(ctx, "tiercache.refresh")
 	defer span.End()
-	start := time.Now()
+	start := c.cfg.clock.Now()
 	v, err := load(ctx)
-	e, storable := c.entryFor(ctx, key, v, err, time.Since(start))
+	e, storable := c.entryFor(ctx, key, v, err, c.cfg.clock.Now().Sub(start))
 	if !storable {
 		if err != nil {
 			c.stats.refreshErrors.Add(1)

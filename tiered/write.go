@@ -93,7 +93,7 @@ func (c *Cache[V]) write(ctx context.Context, keys []string, value func(i int) V
 		}
 	} else if w.ttl > 0 {
 		for i := range keys {
-			expiries[i] = time.Now().Add(w.ttl)
+			expiries[i] = c.cfg.clock.Now().Add(w.ttl)
 		}
 	}
 	// Invalidate after the L2 writes, failed keys included.
@@ -294,7 +294,7 @@ func (c *Cache[V]) publishErr(n int, err error) error {
 func (c *Cache[V]) localTTL(expiresAt time.Time) time.Duration {
 	ttl := c.cfg.localTTL
 	if !expiresAt.IsZero() {
-		ttl = min(ttl, time.Until(expiresAt))
+		ttl = min(ttl, expiresAt.Sub(c.cfg.clock.Now()))
 	}
 	return ttl
 }
