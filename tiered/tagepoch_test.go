@@ -275,3 +275,87 @@ func TestTagGenerationEvictedReloadsOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestTagEpochDeletedDuringBatchLoad is TestTagEpochDeletedDuringLoad for a
+// BatchLoader (GetOrLoadMany): the batch read the old rows, the rows change,
+// another node's InvalidateTags returns and the tag epoch is deleted before
+// the batch ends; no node may then serve an old row.
+func TestTagEpochDeletedDuringBatchLoad(t *testing.T) {
+	for _, withL1 := range []bool{true, false} {
+		t.Run(map[bool]string{true: "L1+L2 lagging bus", false: "L2 only"}[withL1], func(t *testing.T) {
+			eachDeploymentD(t, func(t *testing.T, d testRedis) {
+				ctx := context.Background()
+				rdb := d.client(t)
+				name := redistest.Name(t)
+				var bus *heldBus
+				var b driver.Bus
+				if withL1 {
+					bus = &heldBus{}
+					b = bus
+				}
+				nodes := tagNodes(t, name, rdb, 3, b)
+				var version atomic.Value
+				version.Store("old")
+				keys := []string{"a", "b", "c", "d"}
+				batch := func(hold func()) tiered.BatchLoader[user] {
+					return func(ctx context.Context, keys []string) (map[string]user, error) {
+						m := make(map[string]user, len(keys))
+						for _, k := range keys {
+							m[k] = user{ID: k, Name: version.Load().(string)}
+						}
+						if err := tiered.SetTags(ctx, "t"); err != nil {
+							return nil, err
+						}
+						hold()
+						return m, nil
+					}
+				}
+				read, release := make(chan struct{}), make(chan struct{})
+				type result struct {
+					m   map[string]user
+					err error
+				}
+				got := make(chan result, 1)
+				go func() {
+					m, err := nodes[0].GetOrLoadMany(ctx, keys, batch(func() { close(read); <-release }))
+					got <- result{m, err}
+				}()
+				<-read
+				version.Store("new")
+				if err := nodes[1].InvalidateTags(ctx, "t"); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.Del(ctx, epochKeyOf(name)).Err(); err != nil {
+					t.Fatal(err)
+				}
+				close(release)
+				if r := <-got; r.err != nil || len(r.m) != len(keys) || r.m["a"].Name != "old" {
+					t.Fatalf("the raced batch's caller got %v, %v; want the %d old rows it read", r.m, r.err, len(keys))
+				}
+				check := func(when string) {
+					t.Helper()
+					stale := 0
+					for i, n := range nodes {
+						m, err := n.GetOrLoadMany(ctx, keys, batch(func() {}))
+						if err != nil {
+							t.Fatalf("node %d: %v", i, err)
+						}
+						for _, k := range keys {
+							if m[k].Name != "new" {
+								stale++
+							}
+						}
+					}
+					if stale > 0 {
+						t.Fatalf("%d of %d rows served from before the InvalidateTags %s", stale, len(nodes)*len(keys), when)
+					}
+				}
+				check("before the bus delivered")
+				if bus != nil {
+					bus.deliver()
+					check("after the bus delivered")
+				}
+			})
+		})
+	}
+}
