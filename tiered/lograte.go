@@ -8,13 +8,13 @@ import (
 )
 
 // Rate of the default error handler's log lines (WithLogger, and the default
-// logging on slog.Default()): a burst of LogBurst lines, then one line per
-// LogInterval. Lines over the rate are dropped and counted; the next line
+// logging on slog.Default()): a burst of 10 lines, then one line per
+// second. Lines over the rate are dropped and counted; the next line
 // logged carries the count as "suppressed". A handler set with
 // WithErrorHandler sees every error.
 const (
-	LogBurst    = 10
-	LogInterval = time.Second
+	logBurst    = 10
+	logInterval = time.Second
 )
 
 // logLimiter is a token bucket: burst tokens, one more every interval.
@@ -53,10 +53,10 @@ func (l *logLimiter) take() (ok bool, suppressed uint64) {
 }
 
 // logTo returns a handler logging on l (slog.Default() at the time of each
-// call when l is nil) at warning level, at most at the LogBurst/LogInterval
+// call when l is nil) at warning level, at most at the logBurst/logInterval
 // rate.
 func logTo(l *slog.Logger, now func() time.Time) func(context.Context, error) {
-	lim := newLogLimiter(LogBurst, LogInterval, now)
+	lim := newLogLimiter(logBurst, logInterval, now)
 	return func(ctx context.Context, err error) {
 		ok, suppressed := lim.take()
 		if !ok {

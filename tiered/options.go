@@ -275,7 +275,7 @@ func WithErrorHandler(h func(ctx context.Context, err error)) Option {
 }
 
 // WithLogger reports handled errors (see WithErrorHandler) on l at warning
-// level, at most LogBurst lines at once and one per LogInterval after that
+// level, at most 10 lines at once and one a second after that
 // (a line after a pause carries the number suppressed). It replaces an
 // earlier WithErrorHandler. Nil is an error.
 func WithLogger(l *slog.Logger) Option {
