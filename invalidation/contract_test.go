@@ -37,4 +37,3 @@ func TestContract(t *testing.T) {
 		})
 	}
 }
-
