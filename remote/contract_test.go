@@ -1,7 +1,11 @@
 package remote_test
 
 import (
+	"context"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/remote"
@@ -25,6 +29,11 @@ func TestContract(t *testing.T) {
 			},
 			Prefix:     redistest.Name(t) + ":",
 			Unstorable: make([]byte, limit),
+			Corrupt: func(t *testing.T, key string) {
+				if err := rdb.(redis.Cmdable).Set(context.Background(), key, "not an envelope", time.Minute).Err(); err != nil {
+					t.Fatalf("writing a corrupt value: %v", err)
+				}
+			},
 		})
 	}
 	deployments(t, func(t *testing.T, rdb remote.Client) { run(t, rdb) })

@@ -34,6 +34,10 @@ type RemoteSuite struct {
 	// (larger than its limit): writes of it must fail with an error marked
 	// driver.UnstorableError and write nothing. Nil skips those checks.
 	Unstorable []byte
+	// Corrupt, when not nil, writes under key, behind the store's back, a
+	// value the store cannot read (foreign or damaged bytes): reads must
+	// treat it as a miss and delete it. Nil skips those checks.
+	Corrupt func(t *testing.T, key string)
 }
 
 // RunRemote runs the contract checks of a driver.Remote as subtests of t,
@@ -74,6 +78,7 @@ func RunRemote(t *testing.T, suite RemoteSuite) {
 		{"CompareAndSwapAfterSetOrDeleteOfTheLeaseIsANoOp", r.casAfterWrite},
 		{"CompareAndSwapIsExclusiveUnderConcurrency", r.casExclusive},
 		{"CompareAndDeleteDeletesOnlyAMatchingVersion", r.cad},
+		{"CorruptValueIsAMissAndIsDeleted", r.corrupt},
 		{"UnmarshalReadsWhatMarshalWrote", r.codec},
 		{"UnstorableValueFailsWithTheMarkAndWritesNothing", r.unstorable},
 		{"BatchWriter/SetManyWritesEveryKeyWithOneErrorPerKey", r.setMany},
@@ -525,6 +530,54 @@ func (r *remoteRun) cad(t *testing.T, st driver.Remote) {
 		t.Fatalf("CompareAndDelete with the lease's token = %v, %v; want true, nil", ok, err)
 	}
 	r.wantMiss(t, st, lease, "CompareAndDelete of the lease")
+}
+
+func (r *remoteRun) corrupt(t *testing.T, st driver.Remote) {
+	if r.s.Corrupt == nil {
+		t.Skip("RemoteSuite.Corrupt is nil")
+	}
+	ctx := ctxOf(t)
+	get, many, acquire := r.key(t, "get"), r.keys(t, 5), r.key(t, "acquire")
+	r.s.Corrupt(t, get)
+	r.wantMiss(t, st, get, "a corrupt value was written")
+	r.wantMiss(t, st, get, "Get found a corrupt value") // and it stays a miss
+	for _, k := range many[1:4] {
+		r.s.Corrupt(t, k)
+	}
+	v := r.value("v", 1)
+	r.mustSet(t, st, many[0], v)
+	got, err := st.GetMany(ctx, many)
+	if err != nil || len(got) != len(many) {
+		t.Fatalf("GetMany with corrupt values = %d entries, %v; want %d, nil", len(got), err, len(many))
+	}
+	if !same(got[0], v) {
+		t.Errorf("GetMany entry 0 beside corrupt ones = %s, want %s", show(got[0]), show(v))
+	}
+	for i := 1; i < len(many); i++ {
+		if got[i].Kind != driver.KindNone {
+			t.Errorf("GetMany entry %d (corrupt or missing) = %s, want a miss", i, show(got[i]))
+		}
+	}
+	// Deleted: an Acquire of the key now wins.
+	for _, k := range append([]string{get}, many[1:4]...) {
+		if _, won, err := st.Acquire(ctx, k, 2, r.now().Add(time.Minute)); err != nil || !won {
+			t.Errorf("Acquire of %q after a read found it corrupt = won %v, %v; want true, nil (the value deleted)", k, won, err)
+		}
+	}
+	r.s.Corrupt(t, acquire)
+	cur, won, err := st.Acquire(ctx, acquire, 3, r.now().Add(time.Minute))
+	switch {
+	case err != nil:
+		t.Fatalf("Acquire of a corrupt value: %v", err)
+	case won:
+		r.wantEntry(t, st, acquire, driver.Entry{Kind: driver.KindLease, Version: 3, ExpiresAt: r.mustGet(t, st, acquire).ExpiresAt})
+	case cur.Kind != driver.KindNone:
+		t.Errorf("Acquire of a corrupt value = %s, not won; want KindNone (try again) or won", show(cur))
+	default:
+		if _, won, err := st.Acquire(ctx, acquire, 4, r.now().Add(time.Minute)); err != nil || !won {
+			t.Errorf("second Acquire of a corrupt value = won %v, %v; want true, nil", won, err)
+		}
+	}
 }
 
 func (r *remoteRun) codec(t *testing.T, st driver.Remote) {
