@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tiercache/tiercache/tiered/driver"
 )
@@ -84,6 +85,14 @@ type recorder struct {
 	calls    int
 	flushes  int
 	inFlight atomic.Int32
+	hold     atomic.Pointer[hold] // the next invalidate waits on it
+}
+
+// hold makes one callback wait: it closes entered, waits for release, then
+// calls check on its way out.
+type hold struct {
+	entered, release chan struct{}
+	check            func()
 }
 
 func newRecorder() *recorder { return &recorder{keys: make(map[string]int)} }
@@ -91,6 +100,11 @@ func newRecorder() *recorder { return &recorder{keys: make(map[string]int)} }
 func (r *recorder) invalidate(keys []string) {
 	r.inFlight.Add(1)
 	defer r.inFlight.Add(-1)
+	if h := r.hold.Swap(nil); h != nil {
+		close(h.entered)
+		<-h.release
+		defer h.check()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
@@ -285,7 +299,34 @@ func (b *busRun) unsubscribe(t *testing.T) {
 		})
 	}
 	eventually(t, "the publishers to reach the registration", func() bool { return gone.has("during1") })
-	sub.Unsubscribe()
+	// Hold one callback of the registration while Unsubscribe runs: it
+	// must not return before that callback has.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var returnedEarly atomic.Bool
+	var unsubscribed atomic.Bool
+	gone.hold.Store(&hold{entered: entered, release: release, check: func() {
+		if unsubscribed.Load() {
+			returnedEarly.Store(true)
+		}
+	}})
+	<-entered
+	unsubDone := make(chan struct{})
+	go func() {
+		sub.Unsubscribe()
+		unsubscribed.Store(true)
+		close(unsubDone)
+	}()
+	// A correct Unsubscribe waits for the held callback; give a wrong one
+	// the moment it needs to return (polled, bounded), then let go.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for !unsubscribed.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+	close(release)
+	<-unsubDone
+	if returnedEarly.Load() {
+		t.Error("Unsubscribe returned while a callback of the registration was still running")
+	}
 	if n := gone.inFlight.Load(); n != 0 {
 		t.Errorf("%d callbacks of the registration still running when Unsubscribe returned", n)
 	}
@@ -360,12 +401,12 @@ func (b *busRun) close(t *testing.T) {
 	if _, err := nodes[0].Subscribe(ns, func([]string) {}, func() {}); err == nil {
 		t.Error("Subscribe after Close = nil error, want an error")
 	}
-	sub.Unsubscribe() // safe after Close
 	publish(t, nodes[2], ns, "after")
 	eventually(t, "an open node to get the key published after Close", func() bool { return peer.has("after") })
 	if got := closing.callCount(); got != calls {
 		t.Errorf("the closed node's registration got %d callbacks after Close returned", got-calls)
 	}
+	sub.Unsubscribe() // safe after Close
 }
 
 func leaseWaker(t *testing.T, bus driver.Bus) driver.LeaseWaker {
