@@ -25,6 +25,13 @@ type BusSuite struct {
 	// its way to nodes[1] (the implementation's own fault hook). Nil skips
 	// the check that a lost message is made up by a flush.
 	Lossy func(t *testing.T) (nodes []driver.Bus, lose func())
+	// Carrier, when not nil, returns for a node whose Subscriptions are
+	// driver.CarryingSubscriptions the Carrier of a store on the node's
+	// connection pool and a SendFunc that sends a message on it as the
+	// store's SetAndPublish does after its write. Nil skips the check that
+	// a carried message is delivered (a foreign Carrier is always
+	// checked to be declined).
+	Carrier func(t *testing.T, node driver.Bus) (via driver.Carrier, send driver.SendFunc)
 }
 
 // RunBus runs the contract checks of a driver.Bus as subtests of t, each
@@ -52,6 +59,8 @@ func RunBus(t *testing.T, suite BusSuite) {
 		{"UnsubscribeStopsTheCallbacksBeforeItReturns", b.unsubscribe},
 		{"LostMessageIsMadeUpByAFlush", b.lost},
 		{"CloseStopsTheCallbacksAndRefusesLaterCalls", b.close},
+		{"CarryingSubscription/CarryThroughAForeignCarrierDeclinesAndSendsNothing", b.carryForeign},
+		{"CarryingSubscription/CarriedMessageIsDeliveredAsPublish", b.carry},
 		{"LeaseWaker/LeaseTokenIsNonZeroAndFresh", b.tokens},
 		{"LeaseWaker/LeaseResolvedWakesTheWaitersOfThisNode", b.wakeLocal},
 		{"LeaseWaker/LeaseResolvedWakesTheWaitersOfOtherNodes", b.wakeRemote},
@@ -479,5 +488,88 @@ func (b *busRun) wakeRemote(t *testing.T) {
 		}
 		woken(t, wake, fmt.Sprintf("round %d: a waiter on another node after LeaseResolved", i))
 		done()
+	}
+}
+
+func carrying(t *testing.T, sub driver.Subscription) driver.CarryingSubscription {
+	t.Helper()
+	cs, ok := sub.(driver.CarryingSubscription)
+	if !ok {
+		t.Skipf("%T does not implement driver.CarryingSubscription", sub)
+	}
+	return cs
+}
+
+func (b *busRun) carryForeign(t *testing.T) {
+	nodes := b.nodes(t, 2)
+	ns := b.namespace()
+	self, sibling, remote := newRecorder(), newRecorder(), newRecorder()
+	cs := carrying(t, subscribe(t, nodes[0], ns, self))
+	subscribe(t, nodes[0], ns, sibling)
+	subscribe(t, nodes[1], ns, remote)
+	foreign := driver.NewCarrier(new(int)) // names a pool no bus uses
+	sent := 0
+	carried, err := cs.Carry(ctxOf(t), "k", "drivertest:k", foreign, func(context.Context, string, string, []byte) error {
+		sent++
+		return nil
+	})
+	if carried || err != nil || sent != 0 {
+		t.Fatalf("Carry through a foreign Carrier = %v, %v with %d sends; want false, nil, 0", carried, err, sent)
+	}
+	publish(t, nodes[0], ns, "marker")
+	eventually(t, "the marker", func() bool { return remote.has("marker") })
+	if sibling.has("k") || remote.has("k") {
+		t.Error("a declined Carry delivered its key")
+	}
+}
+
+func (b *busRun) carry(t *testing.T) {
+	if b.s.Carrier == nil {
+		t.Skip("BusSuite.Carrier is nil")
+	}
+	nodes := b.nodes(t, 2)
+	ns := b.namespace()
+	self, sibling, remote := newRecorder(), newRecorder(), newRecorder()
+	cs := carrying(t, subscribe(t, nodes[0], ns, self))
+	subscribe(t, nodes[0], ns, sibling)
+	subscribe(t, nodes[1], ns, remote)
+	via, send := b.s.Carrier(t, nodes[0])
+	carriedAny := false
+	defer func() {
+		if !carriedAny {
+			t.Log("every Carry declined: the check of carried delivery proves nothing")
+		}
+	}()
+	for i := range 5 {
+		key := fmt.Sprint("k", i)
+		sends := 0
+		carried, err := cs.Carry(ctxOf(t), key, "drivertest:"+key, via, func(ctx context.Context, command, channel string, payload []byte) error {
+			sends++
+			return send(ctx, command, channel, payload)
+		})
+		if err != nil {
+			t.Fatalf("Carry(%q): %v", key, err)
+		}
+		switch {
+		case !carried && sends != 0:
+			t.Fatalf("Carry(%q) declined but called send %d times", key, sends)
+		case !carried:
+			// Declined (a busy channel, a slot served elsewhere): the
+			// cache publishes the usual way.
+			if err := cs.(driver.Subscription).Publish(ctxOf(t), []string{key}); err != nil {
+				t.Fatal(err)
+			}
+		case sends != 1:
+			t.Fatalf("Carry(%q) carried with %d sends, want 1", key, sends)
+		default:
+			carriedAny = true
+		}
+		if !sibling.has(key) {
+			t.Errorf("when Carry(%q) returned, the other registration of the node did not have the key", key)
+		}
+		eventually(t, "the other node to get the carried key", func() bool { return remote.has(key) })
+		if self.has(key) {
+			t.Errorf("the carrying registration was given its own key %q", key)
+		}
 	}
 }
