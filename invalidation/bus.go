@@ -417,10 +417,15 @@ func (b *Bus) noteWritten(namespace string) {
 }
 
 // deliverLocal calls the invalidate callbacks of namespace on this bus, but
-// except's.
+// except's, unless the bus is closed: Close sets done under regMu, so a
+// delivery either runs before Close takes the lock (and Close waits for
+// it) or sees the bus closed, and no callback runs after Close returns.
 func (b *Bus) deliverLocal(namespace string, keys []string, except *registration) {
 	b.regMu.RLock()
 	defer b.regMu.RUnlock()
+	if b.isClosed() {
+		return
+	}
 	for _, r := range b.regs[namespace] {
 		if r != except {
 			r.invalidate(keys)
@@ -515,10 +520,13 @@ func (b *Bus) invalidate(namespace string, keys []string) bool {
 }
 
 // flushNamespaces calls the flush callbacks of namespaces (those with a
-// registration here).
+// registration here), unless the bus is closed (see deliverLocal).
 func (b *Bus) flushNamespaces(namespaces []string) {
 	b.regMu.RLock()
 	defer b.regMu.RUnlock()
+	if b.isClosed() {
+		return
+	}
 	for _, ns := range namespaces {
 		for _, r := range b.regs[ns] {
 			r.flush()

@@ -421,8 +421,19 @@ func TestPublishRejects(t *testing.T) {
 func TestClosed(t *testing.T) {
 	ctx := ctxT(t)
 	a := newBus(t, standaloneClient(t), WithChannelPrefix(uniqueName(t)))
+	r := newRecorder()
+	r.subscribe(t, a, "users")
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// No callback runs after Close returned, local deliveries included.
+	defer func() {
+		if n, f := r.count(), r.flushCount(); n != 0 || f != 0 {
+			t.Errorf("after Close: %d keys invalidated, %d flushes; want none", n, f)
+		}
+	}()
+	if err := a.PublishFlush(ctx, "users"); !errors.Is(err, ErrClosed) {
+		t.Errorf("PublishFlush after Close = %v, want ErrClosed", err)
 	}
 	if err := a.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)

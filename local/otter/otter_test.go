@@ -8,15 +8,15 @@ import (
 
 	"github.com/tiercache/tiercache/tiered/driver"
 
-	"github.com/tiercache/tiercache/internal/localtest"
 	"github.com/tiercache/tiercache/local/otter"
+	"github.com/tiercache/tiercache/tiered/drivertest"
 )
 
 var _ driver.Local[string] = (*otter.Store[string])(nil)
 
 func TestContract(t *testing.T) {
-	localtest.Run(t, localtest.Suite{
-		New: func(t *testing.T) localtest.Store {
+	drivertest.RunLocal(t, drivertest.LocalSuite[string]{
+		New: func(t *testing.T) driver.Local[string] {
 			s, err := otter.New[string]()
 			if err != nil {
 				t.Fatal(err)
@@ -24,7 +24,7 @@ func TestContract(t *testing.T) {
 			return s
 		},
 		Nil: (*otter.Store[string])(nil),
-		KeepStale: func(t *testing.T, d time.Duration) localtest.Store {
+		KeepStale: func(t *testing.T, d time.Duration) driver.Local[string] {
 			s, err := otter.New[string](otter.WithKeepStale(d))
 			if err != nil {
 				t.Fatal(err)

@@ -6,15 +6,33 @@ import "context"
 // invalidation provides it on Redis pub/sub. One bus is shared by every cache
 // of a process, each under its own namespace. Implementations must be safe
 // for concurrent use.
+//
+// A Bus that has a method Close() error (package invalidation's has)
+// keeps these rules: once Close has returned no callback of any of its
+// registrations runs or starts, a Publish (of the Bus or of a
+// Subscription) or a Subscribe fails with an error, Unsubscribe is still
+// safe, and a second Close returns nil.
+//
+// Package tiered/drivertest (RunBus) checks these rules.
 type Bus interface {
 	// Publish tells every node (the other caches of namespace in this
-	// process too) to drop keys of namespace from its L1. It returns once
-	// the message was accepted for delivery to every node.
+	// process too) to drop keys of namespace from its L1. The
+	// registrations of namespace on this Bus have been given the keys when
+	// Publish returns; other nodes get them asynchronously, Publish
+	// returning once the message was accepted for delivery to every node.
+	// Publish of no key does nothing and returns nil.
 	Publish(ctx context.Context, namespace string, keys []string) error
 	// Subscribe registers the L1 of a cache under namespace: invalidate is
 	// called with keys others changed, flush when messages may have been
-	// lost (the cache then drops everything). The calls stop when the
-	// Subscription is ended.
+	// lost (the cache then drops everything): a message of keys that does
+	// not reach this node must be made up by a flush. Registrations of
+	// other namespaces get neither; several registrations may share a
+	// namespace.
+	//
+	// The callbacks may run concurrently, on the bus's goroutines or on a
+	// publisher's; the cache's are quick, do not keep or modify keys and
+	// never call the Bus or the Subscription, so a Bus may run them under
+	// a lock. The calls stop when the Subscription is ended.
 	Subscribe(namespace string, invalidate func(keys []string), flush func()) (Subscription, error)
 }
 
@@ -24,8 +42,8 @@ type Subscription interface {
 	// registration: every subscriber of the namespace gets it but this one,
 	// so that a cache does not drop the value it has just written.
 	Publish(ctx context.Context, keys []string) error
-	// Unsubscribe ends the registration. It is safe to call more than
-	// once.
+	// Unsubscribe ends the registration: once it returns, no callback of
+	// the registration runs or starts. It is safe to call more than once.
 	Unsubscribe()
 }
 
@@ -71,7 +89,9 @@ type CarryingSubscription interface {
 // Without it, waiters poll L2 only, and lease tokens are random.
 type LeaseWaker interface {
 	// LeaseToken returns a fresh, random, non-zero lease token that tells
-	// the waiters on the lease how to reach this process.
+	// the waiters on the lease how to reach this process. Tokens of one
+	// process do not repeat in practice (the lease protocol tells leases
+	// apart by them).
 	LeaseToken() uint64
 	// HoldLease records that this process holds the lease on key of
 	// namespace, so that waiters on other nodes that announce themselves

@@ -27,6 +27,8 @@
 // errors.As: UnavailableError (the shard is down: it counts against the
 // shard's breaker) and UnstorableError (the value can never be stored).
 //
-// Package internal/localtest holds the contract tests of a Local that the
-// repository's own L1 stores pass.
+// Package tiered/drivertest holds the contract test suites of a Local, a
+// Remote and a Bus (RunLocal, RunRemote, RunBus) that the repository's own
+// stores pass and that an adapter runs in its own tests; package
+// tiered/driver/memremote is an in-memory reference Remote.
 package driver

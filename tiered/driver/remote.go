@@ -7,7 +7,14 @@ import (
 
 // Remote is the L2 store shared by every node: package remote provides it on
 // go-redis (standalone, Sentinel and Cluster). Keys passed to it are already
-// namespaced by the cache. Implementations must be safe for concurrent use.
+// namespaced by the cache. Implementations must be safe for concurrent use,
+// and each call on one key is atomic (a Redis command or script is).
+//
+// An entry read back is the entry written: its Kind, Payload, Version and
+// LoadTime, and ExpiresAt to the millisecond; Deadline is not stored. An
+// entry is gone (a miss, an empty key for Acquire) once its ExpiresAt has
+// passed on the store's clock. Package tiered/drivertest (RunRemote)
+// checks these rules and those of the optional interfaces.
 type Remote interface {
 	// Get returns the entry under key; Kind is KindNone on a miss. A corrupt
 	// or foreign value under the key is a miss (the adapter deletes it and
@@ -22,17 +29,23 @@ type Remote interface {
 	// Delete removes keys (and with them any lease in flight).
 	Delete(ctx context.Context, keys ...string) error
 	// Acquire reads key and takes its load lease in one step: if the key
-	// is empty it writes a lease entry with token until expiresAt and
-	// reports won; otherwise it writes nothing and current is what the key
-	// holds (a value, a marker, or another's lease). The cache's first L2
+	// is empty it writes a lease entry {KindLease, Version: token,
+	// ExpiresAt: expiresAt} and reports won; otherwise it writes nothing
+	// and current is what the key holds (a value, a marker, or another's
+	// lease). Of concurrent Acquires of an empty key exactly one wins. A
+	// corrupt value under the key is deleted, as for Get: then either the
+	// lease replaces it (won) or current is KindNone with won false and the
+	// caller tries again (package remote's Store). The cache's first L2
 	// read of a GetOrLoad is an Acquire, so it must cost what a Get costs.
 	Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (current Entry, won bool, err error)
 	// CompareAndSwap replaces the entry under key by e only if the key holds
-	// an entry whose Version is version, and reports whether it did. With a
-	// lease token it is the conditional fill of a load.
+	// an entry (of any kind) whose Version is version, and reports whether
+	// it did; an empty key matches no version, not even 0. With a lease
+	// token it is the conditional fill of a load, a no-op once a Set or
+	// Delete replaced the lease. A refusal is not an error.
 	CompareAndSwap(ctx context.Context, key string, version uint64, e Entry) (bool, error)
 	// CompareAndDelete deletes key only if it holds an entry whose Version is
-	// version, and reports whether it did.
+	// version (an empty key matches none), and reports whether it did.
 	CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error)
 	// Marshal encodes a value with the store's codec.
 	Marshal(v any) ([]byte, error)
@@ -41,8 +54,10 @@ type Remote interface {
 }
 
 // BatchWriter is the optional batch write of a Remote (package remote's
-// Store pipelines one fenced SET per key, a round trip per node). errs is
-// one error (or nil) per key.
+// Store pipelines one fenced SET per key, a round trip per node): it does
+// Set of entries[i] under keys[i] for each i, each key fenced by its own
+// Deadline. errs always has one error (or nil) per key: a key that fails
+// (too late, unstorable) fails alone.
 //
 // Without it, the cache writes a batch with Set, a few keys at a time.
 type BatchWriter interface {
@@ -51,8 +66,10 @@ type BatchWriter interface {
 
 // LeaseBatcher is the optional pipelined lease calls of a Remote (package
 // remote's Store offers them): AcquireMany and CompareAndSwapMany do, key
-// by key, what Acquire and CompareAndSwap do, in one round trip per node.
-// errs is nil when every key succeeded, else one error (or nil) per key.
+// by key, what Acquire and CompareAndSwap do (keys[i] with tokens[i], or
+// versions[i] and entries[i]), in one round trip per node; current, won
+// and swapped have one element per key. errs is nil when every key
+// succeeded, else one error (or nil) per key.
 //
 // Without it, the cache takes and fills a batch's leases key by key, a
 // few at a time.
@@ -63,7 +80,9 @@ type LeaseBatcher interface {
 
 // TagStore is the optional tag generations of a Remote (package remote's
 // Store keeps them in Redis). Generations are random non-zero numbers; 0
-// means none.
+// means none. Each generation is created once: concurrent creators of a
+// missing one (EnsureGenerations, GetOrCreateGeneration) all get the
+// same. A generation lives until its TTL passes, then reads as 0.
 //
 // Without it, the cache refuses tags: tagged writes and loads and
 // InvalidateTags return tiered.ErrTagsUnsupported.
@@ -74,19 +93,22 @@ type TagStore interface {
 	// one where there is none, and makes each live at least ttl.
 	EnsureGenerations(ctx context.Context, keys []string, ttl time.Duration) ([]uint64, error)
 	// EnsureGenerationsThen is EnsureGenerations of keys, then Generations
-	// of then, read after those of keys exist.
+	// of then, read after those of keys exist (a key of then that is in
+	// keys reads the generation just ensured).
 	EnsureGenerationsThen(ctx context.Context, keys []string, ttl time.Duration, then []string) (gens, thenGens []uint64, err error)
 	// GetOrCreateGeneration returns the generation under key, creating one
-	// living ttl where there is none.
+	// living ttl where there is none; an existing one keeps its life.
 	GetOrCreateGeneration(ctx context.Context, key string, ttl time.Duration) (uint64, error)
-	// BumpGenerations gives each key a new generation living at least ttl.
+	// BumpGenerations gives each key a new generation, different from the
+	// old one, living at least ttl.
 	BumpGenerations(ctx context.Context, keys []string, ttl time.Duration) error
 }
 
 // Sharder is the optional shard map of a Remote that spreads keys over
 // shards (package remote's Store on a Cluster): Shard returns a name of
 // the shard serving key, "" for a single shard. Each shard gets its own
-// circuit breaker.
+// circuit breaker. Shard does no I/O once the shard map is known and
+// returns the same name for a key while the map is unchanged.
 //
 // Without it, the cache keeps one breaker for the whole store.
 type Sharder interface {
@@ -102,7 +124,8 @@ type Sharder interface {
 // Without it, the cache publishes a write's invalidation after the write,
 // a second round trip.
 type PublishCarrier interface {
-	// Carrier names the connection pool the store writes through.
+	// Carrier names the connection pool the store writes through; it is
+	// the same on every call.
 	Carrier() Carrier
 	// SetAndPublish is Set of e under key, then the message.
 	SetAndPublish(ctx context.Context, key string, e Entry, command, channel string, payload []byte) (setErr, pubErr error)
