@@ -94,10 +94,10 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		return nil, err
 	}
 	var stale driver.StaleLocal[V]
-	if cfg.staleIfError > 0 {
+	if cfg.staleIfError > 0 || cfg.softLoadTimeout > 0 {
 		var ok bool
 		if stale, ok = l1.(driver.StaleLocal[V]); !ok || l1 == nil {
-			return nil, fmt.Errorf("%w: WithStaleIfError needs an L1 store that keeps expired entries (driver.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
+			return nil, fmt.Errorf("%w: WithStaleIfError and WithSoftLoadTimeout need an L1 store that keeps expired entries (driver.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
 		}
 	}
 	if cfg.onError == nil {

@@ -71,9 +71,11 @@ func (c *Cache[V]) getOrLoadMany(ctx context.Context, keys []string, load BatchL
 			}
 		}()
 	}
+	soft := c.softTimer()
+	defer soft.stop()
 	errs := KeyErrors{}
 	for i, f := range flights {
-		v, err := wait(ctx, f)
+		v, err := c.awaitFlight(ctx, pending[i], f, soft)
 		switch {
 		case err == nil:
 			out[pending[i]] = v

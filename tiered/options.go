@@ -43,6 +43,8 @@ type config struct {
 	leaseTTL                         time.Duration
 	leaseTTLSet                      bool // by WithLeaseTTL; else derived from the remote timeout
 	staleIfError                     time.Duration
+	softLoadTimeout                  time.Duration // 0: off
+	softMaxStale                     time.Duration
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off
 	noLeases                         bool
@@ -351,6 +353,27 @@ func WithClockSkew(d time.Duration) Option {
 			return fmt.Errorf("%w: clock skew allowance %v is negative", ErrInvalidOption, d)
 		}
 		c.clockSkew = d
+		return nil
+	}
+}
+
+// WithSoftLoadTimeout answers a GetOrLoad or GetOrLoadMany caller with the
+// key's expired L1 value when the key has to be loaded and the load takes
+// longer than d, if that value expired at most maxStale ago. The load goes
+// on in the background and fills both tiers when it ends; later callers get
+// its result. The load timeout (WithLoadTimeout) still bounds the load, and
+// the caller's ctx still bounds the caller. Such answers are counted
+// (Stats.SoftTimeouts, tiercache.requests with tier l1 and result
+// "stale") and mark the span (tiercache.result=stale). The L1 store must
+// keep expired entries at least maxStale: it must implement StaleLocal (for
+// package local: local.WithKeepStale(maxStale) or longer); New rejects an
+// L1 without it. Default: off. d and maxStale must be positive.
+func WithSoftLoadTimeout(d, maxStale time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 || maxStale <= 0 {
+			return fmt.Errorf("%w: soft load timeout %v and stale window %v must be positive", ErrInvalidOption, d, maxStale)
+		}
+		c.softLoadTimeout, c.softMaxStale = d, maxStale
 		return nil
 	}
 }

@@ -147,7 +147,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 		{tierResult("l1", "hit"), s.l1Hit.Load},
 		{tierResult("l1", "not_found"), s.l1NotFound.Load},
 		{tierResult("l1", "miss"), s.l1Miss.Load},
-		{tierResult("l1", "stale"), s.staleServed.Load},
+		{tierResult("l1", "stale"), func() uint64 { return s.staleServed.Load() + s.softTimeouts.Load() }},
 		{tierResult("l2", "hit"), s.l2Hit.Load},
 		{tierResult("l2", "not_found"), s.l2NotFound.Load},
 		{tierResult("l2", "miss"), s.l2Miss.Load},

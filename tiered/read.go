@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tiercache/tiercache/tiered/driver"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Read path: L1, the per-node flight, L2 (DESIGN §3).
@@ -171,7 +172,9 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V
 			return v, err
 		}
 	}
-	v, err := wait(ctx, f)
+	soft := c.softTimer()
+	v, err := c.awaitFlight(ctx, key, f, soft)
+	soft.stop()
 	endSpan(span, err)
 	return v, err
 }
@@ -309,14 +312,80 @@ func (c *Cache[V]) detach(keys []string) {
 	}
 }
 
-func wait[V any](ctx context.Context, f *flight[V]) (V, error) {
-	select {
-	case <-f.done:
-		return f.value, f.err
-	case <-ctx.Done():
-		var zero V
-		return zero, context.Cause(ctx)
+// awaitFlight returns f's result, or ctx's end. When soft (the soft load
+// timeout's timer, nil when off) fires first and key has an expired L1
+// value young enough, it returns that value and leaves the flight to end in
+// the background.
+func (c *Cache[V]) awaitFlight(ctx context.Context, key string, f *flight[V], soft *softTimer) (V, error) {
+	var fired <-chan time.Time
+	if soft != nil {
+		if soft.fired {
+			// An earlier key of the call used the timer up: serve stale at
+			// once, unless the flight is already done.
+			select {
+			case <-f.done:
+				return f.value, f.err
+			default:
+			}
+			if v, ok := c.softStale(ctx, key); ok {
+				return v, nil
+			}
+		} else {
+			fired = soft.t.C()
+		}
 	}
+	for {
+		select {
+		case <-f.done:
+			return f.value, f.err
+		case <-ctx.Done():
+			var zero V
+			return zero, context.Cause(ctx)
+		case <-fired:
+			fired, soft.fired = nil, true
+			if v, ok := c.softStale(ctx, key); ok {
+				return v, nil
+			}
+		}
+	}
+}
+
+// softTimer is the soft load timeout of one call: one timer for every key
+// the call waits on, used by one goroutine.
+type softTimer struct {
+	t     driver.Timer
+	fired bool
+}
+
+// softTimer starts the soft load timeout of a call, or returns nil when it
+// is off.
+func (c *Cache[V]) softTimer() *softTimer {
+	if c.cfg.softLoadTimeout <= 0 {
+		return nil
+	}
+	return &softTimer{t: c.cfg.clock.NewTimer(c.cfg.softLoadTimeout)}
+}
+
+func (s *softTimer) stop() {
+	if s != nil {
+		s.t.Stop()
+	}
+}
+
+// softStale returns key's expired L1 value for a caller whose load outlived
+// the soft load timeout, if it expired at most the soft stale window ago.
+func (c *Cache[V]) softStale(ctx context.Context, key string) (V, bool) {
+	var zero V
+	if c.stale == nil {
+		return zero, false
+	}
+	v, absent, expiredAt, ok := c.stale.GetStale(key)
+	if !ok || absent || c.cfg.clock.Now().Sub(expiredAt) > c.cfg.softMaxStale {
+		return zero, false
+	}
+	c.stats.softTimeouts.Add(1)
+	trace.SpanFromContext(ctx).SetAttributes(AttrResult.String("stale"))
+	return v, true
 }
 
 // flightCtx returns the context of shared work started for a caller with

@@ -21,6 +21,7 @@ type counters struct {
 	leaseAcquired, leaseWaits, leaseTakeovers atomic.Uint64
 	leaseRenewals, degradedLoads              atomic.Uint64
 	staleServed                               atomic.Uint64
+	softTimeouts                              atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
 	refreshStarted, refreshSkipped            atomic.Uint64
@@ -60,6 +61,9 @@ type Stats struct {
 	// StaleServed counts expired L1 entries served because L2 and the
 	// loader both failed (WithStaleIfError).
 	StaleServed   uint64
+	// SoftTimeouts counts expired L1 entries served because a load took
+	// longer than the soft load timeout (WithSoftLoadTimeout).
+	SoftTimeouts uint64
 	FillsRejected uint64 // loads not stored: the key changed meanwhile
 
 	RefreshesStarted uint64 // early refreshes this node ran
@@ -107,6 +111,7 @@ func (c *Cache[V]) Stats() Stats {
 		LeaseRenewals:     s.leaseRenewals.Load(),
 		DegradedLoads:     s.degradedLoads.Load(),
 		StaleServed:       s.staleServed.Load(),
+		SoftTimeouts:      s.softTimeouts.Load(),
 		FillsRejected:     s.fillsRejected.Load(),
 		RefreshesStarted:  s.refreshStarted.Load(),
 		RefreshesSkipped:  s.refreshSkipped.Load(),
