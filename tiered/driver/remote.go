@@ -135,6 +135,22 @@ type UnavailableError interface {
 	Unavailable() bool
 }
 
+// AnsweredError is the mark of a Remote error that the shard's node
+// answered: the call failed for a reason that says nothing about that
+// node's health. Package remote marks so a Cluster's CLUSTERDOWN reply
+// (with cluster-require-full-coverage yes, Redis' default, every primary
+// refuses every key from the moment another shard's primary is marked
+// failed until its replica is promoted), and a call that ran out of time
+// while the Cluster was refusing so (go-redis retries the refusal until
+// the deadline). The cache neither opens nor closes the shard's circuit
+// breaker on it, even when it also carries the UnavailableError mark or
+// outlived the remote timeout: one shard's failover must not open the
+// breakers of the shards that kept answering.
+type AnsweredError interface {
+	error
+	Answered() bool
+}
+
 // UnstorableError is the mark of a Remote error that says the value can
 // never be stored (too large for the store): the cache does not count it
 // against the breaker, and a load under a lease replaces the lease by a
