@@ -127,9 +127,10 @@ func NewCarrier(pool any) Carrier { return Carrier{pool: pool} }
 // serving the key is unavailable (connection refused or reset,
 // CLUSTERDOWN, LOADING, TRYAGAIN, MASTERDOWN): the cache counts it against
 // the shard's circuit breaker, as it does a call that outlived the remote
-// timeout. Package remote marks its errors so. Any other error (an error
-// reply that proves the server is up, a key too long, the caller's own
-// cancellation) is neutral: it neither opens nor closes the breaker.
+// timeout, unless it also carries the AnsweredError mark. Package remote
+// marks its errors so. Any other error (an error reply that proves the
+// server is up, a key too long, the caller's own cancellation) is neutral:
+// it neither opens nor closes the breaker.
 type UnavailableError interface {
 	error
 	Unavailable() bool
