@@ -24,9 +24,9 @@ import (
 // Cluster call that ran out of time) also has a method Answered() bool
 // returning true (driver.AnsweredError): the whole Cluster refuses while
 // another shard fails over, so tiered does not count it against the key's
-// shard; a refusal lasting over 5 s loses that mark. Error replies that prove the server is up (NOPERM,
-// WRONGPASS, WRONGTYPE, script errors), context errors and the store's own
-// validation errors are not marked.
+// shard; a refusal lasting over 5 s loses that mark. Error replies that
+// prove the server is up (NOPERM, WRONGPASS, WRONGTYPE, script errors),
+// context errors and the store's own validation errors are not marked.
 var ErrUnavailable = errors.New("remote: shard unavailable")
 
 // unavailableError wraps an error that means the shard is unavailable.
