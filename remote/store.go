@@ -106,7 +106,8 @@ type Store struct {
 	reloadEvery   time.Duration
 	lastReload    atomic.Int64 // unix nanos of the last reload asked for
 	reloads       atomic.Uint64
-	shards        shardMap // Shard's memory of each slot's primary
+	shards        shardMap    // Shard's memory of each slot's primary
+	down          clusterDown // CLUSTERDOWN replies seen
 }
 
 // WithReloadInterval sets the least time between two reloads of a Cluster

@@ -3,6 +3,7 @@ package remote_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +119,75 @@ func TestShard(t *testing.T) {
 	}
 	if got := newStore(t, redistest.Standalone(t)).Shard("k"); got != "" {
 		t.Fatalf("standalone Shard = %q, want \"\"", got)
+	}
+}
+
+// Issue 20 observation 1: with cluster-require-full-coverage yes (Redis'
+// default), a Cluster one of whose primaries failed answers CLUSTERDOWN
+// for every key, on the primaries that are up too. Such a refusal is
+// marked unavailable and answered (the key's node is up: tiered must not
+// open that shard's breaker), as is a call that ran out of time while
+// go-redis retried it; the dead primary's own keys fail to connect and are
+// marked unavailable only.
+func TestClusterDownIsAnswered(t *testing.T) {
+	pc := redistest.NewCluster(t, 2, 0, "--cluster-require-full-coverage", "yes")
+	s := newStore(t, pc.Client(t, nil))
+	ctx := context.Background()
+	name := redistest.Name(t)
+	var live, dead string
+	for i := 0; live == "" || dead == ""; i++ {
+		k := fmt.Sprint(name, ":k", i)
+		if s.Shard(k) == pc.Primaries[0].Addr() {
+			dead = k
+		} else {
+			live = k
+		}
+	}
+	pc.Primaries[0].Stop(t) // SIGKILL; no replica: the Cluster stays down
+	type marks interface {
+		Unavailable() bool
+		Answered() bool
+	}
+	answered := func(err error) bool {
+		var m marks
+		return errors.As(err, &m) && m.Answered()
+	}
+	// The live primary refuses once it has marked the dead one failed
+	// (cluster-node-timeout, then gossip).
+	deadline := time.Now().Add(5 * redistest.ClusterNodeTimeout)
+	var err error
+	for {
+		_, err = s.Get(ctx, live)
+		if err != nil && strings.Contains(err.Error(), "CLUSTERDOWN") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get of a key on the live primary after %v: %v; want CLUSTERDOWN", 5*redistest.ClusterNodeTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if !errors.Is(err, remote.ErrUnavailable) || !answered(err) {
+		t.Fatalf("CLUSTERDOWN from a live primary = %v; want unavailable and answered", err)
+	}
+	// A short deadline runs out while go-redis retries the refusal.
+	var timedOut int
+	for range 20 {
+		short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+		_, err := s.Get(short, live)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			timedOut++
+			if !answered(err) || errors.Is(err, remote.ErrUnavailable) {
+				t.Fatalf("a call that ran out of time during the refusal = %v; want answered, not unavailable", err)
+			}
+		} else if !answered(err) {
+			t.Fatalf("Get during the refusal = %v; want a CLUSTERDOWN marked answered", err)
+		}
+	}
+	if timedOut == 0 {
+		t.Fatal("no call with a 5 ms deadline ran out of time during the refusal; want some")
+	}
+	if _, err := s.Get(ctx, dead); !errors.Is(err, remote.ErrUnavailable) || answered(err) {
+		t.Fatalf("Get of a key on the dead primary = %v; want unavailable, not answered", err)
 	}
 }

@@ -29,8 +29,10 @@ type outcome uint8
 const (
 	// neutral says nothing about the shard's health: the caller's own
 	// cancellation or deadline, our validation errors (key too long, value
-	// too large), and error replies that prove the server is up (NOPERM,
-	// WRONGTYPE, script errors).
+	// too large), error replies that prove the server is up (NOPERM,
+	// WRONGTYPE, script errors), and errors marked answered
+	// (driver.AnsweredError: a Cluster refusing every key while another
+	// shard fails over).
 	neutral outcome = iota
 	// healthy is a call the shard answered.
 	healthy
@@ -44,6 +46,12 @@ func classify(ctx context.Context, err error) outcome {
 	if err == nil {
 		return healthy
 	}
+	if isAnswered(err) {
+		// The shard's node answered (a Cluster refusing every key while
+		// another shard fails over): not this shard's failure, even if
+		// the client's retries of the refusal ran out our remote timeout.
+		return neutral
+	}
 	if ctx.Err() != nil {
 		// The call's context ended: our remote timeout means the shard did
 		// not answer in time; anything else is the caller giving up.
@@ -56,6 +64,13 @@ func classify(ctx context.Context, err error) outcome {
 		return down
 	}
 	return neutral
+}
+
+// isAnswered reports whether err carries the mark of an error the shard's
+// node answered (driver.AnsweredError).
+func isAnswered(err error) bool {
+	var a driver.AnsweredError
+	return errors.As(err, &a) && a.Answered()
 }
 
 // isUnavailable reports whether err carries the unavailability mark.

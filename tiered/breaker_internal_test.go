@@ -3,6 +3,7 @@ package tiered
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,14 @@ type unavailableErr struct{}
 
 func (unavailableErr) Error() string     { return "connection refused" }
 func (unavailableErr) Unavailable() bool { return true }
+
+// answeredErr is an error marked the way package remote marks a Cluster's
+// CLUSTERDOWN refusal: unavailable, but answered by the shard's node.
+type answeredErr struct{}
+
+func (answeredErr) Error() string     { return "CLUSTERDOWN The cluster is down" }
+func (answeredErr) Unavailable() bool { return true }
+func (answeredErr) Answered() bool    { return true }
 
 type openings struct {
 	mu     sync.Mutex
@@ -76,6 +85,11 @@ func TestBreakerCountsOnlyUnavailability(t *testing.T) {
 		{"validation", alive, errors.New("remote: key too long")},
 		{"NOPERM", alive, errors.New("NOPERM this user has no permissions to run the 'evalsha' command")},
 		{"unmarked wrapped deadline", expired, unavailableErr{}}, // the caller's ctx ended first
+		// Issue 20: a Cluster refusing every key while another shard
+		// fails over, also when the client's retries of the refusal ran
+		// out our remote timeout.
+		{"answered refusal", alive, answeredErr{}},
+		{"answered refusal past our remote timeout", ours, fmt.Errorf("remote: SET: %w", answeredErr{})},
 	}
 	for _, c := range neutralCalls {
 		for range 10 {

@@ -210,12 +210,15 @@ func WithEarlyRefresh(beta float64) Option {
 // all for standalone or Sentinel). A shard's breaker counts only calls that
 // found the shard unavailable: errors the Remote marks with an
 // Unavailable() bool method returning true (package remote marks connection
-// errors, CLUSTERDOWN, LOADING, TRYAGAIN and MASTERDOWN) and calls cut by
-// the remote timeout (WithRemoteTimeout) while the caller's context was
-// still alive. It never counts the caller's own cancellation or deadline,
-// validation errors (key too long, value too large) or error replies that
-// prove the server is up (NOPERM, WRONGTYPE, script errors): those go to the
-// caller or the error handler. After threshold consecutive such calls the
+// errors, LOADING, TRYAGAIN and MASTERDOWN) and calls cut by the remote
+// timeout (WithRemoteTimeout) while the caller's context was still alive.
+// It never counts the caller's own cancellation or deadline, validation
+// errors (key too long, value too large), error replies that prove the
+// server is up (NOPERM, WRONGTYPE, script errors) or errors the Remote
+// marks answered (driver.AnsweredError: package remote marks a Cluster's
+// CLUSTERDOWN, which every primary answers while another shard fails over,
+// and timeouts while it lasts): those go to the caller or the error
+// handler. After threshold consecutive such calls the
 // breaker opens and the shard's calls fail at once with ErrCircuitOpen for
 // coolDown: reads of its keys go from L1 straight to the loader (still one
 // flight per key on this node), writes return the error; keys of other

@@ -150,12 +150,29 @@ func NewCarrier(pool any) Carrier { return Carrier{pool: pool} }
 // serving the key is unavailable (connection refused or reset,
 // CLUSTERDOWN, LOADING, TRYAGAIN, MASTERDOWN): the cache counts it against
 // the shard's circuit breaker, as it does a call that outlived the remote
-// timeout. Package remote marks its errors so. Any other error (an error
-// reply that proves the server is up, a key too long, the caller's own
-// cancellation) is neutral: it neither opens nor closes the breaker.
+// timeout, unless it also carries the AnsweredError mark. Package remote
+// marks its errors so. Any other error (an error reply that proves the
+// server is up, a key too long, the caller's own cancellation) is neutral:
+// it neither opens nor closes the breaker.
 type UnavailableError interface {
 	error
 	Unavailable() bool
+}
+
+// AnsweredError is the mark of a Remote error that the shard's node
+// answered: the call failed for a reason that says nothing about that
+// node's health. Package remote marks so a Cluster's CLUSTERDOWN reply
+// (with cluster-require-full-coverage yes, Redis' default, every primary
+// refuses every key from the moment another shard's primary is marked
+// failed until its replica is promoted), and a call that ran out of time
+// while the Cluster was refusing so (go-redis retries the refusal until
+// the deadline). The cache neither opens nor closes the shard's circuit
+// breaker on it, even when it also carries the UnavailableError mark or
+// outlived the remote timeout: one shard's failover must not open the
+// breakers of the shards that kept answering.
+type AnsweredError interface {
+	error
+	Answered() bool
 }
 
 // UnstorableError is the mark of a Remote error that says the value can
