@@ -63,7 +63,8 @@ type Cache[V any] struct {
 }
 
 // flight is the shared work of one key on this node. done is closed when
-// value and err are set.
+// value and err are set. It is made (under Cache.mu) only when someone
+// waits: a flight its leader ends inline (an L2 hit) needs no channel.
 type flight[V any] struct {
 	done  chan struct{}
 	value V

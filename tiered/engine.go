@@ -333,7 +333,7 @@ func (e *engine[V]) accepted(r *keyRun[V], v V, err error) {
 		return
 	}
 	if r.s.entry.Kind == driver.KindValue {
-		e.c.maybeRefresh(e.ctx, r.key, r.s.entry, e.load.forKey(e.c, r.key))
+		e.c.maybeRefresh(e.ctx, r.key, r.s.entry, e.load)
 	}
 	e.finish(r, v, err)
 }

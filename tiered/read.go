@@ -206,23 +206,24 @@ func (c *Cache[V]) lead(ctx context.Context, key string, f *flight[V], load Load
 			// and knows the token we may have left in L2.
 			r = preRead{gen: gen, token: r.token, cut: true}
 		}
-		pre = []preRead{r}
 		if rerr == nil && e.Kind.IsValue() {
 			v, err := c.accept(ctx, key, e, gen)
 			if errors.Is(err, errUnusable) {
 				// Corrupt: accept deleted it. For the shared work it is a
 				// miss.
-				pre = []preRead{{gen: gen}}
+				r = preRead{gen: gen}
 			} else {
 				if e.Kind == driver.KindValue {
-					c.maybeRefresh(ctx, key, e, func(ctx context.Context) (V, error) { return c.callLoader(ctx, key, load) })
+					c.maybeRefresh(ctx, key, e, loadCall[V]{one: load})
 				}
 				c.finish(key, f, v, err)
 				c.wg.Done()
 				return v, err, true
 			}
 		}
+		pre = []preRead{r}
 	}
+	c.waitable(f)
 	fctx, done := c.flightCtx(ctx)
 	go func() {
 		defer c.wg.Done()
@@ -272,22 +273,48 @@ func (c *Cache[V]) join(key string) (f *flight[V], leader bool, err error) {
 		return nil, false, ErrClosed
 	}
 	if f := c.flights[key]; f != nil {
+		if f.done == nil {
+			f.done = make(chan struct{})
+		}
 		return f, false, nil
 	}
-	f = &flight[V]{done: make(chan struct{})}
+	f = &flight[V]{}
 	c.flights[key] = f
 	c.wg.Add(1)
 	return f, true, nil
 }
 
 func (c *Cache[V]) finish(key string, f *flight[V], v V, err error) {
-	f.value, f.err = v, err
 	c.mu.Lock()
+	f.value, f.err = v, err
 	if c.flights[key] == f { // not detached by a write
 		delete(c.flights, key)
 	}
+	done := f.done
+	if done == nil {
+		// Nobody waits, and nobody can join any more (the flight left
+		// the map here, or when a write detached it): a closed channel
+		// keeps the rule that done is closed once the result is set.
+		f.done = closedChan
+	}
 	c.mu.Unlock()
-	close(f.done)
+	if done != nil {
+		close(done)
+	}
+}
+
+// closedChan is the done channel of a flight that ended before anyone
+// waited on it.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// waitable makes f's done channel, for its leader, which waits on it once
+// it has handed the flight to a goroutine.
+func (c *Cache[V]) waitable(f *flight[V]) {
+	c.mu.Lock()
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	c.mu.Unlock()
 }
 
 // detach ends the joining of the flights of keys (all flights when keys

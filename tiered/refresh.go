@@ -31,7 +31,7 @@ const refreshKeyPrefix = "\x00refresh:"
 
 // maybeRefresh decides, for a read that found value entry e in L2, whether to
 // start an early refresh (XFetch), and starts it in the background.
-func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e driver.Entry, load func(context.Context) (V, error)) {
+func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e driver.Entry, l loadCall[V]) {
 	if c.cfg.beta == 0 || e.LoadTime <= 0 {
 		return
 	}
@@ -57,7 +57,7 @@ func (c *Cache[V]) maybeRefresh(ctx context.Context, key string, e driver.Entry,
 			delete(c.refreshing, key)
 			c.mu.Unlock()
 		}()
-		c.refresh(rctx, key, e, load)
+		c.refresh(rctx, key, e, l.forKey(c, key))
 	}()
 }
 
