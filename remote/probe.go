@@ -147,16 +147,48 @@ func probeCommands(key string) []probeCommand {
 	}
 }
 
-// probe finds out, in one round trip, whether the Redis user may run
-// every command the store needs, and which compare-and-set commands the
-// server offers. It returns an error matching ErrPermission naming the
-// refused commands (or the refused credentials); an unreachable or slow
-// Redis is not an error: the store starts with the scripts.
+// probe runs findOut and applies what it found, waiting at most the start
+// timeout: go-redis applies a context's deadline to socket reads only with
+// ContextTimeoutEnabled, so a frozen server could hold the probe for the
+// client's read timeout and more. A probe still waiting then is left to
+// end by the client's own timeouts (or its Close); its answer is dropped.
 func (s *Store) probe() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.startTimeout)
 	defer cancel()
-	cmds := probeCommands(s.probeKey + ":" + randomSuffix())
-	pipe := s.client.Pipeline()
+	type result struct {
+		caps Capabilities
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		caps, err := findOut(ctx, s.client, s.probeKey+":"+randomSuffix())
+		done <- result{caps, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		// No answer in time: the store starts with the scripts.
+	}
+	if r.err != nil {
+		return r.err
+	}
+	s.caps = r.caps
+	if r.caps.Probed {
+		s.acquireByScript.Store(!r.caps.SetNXGet)
+	}
+	s.swap, s.release = chooseSwap(r.caps), chooseRelease(r.caps)
+	return nil
+}
+
+// findOut finds out, in one round trip, whether the Redis user may run
+// every command the store needs, and which compare-and-set commands the
+// server offers, with probes on key. It returns an error matching
+// ErrPermission naming the refused commands (or the refused credentials);
+// an unreachable Redis is not an error: Probed is then false.
+func findOut(ctx context.Context, client Client, key string) (Capabilities, error) {
+	cmds := probeCommands(key)
+	pipe := client.Pipeline()
 	replies := make([]*redis.Cmd, len(cmds))
 	for i, c := range cmds {
 		replies[i] = pipe.Do(ctx, c.args...)
@@ -166,10 +198,10 @@ func (s *Store) probe() error {
 		// leaves the commands without errors): refused credentials, or no
 		// answer at all.
 		if classify(err).auth {
-			return fmt.Errorf("%w: Redis refused the credentials (%s): check the client's username and password: %w",
+			return Capabilities{}, fmt.Errorf("%w: Redis refused the credentials (%s): check the client's username and password: %w",
 				ErrPermission, firstWord(err), err)
 		}
-		return nil
+		return Capabilities{}, nil
 	}
 	var (
 		refused []string
@@ -184,11 +216,11 @@ func (s *Store) probe() error {
 		if err != nil && !isRedisReply(err) {
 			// Not an answer of the server (unreachable, timed out): the
 			// store cannot know; it starts with the scripts.
-			return nil
+			return Capabilities{}, nil
 		}
 		switch v := classify(err); {
 		case v.auth:
-			return fmt.Errorf("%w: Redis refused the credentials (%s): check the client's username and password: %w",
+			return Capabilities{}, fmt.Errorf("%w: Redis refused the credentials (%s): check the client's username and password: %w",
 				ErrPermission, firstWord(err), err)
 		case v.refused != "" && !c.optional:
 			if !slices.Contains(refused, v.refused) {
@@ -212,17 +244,10 @@ func (s *Store) probe() error {
 		}
 	}
 	if len(refused) > 0 {
-		return fmt.Errorf("%w: NOPERM, the Redis user may not run %s, which tiercache needs: grant them "+
+		return Capabilities{}, fmt.Errorf("%w: NOPERM, the Redis user may not run %s, which tiercache needs: grant them "+
 			"(docs/deploying.md, ACL, lists every command): %w", ErrPermission, strings.Join(refused, ", "), first)
 	}
-	s.caps = caps
-	if caps.SetNXGet {
-		s.acquireByScript.Store(false)
-	} else if caps.Probed {
-		s.acquireByScript.Store(true)
-	}
-	s.swap, s.release = chooseSwap(caps), chooseRelease(caps)
-	return nil
+	return caps, nil
 }
 
 // verdict is what one probe reply says.
