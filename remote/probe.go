@@ -57,6 +57,12 @@ type Capabilities struct {
 	// unreachable (or too slow) at New: the store then uses the scripts,
 	// which every server since Redis 2.6 runs.
 	Probed bool
+	// KeyAllowed reports whether the user may access the probe key (see
+	// WithProbeKey). Without it the probe still checks the commands (Redis
+	// checks a command's permission before its keys) but cannot see which
+	// options SET has: SetNXGet and SetIfEq are then false, and Acquire
+	// finds out about SET NX GET on its first call, as before.
+	KeyAllowed bool
 	// SetNXGet: SET NX GET (Redis 7.0+). Without it leases are taken by a
 	// script.
 	SetNXGet bool
@@ -174,7 +180,7 @@ func (s *Store) probe() error {
 		return r.err
 	}
 	s.caps = r.caps
-	if r.caps.Probed {
+	if r.caps.Probed && r.caps.KeyAllowed {
 		s.acquireByScript.Store(!r.caps.SetNXGet)
 	}
 	s.swap, s.release = chooseSwap(r.caps), chooseRelease(r.caps)
@@ -206,7 +212,7 @@ func findOut(ctx context.Context, client Client, key string) (Capabilities, erro
 	var (
 		refused []string
 		first   error
-		caps    = Capabilities{Probed: true}
+		caps    = Capabilities{Probed: true, KeyAllowed: true}
 	)
 	for i, c := range cmds {
 		err := replies[i].Err()
@@ -218,7 +224,11 @@ func findOut(ctx context.Context, client Client, key string) (Capabilities, erro
 			// store cannot know; it starts with the scripts.
 			return Capabilities{}, nil
 		}
-		switch v := classify(err); {
+		v := classify(err)
+		if v.keyRefused {
+			caps.KeyAllowed = false
+		}
+		switch {
 		case v.auth:
 			return Capabilities{}, fmt.Errorf("%w: Redis refused the credentials (%s): check the client's username and password: %w",
 				ErrPermission, firstWord(err), err)
@@ -240,7 +250,7 @@ func findOut(ctx context.Context, client Client, key string) (Capabilities, erro
 				caps.DelIfEq = ok
 			}
 		case c.name == "SET":
-			caps.SetNXGet = !v.syntax
+			caps.SetNXGet = v.allowed && !v.keyRefused && !v.syntax
 		}
 	}
 	if len(refused) > 0 {

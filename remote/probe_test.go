@@ -22,7 +22,7 @@ func TestProbeOnRedis70(t *testing.T) {
 		ctx := context.Background()
 		name := redistest.Name(t)
 		s := newStore(t, rdb, remote.WithProbeKey(name+":probe"))
-		want := remote.Capabilities{Probed: true, SetNXGet: true}
+		want := remote.Capabilities{Probed: true, KeyAllowed: true, SetNXGet: true}
 		if got := s.Capabilities(); got != want {
 			t.Fatalf("Capabilities() = %+v, want %+v", got, want)
 		}

@@ -156,6 +156,21 @@ func TestNoScriptingUserFailsAtNew(t *testing.T) {
 	if strings.Contains(msg, "credentials") {
 		t.Errorf("remote.New error %q speaks of credentials; the password was right", msg)
 	}
+	// With the documented rule, New succeeds; only with a probe key under
+	// the cache's prefix can the probe read SET's options.
+	_, _, full := aclUser(t, name+"-full")
+	for _, tt := range []struct {
+		opts []remote.Option
+		want bool
+	}{{nil, false}, {[]remote.Option{remote.WithProbeKey(name + "-full:\x00probe")}, true}} {
+		s, err := remote.New(full, tt.opts...)
+		if err != nil {
+			t.Fatalf("remote.New as a user with the documented rule: %v", err)
+		}
+		if c := s.Capabilities(); !c.Probed || c.KeyAllowed != tt.want || c.SetNXGet != tt.want {
+			t.Errorf("Capabilities() with options %v = %+v; want probed, KeyAllowed and SetNXGet %v", tt.opts, c, tt.want)
+		}
+	}
 	// Without the probe key: key patterns cannot be checked, commands still are.
 	if _, err := remote.New(rdb); !errors.Is(err, remote.ErrPermission) || !strings.Contains(err.Error(), "EVALSHA") {
 		t.Fatalf("remote.New without a probe key = %v; want ErrPermission naming EVALSHA", err)
