@@ -196,3 +196,87 @@ func TestProbeOptions(t *testing.T) {
 		}
 	}
 }
+
+// cmdArgs records every command's arguments a client sends.
+type cmdArgs struct {
+	cmdLog
+	mu   sync.Mutex
+	args [][]any
+}
+
+func (l *cmdArgs) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch strings.ToUpper(cmd.Name()) {
+		case "HELLO", "CLIENT", "AUTH", "SELECT":
+		default:
+			l.mu.Lock()
+			l.args = append(l.args, cmd.Args())
+			l.mu.Unlock()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (l *cmdArgs) take() [][]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.args
+	l.args = nil
+	return out
+}
+
+// Issue 22 item 4: what the native path can show on Redis 7.0, which has
+// no SET IFEQ nor DELEX: it reads first and sends nothing more when the
+// key holds another version; otherwise it sends SET IFEQ (DELEX IFEQ) with
+// the exact bytes it read, which 7.0 refuses as an error (never a false
+// success), and the key is left as it was.
+func TestNativeCASOnRedis70(t *testing.T) {
+	ctx := context.Background()
+	name := redistest.Name(t)
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t)})
+	t.Cleanup(func() { rdb.Close() })
+	log := &cmdArgs{}
+	rdb.AddHook(log)
+	s := newStore(t, rdb, remote.WithProbeKey(name+":probe"))
+	remote.ForceNativeCAS(s)
+	key := name + ":k"
+	exp := time.Now().Add(time.Minute)
+	if _, won, err := s.Acquire(ctx, key, 5, exp); err != nil || !won {
+		t.Fatalf("Acquire = %v, %v", won, err)
+	}
+	lease, err := rdb.Get(ctx, key).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.take()
+	val := driver.Entry{Kind: driver.KindValue, ExpiresAt: exp, Version: 6, Payload: []byte(`"v"`)}
+	if ok, err := s.CompareAndSwap(ctx, key, 4, val); err != nil || ok {
+		t.Fatalf("native CompareAndSwap of another version = %v, %v; want false, nil", ok, err)
+	}
+	if got := log.take(); len(got) != 1 || strings.ToUpper(got[0][0].(string)) != "GET" {
+		t.Fatalf("native CompareAndSwap of another version sent %v; want one GET", got)
+	}
+	_, err = s.CompareAndSwap(ctx, key, 5, val)
+	if err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("native CompareAndSwap on Redis 7.0 = %v; want Redis' syntax error for IFEQ", err)
+	}
+	got := log.take()
+	if len(got) != 2 {
+		t.Fatalf("native CompareAndSwap sent %v; want GET, SET IFEQ", got)
+	}
+	set := got[1]
+	if len(set) != 7 || strings.ToUpper(set[0].(string)) != "SET" || set[1] != key || set[3] != "IFEQ" ||
+		string(set[4].([]byte)) != string(lease) || set[5] != "PX" {
+		t.Fatalf("native fill sent %q; want SET key value IFEQ <the lease's bytes> PX ms", set)
+	}
+	if _, err := s.CompareAndDelete(ctx, key, 5); err == nil || !strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+		t.Fatalf("native CompareAndDelete on Redis 7.0 = %v; want Redis' unknown command DELEX", err)
+	}
+	if got := log.take(); len(got) != 2 || strings.ToUpper(got[1][0].(string)) != "DELEX" || got[1][2] != "IFEQ" ||
+		string(got[1][3].([]byte)) != string(lease) {
+		t.Fatalf("native release sent %q; want GET, DELEX key IFEQ <the lease's bytes>", got)
+	}
+	if now, err := rdb.Get(ctx, key).Bytes(); err != nil || string(now) != string(lease) {
+		t.Fatalf("the key holds %q, %v after refused native calls; want the lease unchanged", now, err)
+	}
+}
