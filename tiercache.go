@@ -133,7 +133,11 @@ func New[V any](g *Group, name string, opts ...Option) (*tiered.Cache[V], error)
 			l1.Close()
 		}
 	}
-	l2, err := remote.New(g.client, cfg.remote...)
+	// The probe names a key under the cache's namespace, which a
+	// least-privilege ACL user may access (an option among cfg.remote
+	// replaces it).
+	ropts := append([]remote.Option{remote.WithProbeKey(name + ":\x00probe")}, cfg.remote...)
+	l2, err := remote.New(g.client, ropts...)
 	if err != nil {
 		closeL1()
 		return nil, fmt.Errorf("tiercache: L2 of cache %q: %w", name, err)

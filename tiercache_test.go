@@ -384,3 +384,34 @@ func ExampleNew() {
 	})
 	fmt.Println(u.Name, err)
 }
+
+// Issue 20 observation 4: tiercache.New refuses an ACL user that may not
+// run scripts, naming the commands, at start-up; the Group (its bus only
+// needs pub/sub) starts.
+func TestNewRefusesUserWithoutScripting(t *testing.T) {
+	admin := redistest.Standalone(t)
+	ctx := context.Background()
+	name := redistest.Name(t)
+	userName := "acl-" + name
+	prefix := "inv-" + name
+	if err := admin.Do(ctx, "ACL", "SETUSER", userName, "reset", "on", ">pw", "resetkeys", "~"+name+":*", "resetchannels", "&"+prefix+":*",
+		"-@all", "+@read", "+@write", "+@pubsub", "+@connection", "-@dangerous", "+time").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", userName) })
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: userName, Password: "pw"})
+	t.Cleanup(func() { rdb.Close() })
+	g, err := tiercache.NewGroup(rdb, tiercache.WithBusOptions(invalidation.WithChannelPrefix(prefix)))
+	if err != nil {
+		t.Fatalf("NewGroup as a user with pub/sub: %v", err)
+	}
+	t.Cleanup(func() { g.Close() })
+	c, err := tiercache.New[user](g, name)
+	if err == nil {
+		c.Close()
+		t.Fatal("tiercache.New as a user without scripting succeeded; want an error naming EVAL, EVALSHA")
+	}
+	if !errors.Is(err, remote.ErrPermission) || !strings.Contains(err.Error(), "NOPERM") || !strings.Contains(err.Error(), "EVAL, EVALSHA") {
+		t.Fatalf("tiercache.New = %v; want ErrPermission saying NOPERM and naming EVAL, EVALSHA", err)
+	}
+}

@@ -96,6 +96,10 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions 
 		encoded[i], err = s.encode(k, entries[i])
 		b.check(i, err)
 	}
+	if s.swap == bySetIfEq {
+		s.swapManyNative(ctx, b, keys, versions, encoded, entries, swapped)
+		return swapped, b.errs
+	}
 	replies := make([]func() (int64, error), n)
 	send := func(pipe redis.Pipeliner, i int, eval bool) {
 		args := []any{tokenBytes(versions[i]), encoded[i], ttl(entries[i].ExpiresAt).Milliseconds()}
@@ -118,6 +122,56 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, keys []string, versions 
 		swapped[i] = v == 1
 	}
 	return swapped, b.errs
+}
+
+// swapManyNative is CompareAndSwapMany by SET IFEQ: one pipeline of GETs,
+// one of SET IFEQ on the bytes read for the keys holding their version,
+// then swapNative alone for a key whose value changed in between.
+func (s *Store) swapManyNative(ctx context.Context, b *batch, keys []string, versions []uint64, encoded [][]byte, entries []driver.Entry, swapped []bool) {
+	gets := make([]*redis.StringCmd, len(keys))
+	pipe := s.client.Pipeline()
+	for i := range keys {
+		if b.live(i) {
+			gets[i] = pipe.Get(ctx, keys[i])
+		}
+	}
+	_, _ = pipe.Exec(ctx) // per-command outcomes below
+	sets := make([]*redis.StatusCmd, len(keys))
+	pipe = s.client.Pipeline()
+	queued := 0
+	for i, g := range gets {
+		if g == nil {
+			continue
+		}
+		raw, err := g.Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			b.fail(i, s.wrap(err, "compare-and-swap (SET IFEQ) of %q", keys[i]))
+		case holds(raw, versions[i]):
+			sets[i] = redis.NewStatusCmd(ctx, "SET", keys[i], encoded[i], "IFEQ", raw, "PX", ttl(entries[i].ExpiresAt).Milliseconds())
+			_ = pipe.Process(ctx, sets[i])
+			queued++
+		}
+	}
+	if queued > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
+	for i, c := range sets {
+		if c == nil {
+			continue
+		}
+		err := c.Err()
+		if errors.Is(err, redis.Nil) {
+			// Changed since the GET: this key alone, again.
+			swapped[i], err = s.swapNative(ctx, keys[i], versions[i], encoded[i], ttl(entries[i].ExpiresAt))
+		} else if err == nil {
+			swapped[i] = true
+		}
+		if err != nil {
+			b.fail(i, s.wrap(err, "compare-and-swap (SET IFEQ) of %q", keys[i]))
+		}
+	}
 }
 
 // batch tracks the per-key errors of a pipelined call.

@@ -22,6 +22,17 @@
 // removed the lease) makes the loader's fill a no-op instead of writing a
 // stale value back.
 //
+// # Start-up probe
+//
+// New sends, in one pipeline, every command the store needs in a form that
+// changes nothing, and fails (ErrPermission) naming each one the Redis ACL
+// user may not run; the same round trip finds out whether the server has
+// SET NX GET, SET IFEQ, DELEX and DELIFEQ (Capabilities). Where it has SET
+// IFEQ, fills use GET then SET IFEQ on the bytes read instead of the
+// script, and lease releases DELEX IFEQ or DELIFEQ where it has one: the
+// same outcome as the scripts, in two commands instead of one. A Redis that
+// does not answer in time does not fail New; the store uses the scripts.
+//
 // # Batches
 //
 // GetMany and Delete group keys by Redis Cluster hash slot and send one MGET

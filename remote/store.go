@@ -29,11 +29,14 @@ var (
 	ErrKeyTooLong    = errors.New("remote: key too long")
 	ErrValueTooLarge = errors.New("remote: value too large")
 	ErrInvalidOption = errors.New("remote: invalid option")
-	// ErrPermission marks a refusal by Redis that no retry fixes: a wrong
-	// password (WRONGPASS, NOAUTH) or a missing ACL permission (NOPERM; the
-	// message names the command or key). It is not unavailability: the
-	// server answered. See docs/degradation.md (ACL) for the rule tiercache needs.
-	ErrPermission = errors.New("remote: Redis refused the credentials or an ACL permission")
+	// ErrPermission marks a refusal by Redis that no retry fixes: a missing
+	// ACL permission (NOPERM; the message says NOPERM and names the command,
+	// or says the key was refused) or a wrong password (WRONGPASS, NOAUTH;
+	// the message says the credentials were refused). It is not
+	// unavailability: the server answered. New returns it when its probe
+	// meets such a refusal. See docs/deploying.md (ACL) for the commands
+	// tiercache needs.
+	ErrPermission = errors.New("remote: refused by Redis")
 )
 
 // Client is the part of go-redis the store uses. *redis.Client (standalone
@@ -44,6 +47,7 @@ type Client interface {
 	SetArgs(ctx context.Context, key string, value any, a redis.SetArgs) *redis.StatusCmd
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
 	PTTL(ctx context.Context, key string) *redis.DurationCmd
+	Process(ctx context.Context, cmd redis.Cmder) error
 	Pipeline() redis.Pipeliner
 	redis.Scripter
 }
@@ -98,6 +102,16 @@ type Store struct {
 	// older than 7.0); Acquire then uses a Lua script.
 	acquireByScript atomic.Bool
 	corrupt         atomic.Uint64
+	// unscripted counts lease releases done by GET and DEL because Redis
+	// refused the script (see CompareAndDelete).
+	unscripted atomic.Uint64
+
+	// What the start-up probe found (probe.go) and the compare-and-set
+	// commands chosen from it.
+	probeKey      string
+	startTimeout  time.Duration
+	caps          Capabilities
+	swap, release casMethod
 
 	// clusterClient is client as a Cluster client, nil otherwise; reloader
 	// is what reloads its slot map (the same client; a field for tests).
@@ -126,19 +140,29 @@ func WithReloadInterval(d time.Duration) Option {
 	}
 }
 
-// New returns a Store on client. It does no I/O: a Redis that is down when
-// the application starts must not keep it from starting (the cache then
-// serves from L1 and the loader). A wrong password or a missing ACL
-// permission therefore shows on the first call, as an error matching
-// ErrPermission that names the refused command; tiered passes it to the
-// caller (writes) or its error handler (reads), and never counts it as
-// unavailability. A nil option is an error.
+// New returns a Store on client. It probes the server first, in one round
+// trip bounded by WithStartTimeout: it sends every command the store needs
+// (GET, MGET, SET, DEL, PTTL, PEXPIRE, TIME, EVAL, EVALSHA) in a form
+// that changes nothing, and fails with an error matching ErrPermission
+// that names every command the Redis user may not run (NOPERM), or says
+// the credentials were refused (WRONGPASS, NOAUTH). The same round trip
+// finds out whether the server has SET NX GET, SET IFEQ, DELEX and
+// DELIFEQ (see Capabilities): with SET IFEQ and DELEX or DELIFEQ, fills
+// and lease releases use them instead of the Lua scripts.
+//
+// A Redis that is down or slow when the application starts must not keep
+// it from starting (the cache then serves from L1 and the loader): a
+// probe that gets no answer does not fail New, and the store uses the
+// scripts. A refusal that appears later (the user's rights revoked) is
+// returned by the call it refuses, matching ErrPermission; tiered passes
+// it to the caller (writes) or its error handler (reads), and never counts
+// it as unavailability. A nil option is an error.
 func New(client Client, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOption)
 	}
 	s := &Store{client: client, codec: JSON{}, maxKey: DefaultMaxKeyBytes, maxValue: DefaultMaxValueBytes,
-		reloadEvery: DefaultReloadInterval}
+		reloadEvery: DefaultReloadInterval, probeKey: DefaultProbeKey, startTimeout: DefaultStartTimeout}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		s.cluster, s.clusterClient, s.reloader = true, cc, cc
 	}
@@ -149,6 +173,9 @@ func New(client Client, opts ...Option) (*Store, error) {
 		if err := o(s); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.probe(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -161,11 +188,14 @@ type Stats struct {
 	// SlotReloads counts the Cluster slot map reloads the store asked for
 	// after errors (see WithReloadInterval).
 	SlotReloads uint64
+	// UnscriptedReleases counts compare-and-deletes done by GET and DEL
+	// because Redis refused the script with NOPERM (see CompareAndDelete).
+	UnscriptedReleases uint64
 }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Corrupt: s.corrupt.Load(), SlotReloads: s.reloads.Load()}
+	return Stats{Corrupt: s.corrupt.Load(), SlotReloads: s.reloads.Load(), UnscriptedReleases: s.unscripted.Load()}
 }
 
 // Marshal encodes v with the store's codec.
@@ -434,6 +464,13 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, 
 	if err != nil {
 		return false, err
 	}
+	if s.swap == bySetIfEq {
+		ok, err := s.swapNative(ctx, key, version, b, ttl(e.ExpiresAt))
+		if err != nil {
+			return false, s.wrap(err, "compare-and-swap (SET IFEQ) of %q", key)
+		}
+		return ok, nil
+	}
 	n, err := casScript.Run(ctx, s.client, []string{key}, tokenBytes(version), b, ttl(e.ExpiresAt).Milliseconds()).Int()
 	if err != nil {
 		return false, s.wrap(err, "compare-and-swap of %q", key)
@@ -443,11 +480,32 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, version uint64, 
 
 // CompareAndDelete deletes key only if it holds an entry whose Version is
 // version, and reports whether it did.
+//
+// When Redis refuses the script with NOPERM (scripting revoked after New),
+// it deletes by GET, comparing the version, then DEL, so that a load
+// whose fill was refused still releases its lease and other nodes do not
+// wait for the lease's TTL. That is not atomic: a write landing between
+// the GET and the DEL is deleted too, which costs a miss, never a stale
+// value. Such deletes are counted in Stats.UnscriptedReleases.
 func (s *Store) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
 	if err := s.checkKey(key); err != nil {
 		return false, err
 	}
+	if s.release != byScript {
+		ok, err := s.deleteNative(ctx, key, version, s.release)
+		if err != nil {
+			return false, s.wrap(err, "compare-and-delete (%s) of %q", s.release, key)
+		}
+		return ok, nil
+	}
 	n, err := cadScript.Run(ctx, s.client, []string{key}, tokenBytes(version)).Int()
+	if err != nil && isScriptRefused(err) {
+		ok, derr := s.deleteUnscripted(ctx, key, version)
+		if derr != nil {
+			return false, s.wrap(derr, "compare-and-delete of %q by GET and DEL (the script: %v)", key, err)
+		}
+		return ok, nil
+	}
 	if err != nil {
 		return false, s.wrap(err, "compare-and-delete of %q", key)
 	}

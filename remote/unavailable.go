@@ -212,7 +212,7 @@ func isPermission(err error) bool {
 func (s *Store) wrap(err error, format string, args ...any) error {
 	what := fmt.Sprintf(format, args...)
 	if isPermission(err) {
-		return fmt.Errorf("remote: %s: %w: %w (docs/degradation.md, ACL, lists what tiercache needs)", what, ErrPermission, err)
+		return permissionError(what, err)
 	}
 	return s.fail(fmt.Errorf("remote: %s: %w", what, err))
 }

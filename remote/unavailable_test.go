@@ -62,38 +62,89 @@ func TestUnavailableNotForServerReplies(t *testing.T) {
 	}
 }
 
-// Issue 9 observation 11 (L2 part): a wrong password and a missing ACL
-// permission fail the first call with an error naming the problem, not
-// marked unavailable.
+// Issue 9 observation 11 (L2 part) and issue 20 observation 4: a wrong
+// password and a missing ACL permission fail New with an error naming the
+// problem (the credentials; NOPERM and the commands), not marked
+// unavailable; a permission revoked after New fails the call it refuses
+// with NOPERM and the command, never "credentials".
 func TestPermissionErrorsAreLoud(t *testing.T) {
 	rdb := redistest.Standalone(t)
 	ctx := context.Background()
 	name := redistest.Name(t)
-	user := name + "-noscript"
-	// Everything but scripting: the conditional fill needs EVALSHA.
-	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~"+name+":*", "+@all", "-@scripting").Err(); err != nil {
+	user := name + "-acl"
+	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~"+name+":*", "+@all").Err(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
 
 	wrong := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "wrong"})
 	defer wrong.Close()
-	_, err := newStore(t, wrong).Get(ctx, name+":k")
-	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) {
-		t.Fatalf("Get with a wrong password = %v; want ErrPermission, not unavailable", err)
+	_, err := remote.New(wrong)
+	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) || !strings.Contains(err.Error(), "credentials") {
+		t.Fatalf("New with a wrong password = %v; want ErrPermission saying credentials, not unavailable", err)
 	}
 
 	limited := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "pw"})
 	defer limited.Close()
-	s := newStore(t, limited)
+	s := newStore(t, limited, remote.WithProbeKey(name+":probe"))
+	// Everything but scripting, from now on: the conditional fill needs EVALSHA.
+	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "-@scripting").Err(); err != nil {
+		t.Fatal(err)
+	}
 	_, err = s.CompareAndSwap(ctx, name+":k", 1, driver.Entry{Kind: driver.KindValue, ExpiresAt: time.Now().Add(time.Minute)})
 	if !errors.Is(err, remote.ErrPermission) || errors.Is(err, remote.ErrUnavailable) {
 		t.Fatalf("CompareAndSwap without +@scripting = %v; want ErrPermission", err)
 	}
-	for _, want := range []string{"NOPERM", "eval"} {
-		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(want)) {
+	for _, want := range []string{"NOPERM", "EVALSHA"} {
+		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error %q does not name %q", err, want)
 		}
+	}
+	if strings.Contains(err.Error(), "credentials") {
+		t.Fatalf("error %q speaks of credentials; the password was right", err)
+	}
+	if _, err := remote.New(limited, remote.WithProbeKey(name+":probe")); !errors.Is(err, remote.ErrPermission) ||
+		!strings.Contains(err.Error(), "EVAL, EVALSHA") {
+		t.Fatalf("New without +@scripting = %v; want ErrPermission naming EVAL, EVALSHA", err)
+	}
+}
+
+// Issue 20 observation 4: with scripting revoked after New, a lease is
+// still released (by GET and DEL), so other nodes need not wait for its
+// TTL; another version is left alone.
+func TestReleaseWithoutScripting(t *testing.T) {
+	rdb := redistest.Standalone(t)
+	ctx := context.Background()
+	name := redistest.Name(t)
+	user := name + "-acl"
+	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~"+name+":*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", user) })
+	limited := redis.NewClient(&redis.Options{Addr: redistest.StandaloneAddr(t), Username: user, Password: "pw"})
+	defer limited.Close()
+	s := newStore(t, limited, remote.WithProbeKey(name+":probe"))
+	key := name + ":k"
+	if _, won, err := s.Acquire(ctx, key, 7, time.Now().Add(time.Minute)); err != nil || !won {
+		t.Fatalf("Acquire = %v, %v", won, err)
+	}
+	if err := rdb.Do(ctx, "ACL", "SETUSER", user, "-@scripting").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.CompareAndDelete(ctx, key, 8); err != nil || ok {
+		t.Fatalf("CompareAndDelete of another version = %v, %v; want false, nil", ok, err)
+	}
+	if n := rdb.Exists(ctx, key).Val(); n != 1 {
+		t.Fatalf("the lease was deleted by a release of another version")
+	}
+	if ok, err := s.CompareAndDelete(ctx, key, 7); err != nil || !ok {
+		t.Fatalf("CompareAndDelete of the lease without scripting = %v, %v; want true, nil", ok, err)
+	}
+	if n := rdb.Exists(ctx, key).Val(); n != 0 {
+		t.Fatalf("the lease is still there")
+	}
+	if got := s.Stats().UnscriptedReleases; got != 1 {
+		t.Fatalf("UnscriptedReleases = %d, want 1", got)
 	}
 }
 
