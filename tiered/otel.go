@@ -60,7 +60,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 type telemetry struct {
 	tracer      trace.Tracer
 	cacheAttr   attribute.KeyValue
-	spanOption  trace.SpanStartOption // the cache attribute, built once
+	spanOptions []trace.SpanStartOption // the cache attribute, built once
 	loadTime    metric.Float64Histogram
 	remoteTime  metric.Float64Histogram
 	leaseWait   metric.Float64Histogram
@@ -97,7 +97,7 @@ func newTelemetry[V any](c *Cache[V]) (*telemetry, error) {
 	t := &telemetry{
 		tracer:      tp.Tracer(ScopeName),
 		cacheAttr:   cacheAttr,
-		spanOption:  trace.WithAttributes(cacheAttr),
+		spanOptions: []trace.SpanStartOption{trace.WithAttributes(cacheAttr)},
 		cacheOption: metric.WithAttributeSet(attribute.NewSet(cacheAttr)),
 		remoteOps:   make(map[string]metric.MeasurementOption, len(remoteOps)),
 	}
@@ -215,7 +215,7 @@ func (t *telemetry) close() {
 
 // startSpan starts a span named name as a child of ctx's span.
 func (t *telemetry) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
-	return t.tracer.Start(ctx, name, t.spanOption)
+	return t.tracer.Start(ctx, name, t.spanOptions...)
 }
 
 // endSpan ends span, marking err on it. ErrNotFound is a result, not an

@@ -165,7 +165,9 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load Loader[V]) (V
 		var zero V
 		return zero, err
 	}
-	span.SetAttributes(AttrShared.Bool(!leader))
+	if span.IsRecording() {
+		span.SetAttributes(AttrShared.Bool(!leader))
+	}
 	if leader {
 		if v, err, ended := c.lead(ctx, key, f, load); ended {
 			endSpan(span, err)
