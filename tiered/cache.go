@@ -46,6 +46,7 @@ type Cache[V any] struct {
 	mu         sync.Mutex // guards flights, refreshing and wg.Add against Close
 	flights    map[string]*flight[V]
 	refreshing map[string]struct{} // keys this node is refreshing early
+	touching   map[string]struct{} // keys this node is extending (WithSlidingTTL)
 	wg         sync.WaitGroup
 
 	// sub is this cache's registration on the bus; nil when there is no
@@ -94,6 +95,9 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 	if err := cfg.checkLease(); err != nil {
 		return nil, err
 	}
+	if cfg.slideEvery >= cfg.remoteTTL {
+		return nil, fmt.Errorf("%w: sliding TTL interval %v must be shorter than the remote TTL %v", ErrInvalidOption, cfg.slideEvery, cfg.remoteTTL)
+	}
 	var stale driver.StaleLocal[V]
 	if cfg.staleIfError > 0 || cfg.softLoadTimeout > 0 {
 		var ok bool
@@ -113,6 +117,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		stale:      stale,
 		flights:    make(map[string]*flight[V]),
 		refreshing: make(map[string]struct{}),
+		touching:   make(map[string]struct{}),
 	}
 	c.tagIndex.period = cfg.localTTL + cfg.loadTimeout
 	c.tagsSeen.Store(cfg.tags)

@@ -44,6 +44,7 @@ type config struct {
 	leaseTTLSet                      bool // by WithLeaseTTL; else derived from the remote timeout
 	staleIfError                     time.Duration
 	softLoadTimeout                  time.Duration // 0: off
+	slideEvery                       time.Duration // 0: no sliding TTL
 	softMaxStale                     time.Duration
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off

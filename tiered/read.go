@@ -127,9 +127,11 @@ func (c *Cache[V]) decodeEntry(ctx context.Context, key string, e driver.Entry) 
 			return v, errUnusable
 		}
 		c.stats.l2Hit.Add(1)
+		c.maybeSlide(ctx, key, e)
 		return v, nil
 	case driver.KindNotFound:
 		c.stats.l2NotFound.Add(1)
+		c.maybeSlide(ctx, key, e)
 		return v, ErrNotFound
 	}
 	return v, errUnusable

@@ -22,6 +22,7 @@ type counters struct {
 	leaseRenewals, degradedLoads              atomic.Uint64
 	staleServed                               atomic.Uint64
 	softTimeouts                              atomic.Uint64
+	touches                                   atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
 	refreshStarted, refreshSkipped            atomic.Uint64
@@ -60,10 +61,13 @@ type Stats struct {
 	DegradedLoads uint64
 	// StaleServed counts expired L1 entries served because L2 and the
 	// loader both failed (WithStaleIfError).
-	StaleServed   uint64
+	StaleServed uint64
 	// SoftTimeouts counts expired L1 entries served because a load took
 	// longer than the soft load timeout (WithSoftLoadTimeout).
 	SoftTimeouts uint64
+	// Touches counts L2 entries whose life Touch or WithSlidingTTL
+	// extended.
+	Touches       uint64
 	FillsRejected uint64 // loads not stored: the key changed meanwhile
 
 	RefreshesStarted uint64 // early refreshes this node ran
@@ -112,6 +116,7 @@ func (c *Cache[V]) Stats() Stats {
 		DegradedLoads:     s.degradedLoads.Load(),
 		StaleServed:       s.staleServed.Load(),
 		SoftTimeouts:      s.softTimeouts.Load(),
+		Touches:           s.touches.Load(),
 		FillsRejected:     s.fillsRejected.Load(),
 		RefreshesStarted:  s.refreshStarted.Load(),
 		RefreshesSkipped:  s.refreshSkipped.Load(),
