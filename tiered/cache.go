@@ -47,6 +47,7 @@ type Cache[V any] struct {
 	flights    map[string]*flight[V]
 	refreshing map[string]struct{} // keys this node is refreshing early
 	touching   map[string]struct{} // keys this node is extending (WithSlidingTTL)
+	hot        *hotKeys            // L1 hit counts (WithHotKeyRefresh); nil when off
 	wg         sync.WaitGroup
 
 	// sub is this cache's registration on the bus; nil when there is no
@@ -95,6 +96,9 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 	if err := cfg.checkLease(); err != nil {
 		return nil, err
 	}
+	if cfg.hotThreshold > 0 && (l1 == nil || cfg.bus == nil) {
+		return nil, fmt.Errorf("%w: WithHotKeyRefresh needs an L1 and an invalidation bus", ErrInvalidOption)
+	}
 	if cfg.slideEvery >= cfg.remoteTTL {
 		return nil, fmt.Errorf("%w: sliding TTL interval %v must be shorter than the remote TTL %v", ErrInvalidOption, cfg.slideEvery, cfg.remoteTTL)
 	}
@@ -142,6 +146,9 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
+	if cfg.hotThreshold > 0 {
+		c.startHotKeys()
+	}
 	if cfg.bus != nil && l1 != nil {
 		sub, err := cfg.bus.Subscribe(name, c.onInvalidate, c.onFlush)
 		if err != nil {

@@ -45,6 +45,8 @@ type config struct {
 	staleIfError                     time.Duration
 	softLoadTimeout                  time.Duration // 0: off
 	slideEvery                       time.Duration // 0: no sliding TTL
+	hotThreshold                     int           // 0: no hot-key refresh
+	hotWindow                        time.Duration
 	softMaxStale                     time.Duration
 	pollMin, pollMax                 time.Duration
 	beta                             float64 // early refresh; 0 is off

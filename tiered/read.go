@@ -28,6 +28,9 @@ func (c *Cache[V]) lookL1(key string) (v V, found bool, err error) {
 		return v, true, ErrNotFound
 	}
 	c.stats.l1Hit.Add(1)
+	if c.hot != nil {
+		c.hot.hit(key)
+	}
 	return v, true, nil
 }
 

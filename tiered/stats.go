@@ -23,6 +23,7 @@ type counters struct {
 	staleServed                               atomic.Uint64
 	softTimeouts                              atomic.Uint64
 	touches                                   atomic.Uint64
+	hotReloads                                atomic.Uint64
 	leaseWaitNanos                            atomic.Uint64
 	fillsRejected                             atomic.Uint64
 	refreshStarted, refreshSkipped            atomic.Uint64
@@ -67,7 +68,10 @@ type Stats struct {
 	SoftTimeouts uint64
 	// Touches counts L2 entries whose life Touch or WithSlidingTTL
 	// extended.
-	Touches       uint64
+	Touches uint64
+	// HotReloads counts hot keys read again from L2 into L1 right after an
+	// invalidation dropped them (WithHotKeyRefresh).
+	HotReloads    uint64
 	FillsRejected uint64 // loads not stored: the key changed meanwhile
 
 	RefreshesStarted uint64 // early refreshes this node ran
@@ -117,6 +121,7 @@ func (c *Cache[V]) Stats() Stats {
 		StaleServed:       s.staleServed.Load(),
 		SoftTimeouts:      s.softTimeouts.Load(),
 		Touches:           s.touches.Load(),
+		HotReloads:        s.hotReloads.Load(),
 		FillsRejected:     s.fillsRejected.Load(),
 		RefreshesStarted:  s.refreshStarted.Load(),
 		RefreshesSkipped:  s.refreshSkipped.Load(),

@@ -492,6 +492,7 @@ func (c *Cache[V]) onInvalidate(keys []string) {
 	if n == 0 {
 		c.l1.Invalidate(keys...)
 		c.detach(keys)
+		c.reloadHot(keys)
 		return
 	}
 	defer c.detach(nil)
@@ -506,6 +507,7 @@ func (c *Cache[V]) onInvalidate(keys []string) {
 	}
 	if len(plain) > 0 {
 		c.l1.Invalidate(plain...)
+		defer c.reloadHot(plain)
 	}
 	c.tagsSeen.Store(true)
 	c.dropTags(tags)
