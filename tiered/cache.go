@@ -84,30 +84,9 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 	if l1 == nil && l2 == nil {
 		return nil, fmt.Errorf("%w: no L1 and no L2 store", ErrInvalidOption)
 	}
-	cfg := defaultConfig()
-	for _, o := range opts {
-		if o == nil {
-			return nil, fmt.Errorf("%w: nil option", ErrInvalidOption)
-		}
-		if err := o(&cfg); err != nil {
-			return nil, err
-		}
-	}
-	if err := cfg.checkLease(); err != nil {
+	cfg, stale, err := newConfig(l1, opts)
+	if err != nil {
 		return nil, err
-	}
-	if cfg.hotThreshold > 0 && (l1 == nil || cfg.bus == nil) {
-		return nil, fmt.Errorf("%w: WithHotKeyRefresh needs an L1 and an invalidation bus", ErrInvalidOption)
-	}
-	if cfg.slideEvery >= cfg.remoteTTL {
-		return nil, fmt.Errorf("%w: sliding TTL interval %v must be shorter than the remote TTL %v", ErrInvalidOption, cfg.slideEvery, cfg.remoteTTL)
-	}
-	var stale driver.StaleLocal[V]
-	if cfg.staleIfError > 0 || cfg.softLoadTimeout > 0 {
-		var ok bool
-		if stale, ok = l1.(driver.StaleLocal[V]); !ok || l1 == nil {
-			return nil, fmt.Errorf("%w: WithStaleIfError and WithSoftLoadTimeout need an L1 store that keeps expired entries (driver.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
-		}
 	}
 	if cfg.onError == nil {
 		cfg.onError = logTo(cfg.logger, cfg.clock.Now)
@@ -302,4 +281,35 @@ func withKeyErrors(err error, bad KeyErrors) error {
 		return ke
 	}
 	return errors.Join(bad, err)
+}
+
+// newConfig applies opts to the defaults and checks what depends on more
+// than one option or on the L1 store; stale is l1's StaleLocal when an
+// option needs it.
+func newConfig[V any](l1 driver.Local[V], opts []Option) (cfg config, stale driver.StaleLocal[V], err error) {
+	cfg = defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return cfg, nil, fmt.Errorf("%w: nil option", ErrInvalidOption)
+		}
+		if err := o(&cfg); err != nil {
+			return cfg, nil, err
+		}
+	}
+	if err := cfg.checkLease(); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.hotThreshold > 0 && (l1 == nil || cfg.bus == nil) {
+		return cfg, nil, fmt.Errorf("%w: WithHotKeyRefresh needs an L1 and an invalidation bus", ErrInvalidOption)
+	}
+	if cfg.slideEvery >= cfg.remoteTTL {
+		return cfg, nil, fmt.Errorf("%w: sliding TTL interval %v must be shorter than the remote TTL %v", ErrInvalidOption, cfg.slideEvery, cfg.remoteTTL)
+	}
+	if cfg.staleIfError > 0 || cfg.softLoadTimeout > 0 {
+		var ok bool
+		if stale, ok = l1.(driver.StaleLocal[V]); !ok || l1 == nil {
+			return cfg, nil, fmt.Errorf("%w: WithStaleIfError and WithSoftLoadTimeout need an L1 store that keeps expired entries (driver.StaleLocal, e.g. local.WithKeepStale)", ErrInvalidOption)
+		}
+	}
+	return cfg, stale, nil
 }
