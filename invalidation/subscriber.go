@@ -3,6 +3,8 @@ package invalidation
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,9 +80,10 @@ func (s *subscriber) run(ctx context.Context) {
 		s.mu.Lock()
 		s.ps = nil
 		s.mu.Unlock()
-		// Close can block while go-redis redials: not on this goroutine's
-		// critical path either, so that Close of the bus never waits on it.
-		go func() { _ = ps.Close() }()
+		// Close waits while go-redis (re)connects the PubSub, which every
+		// call here bounds by the publish timeout (see receive): so does
+		// this, and the connection is closed before run returns.
+		_ = ps.Close()
 		if ctx.Err() != nil {
 			return
 		}
@@ -100,30 +103,39 @@ func (s *subscriber) run(ctx context.Context) {
 
 // open starts a subscription and publishes it in s.ps for kick. It returns
 // nil when ctx has ended.
+//
+// The subscription's connection is dialled, initialised (HELLO, AUTH) and
+// sent SUBSCRIBE under a deadline of one publish timeout: go-redis holds the
+// PubSub's lock meanwhile, and kick and Close wait for it. A subscription
+// that does not get through in time is retried by receive.
 func (s *subscriber) open(ctx context.Context) *redis.PubSub {
 	chans := []string{s.channel}
 	if s.index == 0 {
 		chans = append(chans, s.bus.announce, s.bus.inbox)
 	}
+	octx, cancel := context.WithTimeout(ctx, s.bus.cfg.publishTimeout)
+	defer cancel()
 	var ps *redis.PubSub
 	if s.bus.sharded {
-		ps = s.bus.client.SSubscribe(ctx, chans...)
+		ps = s.bus.client.SSubscribe(octx, chans...)
 	} else {
-		ps = s.bus.client.Subscribe(ctx, chans...)
+		ps = s.bus.client.Subscribe(octx, chans...)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if ctx.Err() != nil {
-		go func() { _ = ps.Close() }()
+		s.mu.Unlock()
+		_ = ps.Close()
 		return nil
 	}
 	s.ps = ps
+	s.mu.Unlock()
 	return ps
 }
 
 // kick closes the current subscription, which makes receive return, so that
 // run subscribes again (or stops, once its context has ended). It may block
-// while go-redis redials: only the resetter and Close call it.
+// while go-redis redials, for at most a publish timeout (see receive): only
+// the resetter and Close call it.
 func (s *subscriber) kick() {
 	s.mu.Lock()
 	ps := s.ps
@@ -138,15 +150,38 @@ func (s *subscriber) kick() {
 // again, which shows as a new confirmation); receive returns on what it
 // cannot repair: an error reply (MOVED after a slot migration), an
 // unsubscription by the server, or a closed PubSub.
+//
+// Every call to ps runs under a deadline of one publish timeout, renewed
+// when it passes: go-redis applies a context's deadline (not its
+// cancellation) to the reads, and to the dial and HELLO of a reconnection,
+// during which it holds the PubSub's lock; so kick and Close never wait
+// longer than that for a frozen server. A read that times out is no error:
+// nothing arrived, and the connection is kept (the watchdog judges
+// whether the subscription works).
 func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff) error {
 	for {
-		v, err := ps.Receive(ctx)
+		if ended, err := s.receiveWindow(ctx, ps, bo); ended {
+			return err
+		}
+	}
+}
+
+// receiveWindow is receive for one publish timeout: ended is false when the
+// window passed and receive goes on.
+func (s *subscriber) receiveWindow(ctx context.Context, ps *redis.PubSub, bo *backoff) (ended bool, err error) {
+	window := s.bus.cfg.publishTimeout
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	for wctx.Err() == nil {
+		v, err := ps.ReceiveTimeout(wctx, window)
 		if err != nil {
 			switch {
 			case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
-				return errKicked
+				return true, errKicked
+			case isTimeout(err):
+				continue
 			case isRedisError(err):
-				return err
+				return true, err
 			}
 			// A network error: go-redis has reconnected, or will on the
 			// next Receive; until it confirms, the channel is down.
@@ -156,7 +191,7 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 				s.bus.reload(ctx)
 			}
 			if !bo.wait(ctx) {
-				return errKicked
+				return true, errKicked
 			}
 			continue
 		}
@@ -169,7 +204,7 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 					s.confirm()
 				}
 			case "unsubscribe", "sunsubscribe":
-				return errUnsubscribed
+				return true, errUnsubscribed
 			}
 		case *redis.Message:
 			switch v.Channel {
@@ -182,6 +217,10 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 			}
 		}
 	}
+	if ctx.Err() != nil {
+		return true, errKicked
+	}
+	return false, nil
 }
 
 // confirm handles a subscription confirmation. Anything sent on the channel
@@ -354,6 +393,14 @@ func (s *subscriber) forget(origin uint64) {
 	s.mu.Lock()
 	delete(s.peers, origin)
 	s.mu.Unlock()
+}
+
+// isTimeout reports whether err is a read or dial that ran into its
+// deadline.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }
 
 // backoff paces retries: 10 ms doubling up to max.
