@@ -14,6 +14,7 @@ import (
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/invalidation"
+	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/tiered"
 	"go.uber.org/goleak"
 )
@@ -76,7 +77,9 @@ func (c *countedConn) Close() error {
 // frozen (SIGSTOP) and thawed.
 type frozenDeployment struct {
 	servers []*redistest.Server
-	client  func(cc *connCounter) tiercache.Client
+	// client returns a client dialling through cc, and a function
+	// counting the pub/sub connections it has dialled so far.
+	client func(cc *connCounter) (tiercache.Client, func() uint32)
 }
 
 func (d frozenDeployment) freeze(t *testing.T) {
@@ -105,14 +108,31 @@ func TestCloseUnderFrozenRedis(t *testing.T) {
 	}{
 		{"standalone", func(t *testing.T) frozenDeployment {
 			s := redistest.NewServer(t)
-			return frozenDeployment{servers: []*redistest.Server{s}, client: func(cc *connCounter) tiercache.Client {
-				return redis.NewClient(&redis.Options{Addr: s.Addr(), Dialer: cc.dial, ContextTimeoutEnabled: true})
+			return frozenDeployment{servers: []*redistest.Server{s}, client: func(cc *connCounter) (tiercache.Client, func() uint32) {
+				c := redis.NewClient(&redis.Options{Addr: s.Addr(), Dialer: cc.dial, ContextTimeoutEnabled: true})
+				return c, func() uint32 { return c.PoolStats().PubSubStats.Created }
 			}}
 		}},
 		{"cluster", func(t *testing.T) frozenDeployment {
 			pc := redistest.NewCluster(t, 3, 0)
-			return frozenDeployment{servers: pc.Primaries, client: func(cc *connCounter) tiercache.Client {
+			return frozenDeployment{servers: pc.Primaries, client: func(cc *connCounter) (tiercache.Client, func() uint32) {
 				c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: pc.Addrs(), Dialer: cc.dial, ContextTimeoutEnabled: true})
+				var mu sync.Mutex
+				var nodes []*redis.Client
+				c.OnNewNode(func(n *redis.Client) {
+					mu.Lock()
+					nodes = append(nodes, n)
+					mu.Unlock()
+				})
+				pubsubDials := func() uint32 {
+					mu.Lock()
+					defer mu.Unlock()
+					var n uint32
+					for _, nc := range nodes {
+						n += nc.PoolStats().PubSubStats.Created
+					}
+					return n
+				}
 				// Wait until the slot map is loaded: the test is about
 				// Close, not about a cold client.
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -122,7 +142,7 @@ func TestCloseUnderFrozenRedis(t *testing.T) {
 						t.Fatal("cluster client not ready")
 					}
 				}
-				return c
+				return c, pubsubDials
 			}}
 		}},
 	}
@@ -150,7 +170,7 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	}
 	// A throwaway client and bus first, so that go-redis's process-wide
 	// goroutines (if any) exist before the snapshot.
-	warm := d.client(newConnCounter())
+	warm, _ := d.client(newConnCounter())
 	if wb, err := invalidation.New(warm, busOpts...); err == nil {
 		_ = wb.Close()
 	}
@@ -158,7 +178,7 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	ignore := goleak.IgnoreCurrent()
 
 	cc := newConnCounter()
-	client := d.client(cc)
+	client, pubsubDials := d.client(cc)
 	closeClient := sync.OnceFunc(func() { _ = client.(interface{ Close() error }).Close() })
 	t.Cleanup(closeClient)
 	ctx := ctxT(t)
@@ -178,7 +198,10 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 			t.Fatal(err)
 		}
 		bus = g.Bus()
-		cache, err = tiercache.New[string](g, prefix+"-c")
+		// A small L1: the bus, unhealthy, flushes it every D/2 (160 ms
+		// here), which under the race detector costs tens of ms per flush
+		// for the default size; this test is about Redis, not about that.
+		cache, err = tiercache.New[string](g, prefix+"-c", tiercache.WithLocal(local.WithMaxEntries(1000)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,15 +256,26 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	}
 	defer thaw()
 	// Let the freeze bite: the bus notices that its announcements do not
-	// come back and renews its subscription (on a frozen server), and the
+	// come back and renews its subscription: go-redis has dialled the new
+	// connection and waits for the frozen server's answer to HELLO. The
 	// callers have calls in flight.
-	atFreeze := calls.Load()
-	eventually(t, "the bus turning unhealthy", func() bool {
-		return bus.Stats().Unhealthy > 0 && (!withCache || calls.Load() >= atFreeze+32)
+	atFreeze, dialsAtFreeze := calls.Load(), pubsubDials()
+	eventually(t, "the bus turning unhealthy and subscribing again", func() bool {
+		return bus.Stats().Unhealthy > 0 && pubsubDials() > dialsAtFreeze && (!withCache || calls.Load() >= atFreeze+32)
 	})
 
 	start := time.Now()
 	if withCache {
+		// The cache first, then the Group (its bus): each within the
+		// bound, and both together too.
+		if err := cache.Close(); err != nil {
+			t.Errorf("Cache.Close: %v", err)
+		}
+		took := time.Since(start)
+		t.Logf("Cache.Close with Redis frozen took %v", took)
+		if took > closeBound {
+			t.Errorf("Cache.Close with Redis frozen took %v, want <= %v", took, closeBound)
+		}
 		if err := g.Close(); err != nil {
 			t.Errorf("Group.Close: %v", err)
 		}
