@@ -73,13 +73,17 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// pubsubConns counts a client's pub/sub connections.
+type pubsubConns struct{ dialled, open uint32 }
+
 // frozenDeployment is a private Redis deployment whose every server can be
 // frozen (SIGSTOP) and thawed.
 type frozenDeployment struct {
 	servers []*redistest.Server
 	// client returns a client dialling through cc, and a function
-	// counting the pub/sub connections it has dialled so far.
-	client func(cc *connCounter) (tiercache.Client, func() uint32)
+	// returning its pub/sub connections: dialled so far, and open now
+	// (go-redis tracks one once it is initialised).
+	client func(cc *connCounter) (tiercache.Client, func() pubsubConns)
 }
 
 func (d frozenDeployment) freeze(t *testing.T) {
@@ -108,14 +112,17 @@ func TestCloseUnderFrozenRedis(t *testing.T) {
 	}{
 		{"standalone", func(t *testing.T) frozenDeployment {
 			s := redistest.NewServer(t)
-			return frozenDeployment{servers: []*redistest.Server{s}, client: func(cc *connCounter) (tiercache.Client, func() uint32) {
+			return frozenDeployment{servers: []*redistest.Server{s}, client: func(cc *connCounter) (tiercache.Client, func() pubsubConns) {
 				c := redis.NewClient(&redis.Options{Addr: s.Addr(), Dialer: cc.dial, ContextTimeoutEnabled: true})
-				return c, func() uint32 { return c.PoolStats().PubSubStats.Created }
+				return c, func() pubsubConns {
+					st := c.PoolStats().PubSubStats
+					return pubsubConns{st.Created, st.Active}
+				}
 			}}
 		}},
 		{"cluster", func(t *testing.T) frozenDeployment {
 			pc := redistest.NewCluster(t, 3, 0)
-			return frozenDeployment{servers: pc.Primaries, client: func(cc *connCounter) (tiercache.Client, func() uint32) {
+			return frozenDeployment{servers: pc.Primaries, client: func(cc *connCounter) (tiercache.Client, func() pubsubConns) {
 				c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: pc.Addrs(), Dialer: cc.dial, ContextTimeoutEnabled: true})
 				var mu sync.Mutex
 				var nodes []*redis.Client
@@ -124,12 +131,14 @@ func TestCloseUnderFrozenRedis(t *testing.T) {
 					nodes = append(nodes, n)
 					mu.Unlock()
 				})
-				pubsubDials := func() uint32 {
+				pubsub := func() pubsubConns {
 					mu.Lock()
 					defer mu.Unlock()
-					var n uint32
+					var n pubsubConns
 					for _, nc := range nodes {
-						n += nc.PoolStats().PubSubStats.Created
+						st := nc.PoolStats().PubSubStats
+						n.dialled += st.Created
+						n.open += st.Active
 					}
 					return n
 				}
@@ -142,7 +151,7 @@ func TestCloseUnderFrozenRedis(t *testing.T) {
 						t.Fatal("cluster client not ready")
 					}
 				}
-				return c, pubsubDials
+				return c, pubsub
 			}}
 		}},
 	}
@@ -178,7 +187,7 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	ignore := goleak.IgnoreCurrent()
 
 	cc := newConnCounter()
-	client, pubsubDials := d.client(cc)
+	client, pubsub := d.client(cc)
 	closeClient := sync.OnceFunc(func() { _ = client.(interface{ Close() error }).Close() })
 	t.Cleanup(closeClient)
 	ctx := ctxT(t)
@@ -259,9 +268,9 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	// come back and renews its subscription: go-redis has dialled the new
 	// connection and waits for the frozen server's answer to HELLO. The
 	// callers have calls in flight.
-	atFreeze, dialsAtFreeze := calls.Load(), pubsubDials()
+	atFreeze, dialsAtFreeze := calls.Load(), pubsub().dialled
 	eventually(t, "the bus turning unhealthy and subscribing again", func() bool {
-		return bus.Stats().Unhealthy > 0 && pubsubDials() > dialsAtFreeze && (!withCache || calls.Load() >= atFreeze+32)
+		return bus.Stats().Unhealthy > 0 && pubsub().dialled > dialsAtFreeze && (!withCache || calls.Load() >= atFreeze+32)
 	})
 
 	start := time.Now()
@@ -288,6 +297,11 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	t.Logf("Close with Redis frozen took %v", took)
 	if took > closeBound {
 		t.Errorf("Close with Redis frozen took %v, want <= %v", took, closeBound)
+	}
+	// The bus's subscriptions are closed: none is open, and none is being
+	// initialised (Close waited for those).
+	if n := pubsub().open; n > 0 {
+		t.Errorf("%d pub/sub connections open once Close returned", n)
 	}
 	close(stop)
 	callers.Wait()
