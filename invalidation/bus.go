@@ -462,9 +462,10 @@ const LeaveTimeout = 250 * time.Millisecond
 //
 // Close returns within max(PublishTimeout, LeaveTimeout), 500 ms with the
 // defaults, plus scheduling, whatever Redis does (down, frozen, cut off): a
-// round trip in flight ends by its publish timeout, every subscription
-// call (dial, HELLO, SUBSCRIBE, read) runs under one, and the goodbye gets
-// LeaveTimeout from the call to Close, or is skipped. This needs a client
+// round trip in flight ends by its publish timeout, a subscription is
+// (re)connected (dial, HELLO, SUBSCRIBE) under one and read without holding
+// what Close needs to close it, and the goodbye gets LeaveTimeout from the
+// call to Close, or is skipped. This needs a client
 // with ContextTimeoutEnabled: without it go-redis ignores the deadlines on
 // socket reads and Close can wait for the client's ReadTimeout (3 s by
 // default) instead.

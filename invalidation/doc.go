@@ -220,8 +220,9 @@
 // an announcer, a watchdog, a resetter and a lease-notice sender, all
 // stopped and waited for by Close, which also closes the bus's
 // subscriptions (their connections). Every call the bus makes to Redis runs
-// under a deadline (the publish timeout; the subscriptions' dial, HELLO and
-// reads too), so Close returns within max(PublishTimeout, LeaveTimeout),
+// under a deadline (the publish timeout; connecting a subscription too), and
+// a subscription's reads can be cut short by closing it, so Close returns
+// within max(PublishTimeout, LeaveTimeout),
 // 500 ms with the defaults, whatever Redis does, on a client with
 // ContextTimeoutEnabled. Callbacks run on the subscriber goroutines and
 // must be quick.
