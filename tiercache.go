@@ -193,7 +193,7 @@ func (g *Group) prune() {
 // given a client with ContextTimeoutEnabled, the default timeouts and
 // loaders that return once their context is cancelled: a cache's Close
 // waits for its loads, whose L2 calls end within the remote timeout
-// (tiered.Cache.Close: 20-80 ms measured with Redis frozen), and the bus's
+// (tiered.Cache.Close: 1-100 ms measured with Redis frozen), and the bus's
 // Close takes at most max(PublishTimeout, invalidation.LeaveTimeout), 500
 // ms by default (invalidation.Bus.Close). Once Close has returned, the
 // bus's pub/sub connections are closed; the client's pool is the client's,

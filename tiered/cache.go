@@ -165,7 +165,7 @@ func (c *Cache[V]) Name() string { return c.name }
 // (WithRemoteTimeout, given a client with ContextTimeoutEnabled), a lease
 // resolution after it within two more, and a loader when it returns on its
 // cancelled context. With the defaults and such a loader, Close returns
-// within a few hundred milliseconds whatever Redis does (20-80 ms measured
+// within a few hundred milliseconds whatever Redis does (1-100 ms measured
 // with Redis frozen and 16 goroutines calling; see docs/degradation.md). A
 // loader that ignores its context holds Close until it returns; with
 // WithRemoteTimeout(0), the client's own timeouts bound the L2 calls.
