@@ -250,10 +250,11 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 			t.Fatal(err)
 		}
 	}
-	defer func() {
+	stopCallers := sync.OnceFunc(func() {
 		close(stop)
 		callers.Wait()
-	}()
+	})
+	defer stopCallers()
 
 	d.freeze(t)
 	thawed := false
@@ -303,9 +304,7 @@ func closeFrozen(t *testing.T, d frozenDeployment, withCache bool) {
 	if n := pubsub().open; n > 0 {
 		t.Errorf("%d pub/sub connections open once Close returned", n)
 	}
-	close(stop)
-	callers.Wait()
-	stop = make(chan struct{}) // for the deferred close
+	stopCallers()
 	closeClient()
 	if open := cc.openConns(); len(open) > 0 {
 		t.Errorf("%d connections still open once Close returned and the client was closed: %v", len(open), open)
