@@ -88,6 +88,7 @@ type Bus struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
+	leaveBy   time.Time     // the leave deadline; set by Close before cancel
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	pubWG     sync.WaitGroup // the publishers, which stop before the last announcement
@@ -450,28 +451,57 @@ func (b *Bus) submit(ctx context.Context, p *publisher, r *request) error {
 	return p.submit(ctx, r)
 }
 
+// LeaveTimeout bounds the goodbye of Close: the last heartbeats and the
+// leaving announcement are sent within it of the call to Close, or not at
+// all (then the others notice the silence instead). A healthy Redis takes
+// a round trip.
+const LeaveTimeout = 250 * time.Millisecond
+
 // Close stops the bus: it fails pending publishes with ErrClosed, sends a
 // last announcement saying this bus is leaving (so others forget it without
-// waiting for silence), unsubscribes, and waits for every goroutine of the
-// bus to return. No callback runs after Close returns. It does not close
-// the client. It unregisters the bus's metrics callback. Close is
-// idempotent and always returns nil.
+// waiting for silence), closes its subscriptions (and so their
+// connections), and waits for every goroutine of the bus to return. No
+// callback runs after Close returns. It does not close the client. It
+// unregisters the bus's metrics callback. Close is idempotent and always
+// returns nil.
+//
+// Close returns within max(PublishTimeout, LeaveTimeout), 500 ms with the
+// defaults, plus scheduling, whatever Redis does (down, frozen, cut off): a
+// round trip in flight ends by its publish timeout, a subscription is
+// (re)connected (dial, HELLO, SUBSCRIBE) under one and read without holding
+// what Close needs to close it, and the goodbye gets LeaveTimeout from the
+// call to Close, or is skipped. This needs a client
+// with ContextTimeoutEnabled: without it go-redis ignores the deadlines on
+// socket reads and Close can wait for the client's ReadTimeout (3 s by
+// default) instead.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
 		// Hold regMu so that no Subscribe registers after the check in it.
 		b.regMu.Lock()
 		close(b.done)
 		b.regMu.Unlock()
-		b.cancel()
+		b.leaveBy = time.Now().Add(LeaveTimeout)
+		b.cancel() // publishes b.leaveBy to the goroutines, which read it after ctx.Done
+		// Closing a subscription makes its receive return at once; it
+		// waits while go-redis reconnects it, for at most a publish
+		// timeout.
+		var kicks sync.WaitGroup
 		for _, s := range b.subs {
-			go s.kick() // may wait while go-redis redials; run loops exit on ctx anyway
+			kicks.Go(s.kick)
 		}
+		kicks.Wait()
 		b.wg.Wait()
 		if err := b.tel.close(); err != nil {
 			b.log.Warn("invalidation: unregistering the metrics callback", "error", err)
 		}
 	})
 	return nil
+}
+
+// leaveContext returns the context of the goodbye, for a goroutine whose
+// ctx Close cancelled: ctx's values, the leave deadline.
+func (b *Bus) leaveContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(context.WithoutCancel(ctx), b.leaveBy)
 }
 
 func (b *Bus) isClosed() bool {

@@ -69,7 +69,8 @@
 // used, and the namespaces it can write (those subscribed on it and those
 // it published to). An idle cluster of N buses costs N messages per
 // interval whatever the number of channels (it cost N × channels before).
-// Close sends a last announcement marked "leaving".
+// Close sends a last announcement marked "leaving" (within LeaveTimeout of
+// the call, or not at all).
 //
 // # Lease notices: waking lease waiters
 //
@@ -217,6 +218,12 @@
 //
 // A Bus is safe for concurrent use. It owns 2 goroutines per channel plus
 // an announcer, a watchdog, a resetter and a lease-notice sender, all
-// stopped and waited for by Close. Callbacks run on the
-// subscriber goroutines and must be quick.
+// stopped and waited for by Close, which also closes the bus's
+// subscriptions (their connections). Every call the bus makes to Redis runs
+// under a deadline (the publish timeout; connecting a subscription too), and
+// a subscription's reads can be cut short by closing it, so Close returns
+// within max(PublishTimeout, LeaveTimeout),
+// 500 ms with the defaults, whatever Redis does, on a client with
+// ContextTimeoutEnabled. Callbacks run on the subscriber goroutines and
+// must be quick.
 package invalidation

@@ -52,7 +52,11 @@ func (b *Bus) announceLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			b.pubWG.Wait()
-			b.sendAnnouncement(context.WithoutCancel(ctx), true)
+			lctx, cancel := b.leaveContext(ctx)
+			defer cancel()
+			if lctx.Err() == nil {
+				b.sendAnnouncement(lctx, true)
+			}
 			return
 		case <-t.C():
 		}

@@ -156,7 +156,9 @@ func WithSilenceIntervals(n int) Option {
 }
 
 // WithPublishTimeout bounds every PUBLISH or SPUBLISH round trip (a batch
-// sent in one pipeline counts as one), through the context of the command.
+// sent in one pipeline counts as one), and connecting a subscription (dial,
+// HELLO, SUBSCRIBE), through the context of the commands; Close returns
+// within max(it, LeaveTimeout).
 // go-redis applies a context deadline to socket reads and writes only when
 // the client has ContextTimeoutEnabled; otherwise its ReadTimeout and
 // WriteTimeout bound a stuck round trip (a Publish caller still returns when

@@ -304,18 +304,28 @@ func (p *publisher) heartbeat(ctx context.Context, leaving bool) {
 	p.bus.stats.heartbeatsSent.Add(1)
 }
 
-// stop fails what is still queued and says goodbye.
+// stop fails what is still queued and says goodbye: a heartbeat marked
+// leaving, sent by the bus's leave deadline (see Bus.Close). It does not
+// wait for a caller's round trip holding the channel (a carried or inline
+// publish): the heartbeat is then skipped, as it is when the deadline has
+// passed; the bus's leaving announcement carries the channel's sequence
+// number too.
 func (p *publisher) stop(ctx context.Context) {
 	for {
 		select {
 		case r := <-p.queue:
 			r.done <- ErrClosed
 		default:
-			if p.seq.Load() > 0 {
-				p.sending.Lock()
-				p.heartbeat(context.WithoutCancel(ctx), true)
-				p.sending.Unlock()
+			if p.seq.Load() == 0 {
+				return
 			}
+			lctx, cancel := p.bus.leaveContext(ctx)
+			defer cancel()
+			if lctx.Err() != nil || !p.sending.TryLock() {
+				return
+			}
+			p.heartbeat(lctx, true)
+			p.sending.Unlock()
 			return
 		}
 	}

@@ -69,18 +69,20 @@ func (s *subscriber) run(ctx context.Context) {
 	defer s.bus.wg.Done()
 	bo := backoff{max: min(time.Second, s.bus.cfg.heartbeat)}
 	for {
-		ps := s.open(ctx)
-		if ps == nil {
+		ps, err := s.open(ctx)
+		if ps == nil && err == nil {
 			return
 		}
-		err := s.receive(ctx, ps, &bo)
-		s.down.Store(true)
-		s.mu.Lock()
-		s.ps = nil
-		s.mu.Unlock()
-		// Close can block while go-redis redials: not on this goroutine's
-		// critical path either, so that Close of the bus never waits on it.
-		go func() { _ = ps.Close() }()
+		if ps != nil {
+			err = s.receive(ps, &bo)
+			s.down.Store(true)
+			s.mu.Lock()
+			s.ps = nil
+			s.mu.Unlock()
+			// Nothing holds the PubSub's lock for long (see receive):
+			// this closes the connection at once, before run returns.
+			_ = ps.Close()
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -99,31 +101,45 @@ func (s *subscriber) run(ctx context.Context) {
 }
 
 // open starts a subscription and publishes it in s.ps for kick. It returns
-// nil when ctx has ended.
-func (s *subscriber) open(ctx context.Context) *redis.PubSub {
+// a nil PubSub and a nil error when ctx has ended, a nil PubSub and the
+// error when the subscription did not get through.
+//
+// The subscription's connection is dialled, initialised (HELLO, AUTH) and
+// sent SUBSCRIBE under a deadline of one publish timeout: go-redis holds the
+// PubSub's lock meanwhile, and kick and Close wait for it.
+func (s *subscriber) open(ctx context.Context) (*redis.PubSub, error) {
 	chans := []string{s.channel}
 	if s.index == 0 {
 		chans = append(chans, s.bus.announce, s.bus.inbox)
 	}
+	octx, cancel := context.WithTimeout(ctx, s.bus.cfg.publishTimeout)
+	defer cancel()
 	var ps *redis.PubSub
+	var err error
 	if s.bus.sharded {
-		ps = s.bus.client.SSubscribe(ctx, chans...)
+		ps = s.bus.client.SSubscribe(octx) // no channel yet: no I/O
+		err = ps.SSubscribe(octx, chans...)
 	} else {
-		ps = s.bus.client.Subscribe(ctx, chans...)
+		ps = s.bus.client.Subscribe(octx)
+		err = ps.Subscribe(octx, chans...)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ctx.Err() != nil {
-		go func() { _ = ps.Close() }()
-		return nil
+	if err != nil || ctx.Err() != nil {
+		s.mu.Unlock()
+		_ = ps.Close()
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
 	}
 	s.ps = ps
-	return ps
+	s.mu.Unlock()
+	return ps, nil
 }
 
 // kick closes the current subscription, which makes receive return, so that
-// run subscribes again (or stops, once its context has ended). It may block
-// while go-redis redials: only the resetter and Close call it.
+// run subscribes again (or stops, once its context has ended). Only the
+// resetter and Close call it.
 func (s *subscriber) kick() {
 	s.mu.Lock()
 	ps := s.ps
@@ -133,32 +149,27 @@ func (s *subscriber) kick() {
 	}
 }
 
-// receive handles what arrives on ps until ps has to be replaced. go-redis
-// reconnects a PubSub by itself after a network error (and subscribes
-// again, which shows as a new confirmation); receive returns on what it
-// cannot repair: an error reply (MOVED after a slot migration), an
-// unsubscription by the server, or a closed PubSub.
-func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff) error {
+// receive handles what arrives on ps until ps has to be replaced: on any
+// error (a network error, an error reply such as MOVED after a slot
+// migration, a closed PubSub) and on an unsubscription by the server (Redis
+// 7 sends sunsubscribe when the slot of a shard channel moves). run then
+// subscribes again, which shows as a new confirmation (and a flush).
+//
+// It reads with a context that is already cancelled, on purpose: go-redis
+// applies a context's deadline to socket reads but not its cancellation,
+// so the reads wait as long as they must (a deadline could cut a message in
+// half), while the reconnection go-redis itself attempts after a read error,
+// holding the PubSub's lock (which kick and Close need), fails at once
+// instead of dialling and waiting for a HELLO from a server that may be
+// frozen. run reconnects instead, under a deadline (see open).
+func (s *subscriber) receive(ps *redis.PubSub, bo *backoff) error {
 	for {
-		v, err := ps.Receive(ctx)
+		v, err := ps.Receive(recvCtx)
 		if err != nil {
-			switch {
-			case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
-				return errKicked
-			case isRedisError(err):
-				return err
-			}
-			// A network error: go-redis has reconnected, or will on the
-			// next Receive; until it confirms, the channel is down.
-			s.down.Store(true)
-			s.bus.log.Debug("invalidation: receive failed", "channel", s.channel, "error", err)
-			if s.bus.reload != nil {
-				s.bus.reload(ctx)
-			}
-			if !bo.wait(ctx) {
+			if errors.Is(err, redis.ErrClosed) {
 				return errKicked
 			}
-			continue
+			return err
 		}
 		switch v := v.(type) {
 		case *redis.Subscription:
@@ -183,6 +194,13 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub, bo *backoff)
 		}
 	}
 }
+
+// recvCtx is the context of the subscribers' reads (see receive).
+var recvCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // confirm handles a subscription confirmation. Anything sent on the channel
 // before it may have been missed, so unless this is the bus's first
