@@ -9,6 +9,7 @@ import (
 
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Defaults of the options.
@@ -51,32 +52,13 @@ type GroupSource interface {
 	Bus() *invalidation.Bus
 }
 
-// Clock is the time source of a Page. The default is the system clock;
-// tests pass their own to drive the sampling.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// NewTicker returns a channel that receives the current time every d
-	// (the time of the sample it starts), and a function that stops it.
-	NewTicker(d time.Duration) (ticks <-chan time.Time, stop func())
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
-	t := time.NewTicker(d)
-	return t.C, t.Stop
-}
-
 // Option configures a Page.
 type Option func(*config) error
 
 type config struct {
 	window, interval time.Duration
 	recentFlushes    int
-	clock            Clock
+	clock            driver.Clock
 	title            string
 }
 
@@ -118,9 +100,10 @@ func WithRecentFlushes(n int) Option {
 	}
 }
 
-// WithClock sets the page's time source. Default: the system clock. Nil is
-// an error.
-func WithClock(c Clock) Option {
+// WithClock sets the page's time source (a driver.Clock, the one clock type
+// of every tiercache package). Default: driver.SystemClock. Nil is an
+// error.
+func WithClock(c driver.Clock) Option {
 	return func(cfg *config) error {
 		if c == nil {
 			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
@@ -176,7 +159,7 @@ type namedGroup struct {
 
 // New returns a Page and starts its sampling goroutine; Close stops it.
 func New(opts ...Option) (*Page, error) {
-	cfg := config{window: DefaultWindow, interval: DefaultInterval, recentFlushes: DefaultRecentFlushes, clock: systemClock{}, title: "tiercache"}
+	cfg := config{window: DefaultWindow, interval: DefaultInterval, recentFlushes: DefaultRecentFlushes, clock: driver.SystemClock, title: "tiercache"}
 	for i, o := range opts {
 		if o == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
@@ -189,7 +172,8 @@ func New(opts ...Option) (*Page, error) {
 		return nil, fmt.Errorf("%w: window %v is shorter than the interval %v", ErrInvalidOption, cfg.window, cfg.interval)
 	}
 	p := &Page{cfg: cfg, hist: make(map[any]*history), stop: make(chan struct{}), done: make(chan struct{})}
-	ticks, stopTicker := cfg.clock.NewTicker(cfg.interval)
+	ticker := cfg.clock.NewTicker(cfg.interval)
+	ticks, stopTicker := ticker.C(), ticker.Stop
 	go p.run(ticks, stopTicker)
 	return p, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tiercache/tiercache/invalidation"
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.uber.org/goleak"
 )
 
@@ -53,7 +54,15 @@ func (c *fakeClock) set(t time.Time) {
 	c.mu.Unlock()
 }
 
-func (c *fakeClock) NewTicker(time.Duration) (<-chan time.Time, func()) { return c.ticks, func() {} }
+func (c *fakeClock) NewTicker(time.Duration) driver.Timer  { return fakeTicker{c.ticks} }
+func (c *fakeClock) NewTimer(d time.Duration) driver.Timer { return driver.SystemClock.NewTimer(d) }
+
+// fakeTicker delivers the ticks the test sends.
+type fakeTicker struct{ c chan time.Time }
+
+func (t fakeTicker) C() <-chan time.Time { return t.c }
+func (t fakeTicker) Reset(time.Duration) {}
+func (t fakeTicker) Stop()               {}
 
 // tick makes the page take a sample at t and returns once it has: the
 // ticks channel is unbuffered and the page takes one tick at a time, so

@@ -15,8 +15,6 @@ import (
 	"github.com/tiercache/tiercache/tiered/driver"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tiercache/tiercache/internal/bushook"
 )
 
 // Client is the part of a go-redis client the bus uses. *redis.Client
@@ -46,7 +44,7 @@ type Bus struct {
 	client    Client
 	carrierID driver.Carrier // names client, for Carry
 	cfg       config
-	clock     bushook.Clock
+	clock     driver.Clock
 	log       *slog.Logger
 	sharded   bool
 	reload    func(context.Context) // nil unless the client is a Cluster
@@ -140,9 +138,9 @@ func New(client Client, opts ...Option) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	clock := cfg.hooks.Clock
+	clock := cfg.clock
 	if clock == nil {
-		clock = bushook.Real{}
+		clock = driver.SystemClock
 	}
 	_, isCluster := client.(*redis.ClusterClient)
 	sharded := isCluster

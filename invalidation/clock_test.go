@@ -27,7 +27,7 @@ func newFakeRig(t *testing.T, hb time.Duration) *fakeRig {
 // bus starts a bus on the rig's clock; proven buses are awaited by step.
 func (r *fakeRig) bus(opts ...Option) *Bus {
 	r.t.Helper()
-	clock := Option(func(c *config) error { c.hooks.Clock = r.clk; return nil })
+	clock := WithClock(r.clk)
 	b := newBus(r.t, standaloneClient(r.t), append([]Option{WithHeartbeatInterval(r.hb), WithShards(1), clock}, opts...)...)
 	r.buses = append(r.buses, b)
 	return b

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tiercache/tiercache/internal/bushook"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // noticeLog records the lease notices a bus sends and receives (through the
@@ -283,7 +284,7 @@ func TestLeaseNoticeAfterClose(t *testing.T) {
 // TestLeaseNoticeBatch: notices queued together go out packed, one message
 // per kind, inbox and namespace, each key once, each to its inbox.
 func TestLeaseNoticeBatch(t *testing.T) {
-	b := &Bus{origin: 1, clock: bushook.Real{}, log: testLogger(t), channels: []string{"c0"}}
+	b := &Bus{origin: 1, clock: driver.SystemClock, log: testLogger(t), channels: []string{"c0"}}
 	var sent []message
 	b.cfg.hooks.Drop = func(out bool, m bushook.Msg) bool {
 		sent = append(sent, message{Kind: msgKind(m.Kind), Namespace: m.Namespace, Keys: slices.Clone(m.Keys)})

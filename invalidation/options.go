@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/tiercache/tiercache/internal/bushook"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Defaults of the options.
@@ -52,6 +53,7 @@ type config struct {
 	lagLimit       time.Duration // 0: one heartbeat interval
 	logger         *slog.Logger  // nil: slog.Default() at New
 	hooks          bushook.Hooks
+	clock          driver.Clock         // nil: driver.SystemClock at New
 	meterProvider  metric.MeterProvider // nil: the global provider at New
 }
 
@@ -249,6 +251,20 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 			return invalid("nil meter provider")
 		}
 		c.meterProvider = mp
+		return nil
+	}
+}
+
+// WithClock sets the clock of the bus's timers and timestamps: heartbeats,
+// the watchdog, announcements, health and lag, lease wake-ups. Default:
+// driver.SystemClock, the one clock type of every tiercache package (tests
+// pass a fake one). Nil is an error.
+func WithClock(clock driver.Clock) Option {
+	return func(c *config) error {
+		if clock == nil {
+			return invalid("nil clock")
+		}
+		c.clock = clock
 		return nil
 	}
 }

@@ -98,7 +98,7 @@ func (h *handler) refresh(w http.ResponseWriter, rq *request, e entry, allowStal
 	}
 	var pe *passError
 	if fallback != nil && errors.As(res.err, &pe) && pe.status >= 500 {
-		if now := m.cfg.clock(); m.withinStaleIfError(fallback, now) {
+		if now := m.cfg.clock.Now(); m.withinStaleIfError(fallback, now) {
 			m.writeRecord(w, rq, fallback, now, m.status.staleIfError)
 			return e, true
 		}
@@ -195,7 +195,7 @@ func (h *handler) forward(w http.ResponseWriter, rq *request, status cacheStatus
 		m.met.request(status.out)
 		return
 	}
-	now := m.cfg.clock()
+	now := m.cfg.clock.Now()
 	if c.status >= 500 && m.withinStaleIfError(stale, now) {
 		m.writeRecord(w, rq, stale, now, m.status.staleIfError)
 		return

@@ -97,7 +97,7 @@ func BenchmarkRevalidation(b *testing.B) {
 			}))
 			defer origin.Close()
 			target, _ := url.Parse(origin.URL)
-			mw, err := middleware.New(memCache(b), middleware.WithClock(now), middleware.WithMaxBodyBytes(1<<20))
+			mw, err := middleware.New(memCache(b), middleware.WithClock(clk), middleware.WithMaxBodyBytes(1<<20))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -48,7 +48,7 @@ func (m *Middleware) decide(ctx context.Context, rq *request, e *entry) decision
 		}
 		return decision{act: actLoad, reason: e.miss}
 	case rec.kind == kindPass:
-		if m.cfg.clock().Sub(rec.storedAt) < rec.fresh {
+		if m.cfg.clock.Now().Sub(rec.storedAt) < rec.fresh {
 			// Hit-for-pass: the origin's last answer could not be stored;
 			// go to it directly, concurrently with everybody else.
 			return decision{act: actForward, status: m.status.hitForPass}
@@ -70,7 +70,7 @@ func (m *Middleware) decide(ctx context.Context, rq *request, e *entry) decision
 	case !m.tagsCurrent(ctx, rec):
 		return decision{act: actRefresh} // purged: never served, even stale
 	}
-	now := m.cfg.clock()
+	now := m.cfg.clock.Now()
 	if rec.noCache() && e.how != howHit {
 		// A no-cache response the origin has just sent or confirmed
 		// for the load or refresh this request waited on: validated

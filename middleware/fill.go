@@ -120,7 +120,7 @@ func (h *handler) answer(w http.ResponseWriter, rq *request, c *capture, rec *Re
 		m.met.request(m.status.fwd[reason][0][0].out) // streamed: not stored
 		return
 	}
-	now := m.cfg.clock()
+	now := m.cfg.clock.Now()
 	if p.staleOnErr && c.status >= 500 && m.withinStaleIfError(p.stale, now) {
 		m.writeRecord(w, rq, p.stale, now, m.status.staleIfError)
 		return
@@ -172,7 +172,7 @@ func (h *handler) load(ctx context.Context, w http.ResponseWriter, rq *request, 
 			from = p.stale
 		}
 		c = h.runOrigin(w, rq, reason, from)
-		reqTime, respTime := c.calledAt, m.cfg.clock()
+		reqTime, respTime := c.calledAt, m.cfg.clock.Now()
 		if !validate || c.status != http.StatusNotModified {
 			rec, vary, pass = m.buildRecord(rq, c, reqTime, respTime)
 			break
@@ -235,7 +235,7 @@ func (h *handler) runOrigin(w http.ResponseWriter, rq *request, reason fwd, stal
 	c.storable = func(code int, h http.Header) bool {
 		return (stale != nil && code == http.StatusNotModified) || m.mayStore(code, h)
 	}
-	c.calledAt = m.cfg.clock()
+	c.calledAt = m.cfg.clock.Now()
 	or := m.originRequest(rq)
 	if stale != nil {
 		or = withValidators(or, rq.r, stale)
@@ -254,7 +254,7 @@ func (h *handler) hitForPass(ctx context.Context, p plan) *Response {
 	if m.cfg.hitForPass <= 0 {
 		return nil
 	}
-	hp := &Response{kind: kindPass, id: newID(), storedAt: m.cfg.clock(), fresh: m.cfg.hitForPass}
+	hp := &Response{kind: kindPass, id: newID(), storedAt: m.cfg.clock.Now(), fresh: m.cfg.hitForPass}
 	switch p.kind {
 	case planURL, planVariant:
 		return hp

@@ -14,6 +14,7 @@ import (
 	"github.com/tiercache/tiercache/local"
 	"github.com/tiercache/tiercache/middleware"
 	"github.com/tiercache/tiercache/tiered"
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // clock is a controllable clock for freshness.
@@ -29,6 +30,11 @@ func (c *clock) Now() time.Time {
 	defer c.mu.Unlock()
 	return c.now
 }
+
+// NewTimer and NewTicker run on the system clock: the middleware reads
+// only Now.
+func (c *clock) NewTimer(d time.Duration) driver.Timer  { return driver.SystemClock.NewTimer(d) }
+func (c *clock) NewTicker(d time.Duration) driver.Timer { return driver.SystemClock.NewTicker(d) }
 
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
@@ -78,7 +84,7 @@ func newFixture(t testing.TB, fn http.HandlerFunc, opts ...middleware.Option) *f
 
 func newFixtureOn(t testing.TB, cache *tiered.Cache[*middleware.Response], clk *clock, fn http.HandlerFunc, opts ...middleware.Option) *fixture {
 	t.Helper()
-	mw, err := middleware.New(cache, append([]middleware.Option{middleware.WithClock(clk.Now)}, opts...)...)
+	mw, err := middleware.New(cache, append([]middleware.Option{middleware.WithClock(clk)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ func newCluster(t *testing.T, top topology, n int, fn http.HandlerFunc, opts ...
 		if err != nil {
 			t.Fatal(err)
 		}
-		mw, err := middleware.New(cache, append([]middleware.Option{middleware.WithClock(c.clock.Now)}, opts...)...)
+		mw, err := middleware.New(cache, append([]middleware.Option{middleware.WithClock(c.clock)}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

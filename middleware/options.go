@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tiercache/tiercache/tiered/driver"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -72,7 +73,7 @@ type config struct {
 	hitForPass     time.Duration
 	tagHeader      string // canonical
 	cacheName      string
-	clock          func() time.Time
+	clock          driver.Clock
 	onError        func(ctx context.Context, err error)
 	maxRefreshes   int
 	ignoreReqCC    bool
@@ -84,7 +85,7 @@ func defaultConfig() config {
 		maxBody:      DefaultMaxBodyBytes,
 		tagHeader:    DefaultTagHeader,
 		cacheName:    DefaultCacheName,
-		clock:        time.Now,
+		clock:        driver.SystemClock,
 		maxRefreshes: DefaultMaxRefreshes,
 		hitForPass:   DefaultHitForPass,
 	}
@@ -312,14 +313,15 @@ func sfToken(s string) bool {
 	return true
 }
 
-// WithClock sets the clock freshness is computed with. Default time.Now.
-// Nil is an error. (The tiered cache keeps its own TTLs on the real clock.)
-func WithClock(now func() time.Time) Option {
+// WithClock sets the clock freshness is computed with (a driver.Clock, the
+// one clock type of every tiercache package). Default: driver.SystemClock.
+// Nil is an error. (The tiered cache has its own, tiered.WithClock.)
+func WithClock(clock driver.Clock) Option {
 	return func(c *config) error {
-		if now == nil {
+		if clock == nil {
 			return invalidOption("nil clock")
 		}
-		c.clock = now
+		c.clock = clock
 		return nil
 	}
 }

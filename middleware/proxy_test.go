@@ -42,7 +42,7 @@ func newProxyRig(t *testing.T, fn http.HandlerFunc, opts ...middleware.Option) *
 	t.Cleanup(rig.origin.Close)
 	target, _ := url.Parse(rig.origin.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	mw, err := middleware.New(memCache(t), append([]middleware.Option{middleware.WithClock(rig.clock.Now)}, opts...)...)
+	mw, err := middleware.New(memCache(t), append([]middleware.Option{middleware.WithClock(rig.clock)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func (o *validatingOrigin) counts() (full, n304 int, conditional []string) {
 func TestRevalidation(t *testing.T) {
 	clk := newClock()
 	o := newValidatingOrigin(clk)
-	mw, err := middleware.New(memCache(t), middleware.WithClock(clk.Now))
+	mw, err := middleware.New(memCache(t), middleware.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRevalidation(t *testing.T) {
 func TestRevalidationCoalesced(t *testing.T) {
 	clk := newClock()
 	o := newValidatingOrigin(clk)
-	mw, err := middleware.New(memCache(t), middleware.WithClock(clk.Now))
+	mw, err := middleware.New(memCache(t), middleware.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestHeadMissCoalesced(t *testing.T) {
 func TestPurgeTagNotRevalidated(t *testing.T) {
 	clk := newClock()
 	o := newValidatingOrigin(clk)
-	mw, err := middleware.New(memCache(t), middleware.WithClock(clk.Now))
+	mw, err := middleware.New(memCache(t), middleware.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}

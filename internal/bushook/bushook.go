@@ -1,15 +1,18 @@
 // Package bushook is the test-only seam of package invalidation: message
-// loss injection and an injectable clock. It is internal so that neither is
-// part of the public API; tests turn Hooks into an invalidation.Option with
-// Option:
+// loss injection, and Fake, a manual driver.Clock for tests of anything
+// timed (pass it with invalidation.WithClock, tiered.WithClock, ...). It is
+// internal so that neither is part of the public API; tests turn Hooks into
+// an invalidation.Option with Option:
 //
-//	opt := bushook.Option(bushook.Hooks{Clock: clk}).(invalidation.Option)
+//	opt := bushook.Option(bushook.Hooks{Drop: drop}).(invalidation.Option)
 package bushook
 
 import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/tiercache/tiercache/tiered/driver"
 )
 
 // Msg is what a drop function sees of a bus message.
@@ -29,57 +32,11 @@ type Hooks struct {
 	// message is discarded before anything looks at it). Returning true
 	// drops the message. It is called concurrently and must not block.
 	Drop func(outgoing bool, m Msg) bool
-	// Clock replaces the wall clock for the bus's timers and its own
-	// timestamps (heartbeats, announcements, health, lag).
-	Clock Clock
 }
 
 // Option turns Hooks into an invalidation.Option (as an any, to be
 // asserted). Package invalidation sets it in its init.
 var Option func(Hooks) any
-
-// Clock is the time source of a bus.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-	// NewTicker returns a ticker firing every d, first at now+d. Like
-	// time.Ticker it drops ticks nobody received.
-	NewTicker(d time.Duration) Timer
-}
-
-// Timer is a resettable timer of a Clock.
-type Timer interface {
-	C() <-chan time.Time
-	// Reset stops the timer and starts it again for d. The caller must
-	// have drained C or know it to be empty (as with time.Timer since Go
-	// 1.23, Reset discards a pending tick).
-	Reset(d time.Duration)
-	Stop()
-}
-
-// Real is the wall clock.
-type Real struct{}
-
-// Now returns time.Now().
-func (Real) Now() time.Time { return time.Now() }
-
-// NewTimer returns a time.Timer.
-func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-// NewTicker returns a time.Ticker.
-func (Real) NewTicker(d time.Duration) Timer { return realTicker{time.NewTicker(d)} }
-
-type realTicker struct{ t *time.Ticker }
-
-func (r realTicker) C() <-chan time.Time   { return r.t.C }
-func (r realTicker) Reset(d time.Duration) { r.t.Reset(d) }
-func (r realTicker) Stop()                 { r.t.Stop() }
-
-type realTimer struct{ t *time.Timer }
-
-func (r realTimer) C() <-chan time.Time   { return r.t.C }
-func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
-func (r realTimer) Stop()                 { r.t.Stop() }
 
 // Fake is a manual clock: time moves only in Advance, which fires the
 // timers that come due, in order. Safe for concurrent use.
@@ -100,7 +57,7 @@ func (f *Fake) Now() time.Time {
 }
 
 // NewTimer returns a timer firing when the fake time reaches now+d.
-func (f *Fake) NewTimer(d time.Duration) Timer {
+func (f *Fake) NewTimer(d time.Duration) driver.Timer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t := &fakeTimer{f: f, c: make(chan time.Time, 1)}
@@ -110,7 +67,7 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 }
 
 // NewTicker returns a ticker firing every d from now+d.
-func (f *Fake) NewTicker(d time.Duration) Timer {
+func (f *Fake) NewTicker(d time.Duration) driver.Timer {
 	if d <= 0 {
 		panic("bushook: non-positive ticker period")
 	}
@@ -200,3 +157,5 @@ func (t *fakeTimer) Stop() {
 	defer t.f.mu.Unlock()
 	t.active = false
 }
+
+var _ driver.Clock = (*Fake)(nil)
