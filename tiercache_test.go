@@ -141,8 +141,11 @@ func TestGroupWorks(t *testing.T) {
 				t.Fatalf("b: Get = %+v, %v, %v", u, ok, err)
 			}
 			l1Before := b.users.Stats().L1Hits
-			if l1Before == 0 {
-				t.Fatal("b: the second read was not an L1 hit")
+			if f := b.g.Bus().Stats().Flushes; l1Before == 0 && f.Gap+f.Resubscribe+f.Silence+f.Unhealthy+f.Undecodable+f.Remote == 0 {
+				// A flush (a busy machine can make the bus renew a
+				// subscription or hear a gap) empties L1 by design; without
+				// one the read must have been an L1 hit.
+				t.Fatal("b: the second read was not an L1 hit, and b's bus flushed nothing")
 			}
 
 			if _, err := b.orders.GetOrLoad(ctx, "7", func(context.Context, string) (order, error) {
