@@ -20,22 +20,22 @@ import (
 // Keys of a shard whose breaker refuses the call get its error.
 func (c *Cache[V]) perShard(ctx context.Context, op string, full []string, call func(ctx context.Context, idx []int) []error) []error {
 	errs := make([]error, len(full))
-	one := func(ctx context.Context, idx []int) ([]error, error) {
-		m := measuredRemote{t: c.tel}.observe(ctx, op)
-		perrs := call(m.ctx, idx)
-		if perrs != nil && len(perrs) != len(idx) {
-			err := fmt.Errorf("tiered: the L2 store answered %s of %d keys with %d results", op, len(idx), len(perrs))
-			perrs = make([]error, len(idx))
-			for i := range perrs {
-				perrs[i] = err
+	bs, idx := c.funnel.byShard(full)
+	inParallel(len(bs), func(j int) {
+		// A refusal by the breaker gives no per-key errors: every key of
+		// the shard gets its error.
+		perrs, err := run(ctx, c.funnel, op, bs[j], func(ctx context.Context) ([]error, error) {
+			perrs := call(ctx, idx[j])
+			if perrs != nil && len(perrs) != len(idx[j]) {
+				err := fmt.Errorf("tiered: the L2 store answered %s of %d keys with %d results", op, len(idx[j]), len(perrs))
+				perrs = make([]error, len(idx[j]))
+				for i := range perrs {
+					perrs[i] = err
+				}
 			}
-		}
-		first := firstErr(perrs)
-		m.done(first)
-		return perrs, first
-	}
-	record := func(idx []int, perrs []error, err error) {
-		for n, i := range idx {
+			return perrs, firstErr(perrs)
+		})
+		for n, i := range idx[j] {
 			switch {
 			case perrs != nil:
 				errs[i] = perrs[n]
@@ -43,23 +43,6 @@ func (c *Cache[V]) perShard(ctx context.Context, op string, full []string, call 
 				errs[i] = err
 			}
 		}
-	}
-	g, guarded := c.guarded, c.guarded != nil
-	if !guarded {
-		all := make([]int, len(full))
-		for i := range all {
-			all[i] = i
-		}
-		perrs, err := one(ctx, all)
-		record(all, perrs, err)
-		return errs
-	}
-	bs, idx := g.byShard(full)
-	inParallel(len(bs), func(j int) {
-		// A refusal by the breaker gives no per-key errors: every key of
-		// the shard gets its error.
-		perrs, err := guard(ctx, bs[j], func() ([]error, error) { return one(ctx, idx[j]) })
-		record(idx[j], perrs, err)
 	})
 	return errs
 }

@@ -34,7 +34,7 @@ type Cache[V any] struct {
 	stats    counters
 	tel      *telemetry
 	breakers *breakers            // the per-shard circuit breakers; nil when off
-	guarded  *guardedRemote       // l2 behind the breakers, for the calls beyond Remote's; nil when off
+	funnel   *funnel              // the one path of every L2 call (funnel.go); nil without an L2
 	stale    driver.StaleLocal[V] // l1's stale reads, with WithStaleIfError; else nil
 	loadSem  chan struct{}        // WithMaxConcurrentLoads slots; nil when unlimited
 
@@ -116,13 +116,13 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		c.l2many, _ = l2.(driver.BatchWriter)
 		c.l2tags, _ = l2.(driver.TagStore)
 		c.l2lease, _ = l2.(driver.LeaseBatcher)
-		c.l2 = measuredRemote{Remote: l2, t: tel}
+		c.funnel = &funnel{t: tel}
+		c.funnel.sharder, _ = l2.(driver.Sharder)
 		if cfg.breakerThreshold > 0 {
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.clock.Now, c.breakerOpened)
-			g := guardedRemote{Remote: c.l2, set: c.breakers}
-			g.sharder, _ = l2.(driver.Sharder)
-			c.l2, c.guarded = g, &g
+			c.funnel.set = c.breakers
 		}
+		c.l2 = funneledRemote{Remote: l2, f: c.funnel}
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	if cfg.hotThreshold > 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tiercache/tiercache/internal/otelx"
 	"github.com/tiercache/tiercache/tiered/driver"
@@ -73,7 +72,7 @@ type telemetry struct {
 // loaders: 100 µs to 10 s.
 var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete", "set_many", "tag_generations", "tag_ensure", "tag_bump", "acquire_many", "compare_and_swap_many"}
+var remoteOps = []string{"get", "get_many", "set", "delete", "acquire", "compare_and_swap", "compare_and_delete", "set_many", "tag_generations", "tag_ensure", "tag_bump", "acquire_many", "compare_and_swap_many", "touch"}
 
 // remoteSpanNames maps an L2 operation to its span name, built once.
 var remoteSpanNames = func() map[string]string {
@@ -249,78 +248,11 @@ func errorType(err error) string {
 	return fmt.Sprintf("%T", err)
 }
 
-// measuredRemote wraps the L2 store: every call gets a child span and a
-// duration measurement.
-type measuredRemote struct {
-	driver.Remote
-	t *telemetry
-}
-
-// remoteCall is one measured L2 call in progress.
-type remoteCall struct {
-	t     *telemetry
-	ctx   context.Context
-	span  trace.Span
-	op    metric.MeasurementOption
-	start time.Time
-}
-
-func (m measuredRemote) observe(ctx context.Context, op string) remoteCall {
-	start := time.Now()
-	ctx, span := m.t.startSpan(ctx, remoteSpanNames[op])
-	return remoteCall{t: m.t, ctx: ctx, span: span, op: m.t.remoteOps[op], start: start}
-}
-
-func (r remoteCall) done(err error) {
-	r.t.remoteTime.Record(r.ctx, time.Since(r.start).Seconds(), r.op)
-	endSpan(r.span, err)
-}
-
-func (m measuredRemote) Get(ctx context.Context, key string) (driver.Entry, error) {
-	call := m.observe(ctx, "get")
-	e, err := m.Remote.Get(call.ctx, key)
-	call.done(err)
-	return e, err
-}
-
-func (m measuredRemote) GetMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
-	call := m.observe(ctx, "get_many")
-	es, err := m.Remote.GetMany(call.ctx, keys)
-	call.done(err)
-	return es, err
-}
-
-func (m measuredRemote) Set(ctx context.Context, key string, e driver.Entry) error {
-	call := m.observe(ctx, "set")
-	err := m.Remote.Set(call.ctx, key, e)
-	call.done(err)
-	return err
-}
-
-func (m measuredRemote) Delete(ctx context.Context, keys ...string) error {
-	call := m.observe(ctx, "delete")
-	err := m.Remote.Delete(call.ctx, keys...)
-	call.done(err)
-	return err
-}
-
-func (m measuredRemote) Acquire(ctx context.Context, key string, token uint64, expiresAt time.Time) (driver.Entry, bool, error) {
-	call := m.observe(ctx, "acquire")
-	e, won, err := m.Remote.Acquire(call.ctx, key, token, expiresAt)
-	call.done(err)
-	return e, won, err
-}
-
-func (m measuredRemote) CompareAndSwap(ctx context.Context, key string, version uint64, e driver.Entry) (bool, error) {
-	call := m.observe(ctx, "compare_and_swap")
-	ok, err := m.Remote.CompareAndSwap(call.ctx, key, version, e)
-	call.done(err)
-	return ok, err
-}
-
-func (m measuredRemote) CompareAndDelete(ctx context.Context, key string, version uint64) (bool, error) {
-	call := m.observe(ctx, "compare_and_delete")
-	ok, err := m.Remote.CompareAndDelete(call.ctx, key, version)
-	call.done(err)
-	return ok, err
+// remoteOp is the measurement option of L2 operation op (one built per call
+// for an operation missing from remoteOps).
+func (t *telemetry) remoteOp(op string) metric.MeasurementOption {
+	if o, ok := t.remoteOps[op]; ok {
+		return o
+	}
+	return metric.WithAttributeSet(attribute.NewSet(t.cacheAttr, AttrOperation.String(op)))
 }

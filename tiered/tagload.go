@@ -161,18 +161,16 @@ func (c *Cache[V]) ensureThenEpoch(ctx context.Context, tags []string, ttl time.
 	}
 	epochKey := []string{c.epochKey()}
 	all := append(keys, epochKey...)
-	if g := c.guarded; g != nil {
-		if bs, _ := g.byShard(all); len(bs) > 1 {
-			byTag, err := c.ensureGenerations(ctx, tags, ttl)
-			if err != nil {
-				return nil, 0, err
-			}
-			epoch, err := c.generations(ctx, epochKey)
-			if err != nil {
-				return nil, 0, err
-			}
-			return byTag, epoch[0], nil
+	if c.funnel.spansShards(all) {
+		byTag, err := c.ensureGenerations(ctx, tags, ttl)
+		if err != nil {
+			return nil, 0, err
 		}
+		epoch, err := c.generations(ctx, epochKey)
+		if err != nil {
+			return nil, 0, err
+		}
+		return byTag, epoch[0], nil
 	}
 	var gens, epoch []uint64
 	err := c.tagCall(ctx, "tag_ensure", all, func(ctx context.Context) (err error) {

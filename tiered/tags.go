@@ -227,19 +227,11 @@ func (c *Cache[V]) epochKey() string { return c.prefix + tagKind }
 func (c *Cache[V]) tagCall(ctx context.Context, op string, keys []string, f func(ctx context.Context) error) error {
 	rctx, cancel := c.remoteCtx(ctx)
 	defer cancel()
-	run := func() (struct{}, error) {
-		call := measuredRemote{t: c.tel}.observe(rctx, op)
-		err := f(call.ctx)
-		call.done(err)
-		return struct{}{}, err
+	var b *breaker
+	if bs, _ := c.funnel.byShard(keys); len(bs) == 1 {
+		b = bs[0]
 	}
-	if g := c.guarded; g != nil {
-		if bs, _ := g.byShard(keys); len(bs) == 1 {
-			_, err := guard(rctx, bs[0], run)
-			return err
-		}
-	}
-	_, err := run()
+	_, err := run(rctx, c.funnel, op, b, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
 	return err
 }
 

@@ -152,27 +152,18 @@ func (c *Cache[V]) carryWrite(ctx context.Context, key, op string, write func(ct
 		return false, nil, nil
 	}
 	l2key := c.prefix + key
-	var br *breaker
-	if g := c.guarded; g != nil {
-		if br = g.breakerOf(l2key); br.isOpen() {
-			return false, nil, nil // the usual path reports it
-		}
+	br := c.funnel.breakerOf(l2key)
+	if br != nil && br.isOpen() {
+		return false, nil, nil // the usual path reports it
 	}
 	var writeErr error
 	carried, pubErr = c.busCarry.Carry(ctx, key, l2key, c.l2carry.Carrier(), func(ctx context.Context, command, channel string, payload []byte) error {
-		call := measuredRemote{t: c.tel}.observe(ctx, op)
 		var perr error
-		run := func() (struct{}, error) {
-			werr, pe := write(call.ctx, l2key, command, channel, payload)
+		_, writeErr = run(ctx, c.funnel, op, br, func(ctx context.Context) (struct{}, error) {
+			werr, pe := write(ctx, l2key, command, channel, payload)
 			perr = pe
 			return struct{}{}, werr
-		}
-		if br != nil {
-			_, writeErr = guard(call.ctx, br, run)
-		} else {
-			_, writeErr = run()
-		}
-		call.done(writeErr)
+		})
 		return perr
 	})
 	if !carried || (writeErr != nil && ctx.Err() == nil) {
