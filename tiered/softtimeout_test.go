@@ -21,7 +21,8 @@ import (
 func TestSoftLoadTimeout(t *testing.T) {
 	for _, soft := range []bool{true, false} {
 		t.Run(map[bool]string{true: "soft", false: "hard-only"}[soft], func(t *testing.T) {
-			l2, err := remote.New(redistest.Standalone(t))
+			rdb := redistest.Standalone(t)
+			l2, err := remote.New(rdb)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -33,7 +34,8 @@ func TestSoftLoadTimeout(t *testing.T) {
 			if soft {
 				opts = append(opts, tiered.WithSoftLoadTimeout(50*time.Millisecond, time.Minute))
 			}
-			c, err := tiered.New[string](redistest.Name(t), l1, l2, opts...)
+			name := redistest.Name(t)
+			c, err := tiered.New[string](name, l1, l2, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,9 +48,9 @@ func TestSoftLoadTimeout(t *testing.T) {
 			if err != nil || v != "v1" {
 				t.Fatalf("warm-up = %q, %v", v, err)
 			}
-			eventually(t, 5*time.Second, "v1 to expire from L1", func() bool {
+			eventually(t, 5*time.Second, "v1 to expire from both tiers", func() bool {
 				_, _, ok := l1.Get("k")
-				return !ok
+				return !ok && rdb.Exists(ctx, name+":k").Val() == 0
 			})
 			release := make(chan struct{})
 			var calls atomic.Int64
