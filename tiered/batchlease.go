@@ -136,21 +136,8 @@ func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []
 	}
 	var landed []int // indexes into batch
 	if len(batch) > 0 {
-		swapped := make([]bool, len(batch))
 		rctx, cancel := c.remoteCtx(context.WithoutCancel(ctx))
-		errs := c.perShard(rctx, "compare_and_swap_many", full, func(ctx context.Context, idx []int) []error {
-			ks, vs, es := make([]string, len(idx)), make([]uint64, len(idx)), make([]driver.Entry, len(idx))
-			for n, j := range idx {
-				ks[n], vs[n], es[n] = full[j], vers[j], entries[j]
-			}
-			sw, perrs := lb.CompareAndSwapMany(ctx, ks, vs, es)
-			if len(sw) == len(idx) {
-				for n, j := range idx {
-					swapped[j] = sw[n]
-				}
-			}
-			return perrs
-		})
+		swapped, errs := c.compareAndSwapMany(rctx, lb, "compare_and_swap_many", full, vers, entries)
 		cancel()
 		for j, i := range batch {
 			switch {
@@ -176,6 +163,27 @@ func (c *Cache[V]) fillMany(ctx context.Context, lb driver.LeaseBatcher, keys []
 		v, kerr := c.storeLeased(ctx, keys[i], tokens[i], gens[i], results[i].value, results[i].err, took)
 		results[i] = result[V]{v, kerr}
 	})
+}
+
+// compareAndSwapMany replaces entries[i] under full[i] if it holds version
+// vers[i], with one pipelined call per shard through the funnel, measured
+// as op; swapped[i] and errs[i] are key i's outcome.
+func (c *Cache[V]) compareAndSwapMany(ctx context.Context, lb driver.LeaseBatcher, op string, full []string, vers []uint64, entries []driver.Entry) (swapped []bool, errs []error) {
+	swapped = make([]bool, len(full))
+	errs = c.perShard(ctx, op, full, func(ctx context.Context, idx []int) []error {
+		ks, vs, es := make([]string, len(idx)), make([]uint64, len(idx)), make([]driver.Entry, len(idx))
+		for n, j := range idx {
+			ks[n], vs[n], es[n] = full[j], vers[j], entries[j]
+		}
+		sw, perrs := lb.CompareAndSwapMany(ctx, ks, vs, es)
+		if len(sw) == len(idx) {
+			for n, j := range idx {
+				swapped[j] = sw[n]
+			}
+		}
+		return perrs
+	})
+	return swapped, errs
 }
 
 // fillLocalMany stores n entries in L1 as fillL1 does, with one batch fill

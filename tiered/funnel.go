@@ -130,16 +130,13 @@ func (r funneledRemote) GetMany(ctx context.Context, keys []string) ([]driver.En
 		if len(bs) == 1 {
 			b = bs[0]
 		}
-		return run(ctx, r.f, "get_many", b, func(ctx context.Context) ([]driver.Entry, error) { return r.Remote.GetMany(ctx, keys) })
+		return run(ctx, r.f, "get_many", b, func(ctx context.Context) ([]driver.Entry, error) { return r.getMany(ctx, keys) })
 	}
 	out := make([]driver.Entry, len(keys))
 	errs := make([]error, len(bs))
 	inParallel(len(bs), func(j int) {
 		part := pick(keys, idx[j])
-		es, err := run(ctx, r.f, "get_many", bs[j], func(ctx context.Context) ([]driver.Entry, error) { return r.Remote.GetMany(ctx, part) })
-		if err == nil && len(es) != len(part) {
-			err = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(part), len(es))
-		}
+		es, err := run(ctx, r.f, "get_many", bs[j], func(ctx context.Context) ([]driver.Entry, error) { return r.getMany(ctx, part) })
 		if err != nil {
 			errs[j] = err
 			return
@@ -152,6 +149,15 @@ func (r funneledRemote) GetMany(ctx context.Context, keys []string) ([]driver.En
 		return nil, err
 	}
 	return out, nil
+}
+
+// getMany is the store's GetMany, which must answer one entry per key.
+func (r funneledRemote) getMany(ctx context.Context, keys []string) ([]driver.Entry, error) {
+	es, err := r.Remote.GetMany(ctx, keys)
+	if err == nil && len(es) != len(keys) {
+		err = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(keys), len(es))
+	}
+	return es, err
 }
 
 func (r funneledRemote) Set(ctx context.Context, key string, e driver.Entry) error {

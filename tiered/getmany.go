@@ -3,7 +3,6 @@ package tiered
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // GetMany returns the values of keys from L1 or L2 without loading them:
@@ -21,27 +20,11 @@ func (c *Cache[V]) GetMany(ctx context.Context, keys ...string) (out map[string]
 	if bad != nil {
 		defer func() { err = withKeyErrors(err, bad) }()
 	}
-	out = make(map[string]V, len(keys))
-	var rest []string
-	seen := make(map[string]struct{}, len(keys))
-	for _, k := range keys {
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
-		if v, found, err := c.lookL1(k); found {
-			if err == nil {
-				out[k] = v
-			}
-			continue
-		}
-		rest = append(rest, k)
-	}
+	out, rest := c.splitL1(keys)
+	c.stats.l1Miss.Add(uint64(len(rest)))
 	if len(rest) == 0 || c.l2 == nil {
-		c.stats.l1Miss.Add(uint64(len(rest)))
 		return out, nil
 	}
-	c.stats.l1Miss.Add(uint64(len(rest)))
 	ctx, span := c.tel.startSpan(ctx, "tiercache.get_many")
 	defer func() { endSpan(span, err) }()
 	gens := make([]uint64, len(rest))
@@ -52,9 +35,6 @@ func (c *Cache[V]) GetMany(ctx context.Context, keys ...string) (out map[string]
 	rctx, cancel := c.remoteCtx(ctx)
 	entries, rerr := c.l2.GetMany(rctx, full)
 	cancel()
-	if rerr == nil && len(entries) != len(rest) {
-		rerr = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(rest), len(entries))
-	}
 	if rerr != nil {
 		errs := KeyErrors{}
 		for _, k := range rest {

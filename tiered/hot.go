@@ -134,9 +134,6 @@ func (c *Cache[V]) reloadHot(keys []string) {
 		rctx, rcancel := c.remoteCtx(ctx)
 		entries, err := c.l2.GetMany(rctx, full)
 		rcancel()
-		if err == nil && len(entries) != len(hot) {
-			err = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(hot), len(entries))
-		}
 		if err != nil {
 			c.report(ctx, c.remoteErr("hot-key reload", hot[0], err))
 			return

@@ -30,22 +30,7 @@ func (c *Cache[V]) GetOrLoadMany(ctx context.Context, keys []string, load BatchL
 }
 
 func (c *Cache[V]) getOrLoadMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
-	out := make(map[string]V, len(keys))
-	var pending []string
-	seen := make(map[string]struct{}, len(keys))
-	for _, k := range keys {
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
-		if v, found, err := c.lookL1(k); found {
-			if err == nil {
-				out[k] = v
-			}
-			continue
-		}
-		pending = append(pending, k)
-	}
+	out, pending := c.splitL1(keys)
 	if len(pending) == 0 {
 		return out, nil
 	}
@@ -89,6 +74,27 @@ func (c *Cache[V]) getOrLoadMany(ctx context.Context, keys []string, load BatchL
 	}
 	endSpan(span, nil)
 	return out, nil
+}
+
+// splitL1 answers the keys L1 holds (a cached not-found is absent from
+// out) and returns the others, each once, in order.
+func (c *Cache[V]) splitL1(keys []string) (out map[string]V, rest []string) {
+	out = make(map[string]V, len(keys))
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		if v, found, err := c.lookL1(k); found {
+			if err == nil {
+				out[k] = v
+			}
+			continue
+		}
+		rest = append(rest, k)
+	}
+	return out, rest
 }
 
 // joinMany joins or creates the flights of keys. mine lists the indexes of

@@ -68,9 +68,6 @@ func (c *Cache[V]) touch(ctx context.Context, keys []string) (errs []error) {
 	rctx, cancel := c.remoteCtx(ctx)
 	entries, err := c.l2.GetMany(rctx, full)
 	cancel()
-	if err == nil && len(entries) != len(keys) {
-		err = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(keys), len(entries))
-	}
 	if err != nil {
 		for i, k := range keys {
 			errs[i] = c.remoteErr("GET", k, err)
@@ -98,19 +95,8 @@ func (c *Cache[V]) touch(ctx context.Context, keys []string) (errs []error) {
 			sub[n], vers[n], es[n] = full[i], entries[i].Version, entries[i]
 		}
 		rctx, cancel := c.remoteCtx(ctx)
-		perrs := c.perShard(rctx, "touch", sub, func(ctx context.Context, at []int) []error {
-			ks, vs, ens := make([]string, len(at)), make([]uint64, len(at)), make([]driver.Entry, len(at))
-			for n, j := range at {
-				ks[n], vs[n], ens[n] = sub[j], vers[j], es[j]
-			}
-			sw, errs := c.l2lease.CompareAndSwapMany(ctx, ks, vs, ens)
-			if len(sw) == len(at) {
-				for n, j := range at {
-					swapped[j] = sw[n]
-				}
-			}
-			return errs
-		})
+		var perrs []error
+		swapped, perrs = c.compareAndSwapMany(rctx, c.l2lease, "touch", sub, vers, es)
 		cancel()
 		for n, i := range idx {
 			if perrs[n] != nil {
