@@ -116,7 +116,7 @@ func New[V any](name string, l1 driver.Local[V], l2 driver.Remote, opts ...Optio
 		c.l2many, _ = l2.(driver.BatchWriter)
 		c.l2tags, _ = l2.(driver.TagStore)
 		c.l2lease, _ = l2.(driver.LeaseBatcher)
-		c.funnel = &funnel{t: tel}
+		c.funnel = &funnel{remote: l2, t: tel}
 		c.funnel.sharder, _ = l2.(driver.Sharder)
 		if cfg.breakerThreshold > 0 {
 			c.breakers = newBreakers(cfg.breakerThreshold, cfg.breakerCoolDown, cfg.clock.Now, c.breakerOpened)

@@ -22,6 +22,7 @@ import (
 // funnel holds what run needs: the telemetry, and the breakers with the
 // store's shard map.
 type funnel struct {
+	remote  driver.Remote // the store itself, for calls made inside run
 	t       *telemetry
 	set     *breakers      // nil: breakers off
 	sharder driver.Sharder // nil: one shard
@@ -201,6 +202,30 @@ func (r funneledRemote) CompareAndDelete(ctx context.Context, key string, versio
 	return run(ctx, r.f, "compare_and_delete", r.f.breakerOf(key), func(ctx context.Context) (bool, error) {
 		return r.Remote.CompareAndDelete(ctx, key, version)
 	})
+}
+
+// readPerShard reads full (full[i] is key i) with one GetMany per shard
+// through the funnel; errs[i] is key i's error, so a failing shard costs
+// only its own keys.
+func (c *Cache[V]) readPerShard(ctx context.Context, full []string) (entries []driver.Entry, errs []error) {
+	entries = make([]driver.Entry, len(full))
+	errs = c.perShard(ctx, "get_many", full, func(ctx context.Context, idx []int) []error {
+		part := pick(full, idx)
+		es, err := c.funnel.remote.GetMany(ctx, part)
+		if err == nil && len(es) != len(part) {
+			err = fmt.Errorf("tiered: the L2 store answered GetMany of %d keys with %d entries", len(part), len(es))
+		}
+		perrs := make([]error, len(idx))
+		for n, i := range idx {
+			if err != nil {
+				perrs[n] = err
+			} else {
+				entries[i] = es[n]
+			}
+		}
+		return perrs
+	})
+	return entries, errs
 }
 
 func pick(keys []string, idx []int) []string {

@@ -33,18 +33,16 @@ func (c *Cache[V]) GetMany(ctx context.Context, keys ...string) (out map[string]
 		gens[i], full[i] = c.generation(k), c.prefix+k
 	}
 	rctx, cancel := c.remoteCtx(ctx)
-	entries, rerr := c.l2.GetMany(rctx, full)
+	entries, rerrs := c.readPerShard(rctx, full)
 	cancel()
-	if rerr != nil {
-		errs := KeyErrors{}
-		for _, k := range rest {
-			errs[k] = c.remoteErr("GET", k, rerr)
-		}
-		return out, errs
-	}
 	ctx = c.prefetchTagGens(ctx, rest, entries)
 	errs := KeyErrors{}
 	for i, k := range rest {
+		if rerrs[i] != nil {
+			// Only the keys of a failing shard: the others are answered.
+			errs[k] = c.remoteErr("GET", k, rerrs[i])
+			continue
+		}
 		v, err := c.accept(ctx, k, entries[i], gens[i])
 		switch {
 		case err == nil:

@@ -132,13 +132,13 @@ func (c *Cache[V]) reloadHot(keys []string) {
 		stop := context.AfterFunc(c.closing, cancel)
 		defer stop()
 		rctx, rcancel := c.remoteCtx(ctx)
-		entries, err := c.l2.GetMany(rctx, full)
+		entries, errs := c.readPerShard(rctx, full)
 		rcancel()
-		if err != nil {
-			c.report(ctx, c.remoteErr("hot-key reload", hot[0], err))
-			return
-		}
 		for i, e := range entries {
+			if errs[i] != nil {
+				c.report(ctx, c.remoteErr("hot-key reload", hot[i], errs[i]))
+				continue
+			}
 			if !e.Kind.IsValue() {
 				continue // a miss or a lease: the next reader loads as usual
 			}

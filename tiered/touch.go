@@ -66,17 +66,16 @@ func (c *Cache[V]) touch(ctx context.Context, keys []string) (errs []error) {
 		full[i] = c.prefix + k
 	}
 	rctx, cancel := c.remoteCtx(ctx)
-	entries, err := c.l2.GetMany(rctx, full)
+	entries, rerrs := c.readPerShard(rctx, full)
 	cancel()
-	if err != nil {
-		for i, k := range keys {
-			errs[i] = c.remoteErr("GET", k, err)
-		}
-		return errs
-	}
 	var idx []int // the keys with a value or not-found to extend
 	now := c.cfg.clock.Now()
 	for i := range entries {
+		if rerrs[i] != nil {
+			// Only the keys of a failing shard: the others are touched.
+			errs[i] = c.remoteErr("GET", keys[i], rerrs[i])
+			continue
+		}
 		e := &entries[i]
 		switch e.Kind {
 		case driver.KindValue, driver.KindTagged:
